@@ -1,0 +1,1 @@
+"""Typed YAML configs: schemas, ``inherit_from`` composition and command-line overrides."""

@@ -1,0 +1,1 @@
+"""Hand model: MANO-format files (licensed or our open model), joint orders, pose sampling."""
