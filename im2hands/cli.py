@@ -1,0 +1,87 @@
+"""The ``im2hands`` command: parse arguments, set up logging, call one library function.
+
+No logic lives here: each subcommand imports the function it calls lazily (so ``--help`` is
+fast) and turns :class:`~im2hands.utils.errors.Im2HandsError` into one clear line on stderr
+and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from im2hands.utils.errors import Im2HandsError
+
+log = logging.getLogger("im2hands")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname).1s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --------------------------------------------------------------------------- subcommands
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from im2hands.config import config_to_yaml, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    sys.stdout.write(config_to_yaml(cfg))
+    return 0
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="print the resolved config (defaults < inherit_from < file < overrides)")
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (omit for the defaults)")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.set_defaults(func=_cmd_config)
+
+
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_config]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every working subcommand."""
+    from im2hands import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="im2hands",
+        description="Two interacting hands from one RGB image: data, training, extraction, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"im2hands {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in _REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``im2hands`` console command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USER_ERROR
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except Im2HandsError as exc:
+        sys.stderr.write(f"im2hands: error: {exc}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("im2hands: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
