@@ -46,7 +46,44 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_config)
 
 
-_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_config]
+def _cmd_handmodel_build(args: argparse.Namespace) -> int:
+    from im2hands.hands.builder import write_hand_model
+
+    for path in write_hand_model(args.out):
+        log.info("wrote %s", path)
+    return 0
+
+
+def _add_handmodel(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("handmodel", help="the open hand model (MANO file format, no licence needed)")
+    hsub = p.add_subparsers(dest="handmodel_command", metavar="ACTION", required=True)
+    b = hsub.add_parser("build", help="build MANO_RIGHT.pkl and MANO_LEFT.pkl deterministically")
+    b.add_argument("--out", required=True, help="output folder")
+    b.set_defaults(func=_cmd_handmodel_build)
+
+
+def _cmd_mano_convert(args: argparse.Namespace) -> int:
+    from im2hands.hands.mano_io import convert_mano
+
+    for path in convert_mano(args.src, args.out):
+        log.info("wrote %s", path)
+    return 0
+
+
+def _add_mano(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mano", help="licensed MANO files")
+    msub = p.add_subparsers(dest="mano_command", metavar="ACTION", required=True)
+    c = msub.add_parser("convert", help="write plain-numpy copies of MANO_{RIGHT,LEFT}.pkl (no chumpy needed)")
+    c.add_argument("--src", required=True, help="folder holding the licensed MANO_RIGHT.pkl and MANO_LEFT.pkl")
+    c.add_argument("--out", required=True, help="output folder for the converted files")
+    c.set_defaults(func=_cmd_mano_convert)
+
+
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_config,
+    _add_handmodel,
+    _add_mano,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

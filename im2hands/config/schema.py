@@ -36,8 +36,15 @@ class SynthConfig:
     """Side of the square RGB image, pixels."""
     focal_range: List[float] = field(default_factory=lambda: [450.0, 650.0])
     """Focal length range in pixels for a 256-pixel image (scaled with image_size)."""
-    distance_range: List[float] = field(default_factory=lambda: [0.45, 0.75])
-    """Camera-to-hands distance range, metres."""
+    fill_range: List[float] = field(default_factory=lambda: [0.7, 0.9])
+    """Fraction of the image side covered by the two hands' bounding box (IntagHand crops at
+    0.8); the camera distance follows from it and the focal length."""
+    center_jitter: float = _range(0.05, 0.0, 0.5)
+    """Largest shift of the hands' box centre from the image centre, as a fraction of the side."""
+    val_every: int = _range(20, 2, None)
+    """Every val_every-th sample (index % val_every == 1) goes to the val split."""
+    test_every: int = _range(20, 2, None)
+    """Every test_every-th sample (index % test_every == 0) goes to the test split."""
     interaction_ratio: float = _range(0.85, 0.0, 1.0)
     """Fraction of samples posed from a named two-hand interaction template; the rest use two
     independent random single-hand poses placed near each other."""
