@@ -77,6 +77,141 @@ class DataConfig:
 
 
 @dataclass
+class EncoderConfig:
+    """The image encoder (a ResNet-style backbone written in the package, no torchvision)."""
+
+    depth: int = 18
+    """Backbone depth: 10, 18, 34 (basic blocks) or 50 (bottlenecks, the original's ResNet-50)."""
+    width: int = _range(64, 8, 256)
+    """Channels of the first stage (64 for a standard ResNet; smaller for CPU-sized variants)."""
+    head_channels: int = _range(128, 8, 512)
+    """Channels of the two upsampling heads (heatmaps; masks and parts) at 64 x 64."""
+    feature_channels: int = _range(32, 4, 512)
+    """Channels of the query feature map made from both heads' last maps."""
+    weights: Optional[str] = None
+    """Optional file with encoder weights to load at construction."""
+
+
+@dataclass
+class InitOccConfig:
+    """Stage 1: per-hand canonical occupancy (HALO part MLPs + query-image attention)."""
+
+    use_image: bool = True
+    """False: the keypoint-only HALO baseline (no image feature)."""
+    hidden: int = _range(64, 8, 1024)
+    """Width of the part MLPs."""
+    point_dim: int = _range(16, 1, 256)
+    """Output width of the point MLP; the point token is [query xyz, point MLP] (3 + point_dim)."""
+    patch_grid: int = _range(4, 1, 64)
+    """Patches per side of the image feature map for the query-image attention (4 -> 16 tokens)."""
+    heads: int = _range(2, 1, 16)
+    """Attention heads of the query-image attention."""
+    dropout: float = _range(0.01, 0.0, 1.0)
+    """Dropout in the attention blocks and point MLP."""
+    threshold: float = _range(0.5, 0.0, 1.0)
+    """Occupancy probability threshold for IoU and meshes."""
+
+
+@dataclass
+class RefOccConfig:
+    """Stage 2: two-hand occupancy refinement in the posed camera frame."""
+
+    init_occ: Optional[str] = None
+    """Stage-1 run folder or checkpoint (frozen inside stage 2). Required to train stage 2."""
+    num_anchors: int = _range(512, 16, 4096)
+    """Anchor points per hand sampled on the stage-1 surface."""
+    threshold: float = _range(0.45, 0.0, 1.0)
+    """Occupancy probability threshold for IoU and meshes."""
+    penetration_weight: float = _range(0.001, 0.0, None)
+    """Weight of the penetration term (a sum over points, as in the original)."""
+
+
+@dataclass
+class KeypointNoiseConfig:
+    """Noise added to ground-truth keypoints to train keypoint refinement (an estimator's errors)."""
+
+    jitter_mm: float = _range(8.0, 0.0, None)
+    """Standard deviation of per-joint Gaussian jitter, mm."""
+    depth_bias_mm: float = _range(15.0, 0.0, None)
+    """Standard deviation of a per-hand bias along the camera z axis, mm."""
+    swap_prob: float = _range(0.05, 0.0, 1.0)
+    """Probability that two neighbouring fingers' keypoints are swapped."""
+
+
+@dataclass
+class KptsRefConfig:
+    """Stage 3: keypoint refinement from image features."""
+
+    layers: int = _range(4, 1, 16)
+    """Graph-convolution + image-attention layers."""
+    patch_grid: int = _range(8, 1, 64)
+    """Patches per side for the joint-image attention (8 -> 64 tokens)."""
+    heads: int = _range(4, 1, 16)
+    """Attention heads."""
+    noise: KeypointNoiseConfig = field(default_factory=KeypointNoiseConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build (``type``, a name in ``im2hands.registry.MODELS``) and its settings."""
+
+    type: str = "init_occ"
+    """Registered model name: init_occ, ref_occ, kpts_ref (and kpts_est when it lands)."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    init_occ: InitOccConfig = field(default_factory=InitOccConfig)
+    ref_occ: RefOccConfig = field(default_factory=RefOccConfig)
+    kpts_ref: KptsRefConfig = field(default_factory=KptsRefConfig)
+
+
+@dataclass
+class TrainConfig:
+    """The one trainer (``im2hands train``)."""
+
+    out_dir: Optional[str] = None
+    """Run folder; None: runs/<name>/<timestamp>."""
+    batch_size: int = _range(8, 1, None)
+    """Samples per step (per process under torchrun)."""
+    lr: float = _range(1e-4, 0.0, None)
+    """Adam learning rate."""
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam betas."""
+    weight_decay: float = _range(0.0, 0.0, None)
+    """Adam weight decay."""
+    scheduler: str = "none"
+    """Learning-rate schedule: none, step or cosine."""
+    step_size: int = _range(5000, 1, None)
+    """StepLR period in steps (scheduler=step)."""
+    gamma: float = _range(0.2, 0.0, 1.0)
+    """StepLR factor (scheduler=step)."""
+    max_steps: int = _range(10000, 1, None)
+    """Training stops after this many steps."""
+    max_minutes: Optional[float] = None
+    """Training also stops (after a checkpoint) after this many minutes of wall time."""
+    val_every: int = _range(1000, 1, None)
+    """Validate every this many steps (and at the end)."""
+    val_split: str = "val"
+    """Validation split name."""
+    val_samples: int = _range(64, 1, None)
+    """Validation items (the first ones of the split, fixed)."""
+    val_points: int = _range(4096, 1, None)
+    """Uniform IoU points per hand and validation item (fixed seed)."""
+    checkpoint_every: int = _range(1000, 1, None)
+    """Write the last checkpoint every this many steps."""
+    log_every: int = _range(20, 1, None)
+    """Print one log line every this many steps."""
+    num_workers: int = _range(2, 0, 64)
+    """DataLoader worker processes."""
+    device: str = "auto"
+    """auto (cuda when present), cpu, cuda or cuda:N."""
+    amp: bool = True
+    """Mixed precision (bf16 autocast) on CUDA; ignored on CPU."""
+    grad_clip: Optional[float] = None
+    """Clip the gradient norm to this value (None: no clipping)."""
+    tensorboard: bool = True
+    """Also write TensorBoard events when tensorboard is installed."""
+
+
+@dataclass
 class ExperimentConfig:
     """The whole resolved config of one job; written as config.yaml into every output folder."""
 
@@ -87,3 +222,5 @@ class ExperimentConfig:
     hand_model: HandModelConfig = field(default_factory=HandModelConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
