@@ -79,8 +79,64 @@ def _add_mano(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_cmd_mano_convert)
 
 
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from im2hands.config import load_config
+    from im2hands.data.synthetic import synthesize
+
+    cfg = load_config(args.config, args.overrides)
+    summary = synthesize(args.out, args.num, seed=args.seed, workers=args.workers, cfg=cfg)
+    log.info(
+        "%s: %d written, %d already there, %d failed, %.1f samples/s",
+        args.out, summary["written"], summary["skipped"], len(summary["failed"]), summary["samples_per_s"],
+    )
+    return 1 if summary["failed"] else 0
+
+
+def _cmd_data_show(args: argparse.Namespace) -> int:
+    from im2hands.data.show import show_sample
+
+    log.info("wrote %s", show_sample(args.dir, args.index, args.out, mano_dir=args.mano_dir))
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="datasets: generate synthetic two-hand data, look at samples")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    s = dsub.add_parser("synth", help="generate a synthetic two-hand dataset (resumable)")
+    s.add_argument("--out", required=True, help="dataset folder (an unfinished one is continued)")
+    s.add_argument("--num", type=int, required=True, help="number of samples")
+    s.add_argument("--seed", type=int, default=0, help="run seed; sample i depends only on (seed, i)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes")
+    s.add_argument("--config", default=None, help="YAML config (synth and hand_model sections)")
+    s.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. synth.image_size=128")
+    s.set_defaults(func=_cmd_data_synth)
+    w = dsub.add_parser("show", help="picture of one sample: image, masks, keypoints, meshes, depth")
+    w.add_argument("dir", help="dataset folder")
+    w.add_argument("--index", type=int, default=0, help="sample position in the sorted ids")
+    w.add_argument("--out", required=True, help="output PNG")
+    w.add_argument("--mano-dir", default=None, help="hand-model folder (default: IM2HANDS_MANO_DIR or the open model)")
+    w.set_defaults(func=_cmd_data_show)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from im2hands.demo import run_demo
+
+    run_demo(args.out, num=args.num, workers=args.workers)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job on built-in defaults (see README)")
+    p.add_argument("--out", default="demo_out", help="output folder")
+    p.add_argument("--num", type=int, default=16, help="synthetic samples to generate")
+    p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.set_defaults(func=_cmd_demo)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_config,
+    _add_data,
+    _add_demo,
     _add_handmodel,
     _add_mano,
 ]

@@ -166,7 +166,7 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"{path}: unreadable image: {exc}") from None
 

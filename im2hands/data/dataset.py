@@ -1,0 +1,184 @@
+"""The torch Dataset over the toolkit's dataset format (synthetic or prepared InterHand2.6M).
+
+Each item holds the image, masks, depth, camera, both hands' keypoints and ground-truth meshes
+(rebuilt from the stored hand-model parameters), and freshly drawn occupancy samples. The
+occupancy points of item ``i`` in epoch ``e`` are a pure function of ``(seed, e, i)``, so
+multi-worker loading and distributed samplers give the same points whatever the worker
+layout; call :meth:`HandsDataset.set_epoch` each epoch for new points.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from im2hands.data import format as fmt
+from im2hands.data.sampling import sample_occupancy_points
+from im2hands.geometry.frames import palm_frame
+from im2hands.hands.constants import SIDES
+from im2hands.hands.layer import HandModel, load_hand_models
+from im2hands.utils.errors import DataError
+
+log = logging.getLogger(__name__)
+
+ALL_FIELDS = ("image", "masks", "depth", "mesh", "occupancy")
+
+
+def mesh_in_camera(
+    model: HandModel, hand: fmt.HandAnnotation, R: np.ndarray, t: np.ndarray
+) -> torch.Tensor:
+    """Ground-truth vertices of one hand in the camera frame (metres), shape ``(V', 3)``."""
+    dtype = model.dtype
+    pose = torch.as_tensor(hand.pose, dtype=dtype)[None]
+    shape = torch.as_tensor(hand.shape, dtype=dtype)[None]
+    trans = torch.as_tensor(hand.trans, dtype=dtype)[None]
+    with torch.no_grad():
+        verts_world = model(pose, shape, trans).vertices[0]  # (V', 3)
+    R_t = torch.as_tensor(R, dtype=dtype)
+    t_t = torch.as_tensor(t, dtype=dtype)
+    return verts_world @ R_t.T + t_t  # (V', 3) camera frame
+
+
+class HandsDataset(Dataset):
+    """Samples of a dataset folder as dicts of tensors.
+
+    Item keys (``2`` is the hand axis, ``LEFT = 0``, ``RIGHT = 1``; camera frame, metres):
+
+    - ``image`` (3, H, W) float in [0, 1]; ``masks_amodal``, ``masks_visible`` (2, H, W) bool;
+      ``depth`` (H, W) metres (0 = no hand)
+    - ``K`` (3, 3) pixels; ``R`` (3, 3), ``t`` (3,) world to camera
+    - ``keypoints`` (2, 21, 3) standard order; ``keypoints_2d`` (2, 21, 2) pixels;
+      ``hand_valid`` (2,) bool; ``pose`` (2, 48), ``shape`` (2, 10), ``trans`` (2, 3) (world frame)
+    - ``vertices`` (2, V', 3) and ``faces`` (2, F', 3) int64: ground-truth closed meshes
+    - ``points`` (2, N, 3) and ``occupancy`` (2, N) float: labelled query points per hand,
+      ``uniform_ratio`` of them uniform in the hand's palm-frame cube, the rest near its surface
+    - ``index`` int, ``id`` str
+
+    Args:
+        root: dataset folder.
+        split: split name (``splits/<split>.txt``) or ``all``.
+        hand_models: ``{"left": HandModel, "right": HandModel}``; loaded from ``mano_dir``
+            when None. Their ``model_name`` must match the dataset's.
+        mano_dir: hand-model folder used when ``hand_models`` is None.
+        num_points: query points per hand; uniform_ratio, box_side (m), surface_sigma (m): the
+            occupancy sampler's settings.
+        seed: base seed of occupancy sampling.
+        fields: which of ``image, masks, depth, mesh, occupancy`` to load (cameras and
+            keypoints are always there; ``occupancy`` implies ``mesh``).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "all",
+        *,
+        hand_models: dict[str, HandModel] | None = None,
+        mano_dir: str | None = None,
+        num_points: int = 2048,
+        uniform_ratio: float = 0.5,
+        box_side: float = 0.44,
+        surface_sigma: float = 0.004,
+        seed: int = 0,
+        fields: Sequence[str] = ALL_FIELDS,
+    ) -> None:
+        self.root = Path(root)
+        self.meta = fmt.read_meta(self.root)
+        self.ids = fmt.list_samples(self.root, split)
+        if not self.ids:
+            raise DataError(f"{self.root}: split '{split}' holds no complete samples")
+        unknown = set(fields) - set(ALL_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}; expected a subset of {ALL_FIELDS}")
+        self.fields = set(fields) | ({"mesh"} if "occupancy" in fields else set())
+        self.num_points, self.uniform_ratio = int(num_points), float(uniform_ratio)
+        self.box_side, self.surface_sigma = float(box_side), float(surface_sigma)
+        self.seed, self.epoch = int(seed), 0
+        self._models = hand_models
+        self._mano_dir = mano_dir
+        if "mesh" in self.fields:
+            self._check_model(self.models)
+
+    @property
+    def models(self) -> dict[str, HandModel]:
+        if self._models is None:
+            self._models = load_hand_models(self._mano_dir)
+        return self._models
+
+    def _check_model(self, models: dict[str, HandModel]) -> None:
+        want = self.meta.get("hand_model", {}).get("name")
+        have = models["right"].model_name
+        if want is not None and want != have:
+            raise DataError(
+                f"{self.root}: the dataset was made with hand model '{want}' but '{have}' is loaded; "
+                "point hand_model.mano_dir (or IM2HANDS_MANO_DIR) at the matching files"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new occupancy points for the next epoch (same points for the same epoch)."""
+        self.epoch = int(epoch)
+
+    @property
+    def faces(self) -> torch.Tensor:
+        """(2, F', 3) int64 closed faces of both hands."""
+        return torch.stack([self.models[s].closed_faces.cpu() for s in SIDES])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _generator(self, index: int) -> torch.Generator:
+        seq = np.random.SeedSequence([self.seed, self.epoch, index])
+        return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sid = self.ids[index]
+        ann = fmt.read_annotation(self.root, sid)
+        missing = [s for s in SIDES if s not in ann.hands]
+        if missing and "mesh" in self.fields:
+            raise DataError(f"{self.root}/annotations/{sid}.json: no annotation for the {missing[0]} hand")
+        item: dict[str, Any] = {"index": index, "id": sid}
+        item["K"] = torch.as_tensor(ann.K, dtype=torch.float32)
+        item["R"] = torch.as_tensor(ann.R, dtype=torch.float32)
+        item["t"] = torch.as_tensor(ann.t, dtype=torch.float32)
+        hands = [ann.hands.get(s) for s in SIDES]
+        zeros = {"pose": np.zeros(48), "shape": np.zeros(10), "trans": np.zeros(3),
+                 "keypoints": np.zeros((21, 3)), "keypoints_2d": np.zeros((21, 2))}
+        for key, default in zeros.items():
+            arr = np.stack([getattr(h, key) if h is not None else default for h in hands])
+            item[key] = torch.as_tensor(arr, dtype=torch.float32)
+        item["hand_valid"] = torch.tensor([h is not None and h.valid for h in hands])
+        if "image" in self.fields:
+            img = fmt.read_image(self.root / ann.image)
+            item["image"] = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0  # (3, H, W)
+        if "masks" in self.fields:
+            m = fmt.read_masks(self.root / ann.mask)
+            item["masks_amodal"] = torch.from_numpy(np.stack([m["left_amodal"], m["right_amodal"]]))
+            item["masks_visible"] = torch.from_numpy(np.stack([m["left_visible"], m["right_visible"]]))
+        if "depth" in self.fields:
+            item["depth"] = torch.from_numpy(fmt.read_depth(self.root / ann.depth))
+        if "mesh" in self.fields:
+            verts = [mesh_in_camera(self.models[s], ann.hands[s], ann.R, ann.t) for s in SIDES]
+            item["vertices"] = torch.stack(verts).float()  # (2, V', 3)
+            item["faces"] = self.faces
+        if "occupancy" in self.fields:
+            item.update(self._occupancy(item, index))
+        return item
+
+    def _occupancy(self, item: dict[str, Any], index: int) -> dict[str, torch.Tensor]:
+        gen = self._generator(index)
+        kp = item["keypoints"].double()  # (2, 21, 3)
+        T = palm_frame(kp, torch.tensor([True, False]))  # (2, 4, 4) camera -> palm frame
+        points, occ = [], []
+        for h in range(2):
+            axes = T[h, :3, :3].T  # (3, 3) palm axes as columns (mirrored for the left hand)
+            p, o = sample_occupancy_points(
+                item["vertices"][h].double(), item["faces"][h], kp[h, 0], axes, self.num_points,
+                uniform_ratio=self.uniform_ratio, side=self.box_side, sigma=self.surface_sigma, seed=gen,
+            )
+            points.append(p.float())
+            occ.append(torch.as_tensor(o).float())
+        return {"points": torch.stack(points), "occupancy": torch.stack(occ)}

@@ -1,0 +1,684 @@
+"""Build the open hand model (``im2hands-open-hand-v1``) in MANO's pickle format.
+
+The licensed MANO files cannot be shipped, so the package builds its own hand model that loads
+through the same code path (smplx ``MANO`` / :mod:`im2hands.hands.mano_io`). Pipeline:
+
+1. skeleton and implicit surface from :mod:`im2hands.hands.anatomy` (round cones per bone,
+   a rounded palm slab, wrist stub, thenar/hypothenar pads, smooth unions);
+2. marching cubes, then adaptive remeshing (edge collapses with a size field that is finer on
+   the fingers, valence-improving flips, tangential relaxation with projection back onto the
+   implicit surface) to about 1.4k vertices; the mesh is closed at the wrist (watertight);
+3. skinning weights from per-bone distances, smoothed by diffusion on the mesh;
+4. a joint regressor: per joint, non-negative weights on a ring of vertices around the joint
+   that reproduce the designed joint exactly;
+5. shape directions (10 betas): per-bone affine displacement fields (size, palm width/length/
+   thickness, finger lengths and thickness) blended by the skinning weights; linear in beta;
+6. the left hand as the mirror image (x -> -x), faces reversed.
+
+Everything is deterministic: no random numbers, arrays rounded to float32 precision.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse
+from skimage.measure import marching_cubes
+
+from im2hands.hands import anatomy
+from im2hands.hands.anatomy import Skeleton
+from im2hands.utils.errors import HandModelError
+from im2hands.utils.io import write_pickle
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME: str = "im2hands-open-hand-v1"
+"""Value of the ``model_name`` key of the built files."""
+
+MC_VOXEL: float = 0.003
+"""Marching-cubes voxel size (m) before remeshing."""
+EDGE_FACTOR: float = 0.51
+"""Target edge length = ``EDGE_FACTOR`` x the local part radius (finger radius or palm)."""
+PALM_SIZE_RADIUS: float = 0.018
+"""Part "radius" used for the palm's target edge length (m)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Mesh utilities
+
+
+def _neighbors(faces: np.ndarray, n_vertices: int) -> scipy.sparse.csr_matrix:
+    """Symmetric 0/1 vertex adjacency ``(V, V)`` of a triangle mesh."""
+    i = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
+    j = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    adj = scipy.sparse.coo_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices))
+    adj = ((adj + adj.T) > 0).astype(np.float64)
+    return adj.tocsr()
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals ``(V, 3)`` (outward for an outward-wound mesh)."""
+    tri = vertices[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    vn = np.zeros_like(vertices)
+    for c in range(3):
+        np.add.at(vn, faces[:, c], fn)
+    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
+
+
+def _project(points: np.ndarray, skeleton: Skeleton, steps: int = 3) -> np.ndarray:
+    """Move points onto the implicit surface by Newton steps along the field's gradient."""
+    eps = 1e-5
+    offsets = np.eye(3) * eps
+    for _ in range(steps):
+        value = anatomy.hand_sdf(points, skeleton)
+        grad = np.stack([(anatomy.hand_sdf(points + o, skeleton)
+                          - anatomy.hand_sdf(points - o, skeleton)) / (2 * eps) for o in offsets], 1)
+        points = points - (value / np.maximum((grad * grad).sum(1), 1e-6))[:, None] * grad
+    return points
+
+
+def _size_field(points: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """Target edge length (m) at points: proportional to the nearest parts' radii."""
+    dist = anatomy.part_distances(points, skeleton)
+    radius = np.concatenate([[PALM_SIZE_RADIUS], skeleton.seg_radii[1:].mean(1)])
+    soft = np.exp(-(dist - dist.min(1, keepdims=True)) / 0.003)
+    return EDGE_FACTOR * (soft @ radius) / soft.sum(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Adaptive remeshing (collapse short edges, flip for valence, relax and project)
+
+
+class _Mesh:
+    """Minimal mutable triangle mesh with vertex -> face incidence, for edge operations."""
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
+        self.v = vertices.copy()
+        self.f = faces.copy()
+        self.alive_f = np.ones(len(faces), dtype=bool)
+        self.alive_v = np.ones(len(vertices), dtype=bool)
+        self.vf: list[set[int]] = [set() for _ in range(len(vertices))]
+        for fi, tri in enumerate(faces):
+            for a in tri:
+                self.vf[a].add(fi)
+
+    def ring(self, a: int) -> set[int]:
+        return {int(b) for fi in self.vf[a] for b in self.f[fi] if b != a}
+
+    def _normal(self, tri: np.ndarray, moved: int = -1, to: np.ndarray | None = None) -> np.ndarray:
+        p = [to if (to is not None and t == moved) else self.v[t] for t in tri]
+        return np.cross(p[1] - p[0], p[2] - p[0])
+
+    def collapse(self, a: int, b: int, target: np.ndarray, max_len: float) -> bool:
+        """Collapse edge (a, b) into ``a`` placed at ``target``; False if it would break things."""
+        shared = self.vf[a] & self.vf[b]
+        if len(shared) != 2:
+            return False
+        opposite = {int(t) for fi in shared for t in self.f[fi] if t != a and t != b}
+        ring_a, ring_b = self.ring(a), self.ring(b)
+        if (ring_a & ring_b) != opposite or any(len(self.vf[o]) <= 3 for o in opposite):
+            return False
+        if len(ring_a | ring_b) - 2 < 3:
+            return False
+        others = np.array(sorted((ring_a | ring_b) - {a, b}))
+        if np.sqrt(((self.v[others] - target) ** 2).sum(1)).max() > max_len:
+            return False
+        around = np.array(sorted((self.vf[a] | self.vf[b]) - shared))
+        old = self.v[self.f[around]]
+        new = old.copy()
+        new[(self.f[around] == a) | (self.f[around] == b)] = target
+        n_old = np.cross(old[:, 1] - old[:, 0], old[:, 2] - old[:, 0])
+        n_new = np.cross(new[:, 1] - new[:, 0], new[:, 2] - new[:, 0])
+        cos = (n_old * n_new).sum(1)
+        if (cos <= 0.3 * np.sqrt((n_old ** 2).sum(1) * (n_new ** 2).sum(1)) + 1e-30).any():
+            return False
+        for fi in shared:
+            self.alive_f[fi] = False
+            for t in self.f[fi]:
+                self.vf[t].discard(fi)
+        for fi in self.vf[b]:
+            self.f[fi][self.f[fi] == b] = a
+            self.vf[a].add(fi)
+        self.vf[b] = set()
+        self.alive_v[b] = False
+        self.v[a] = target
+        return True
+
+    def flip_pass(self) -> int:
+        """Flip edges that reduce the squared deviation of valences from 6; returns flips."""
+        flips = 0
+        valence = np.array([len(s) for s in self.vf])
+        for fi in range(len(self.f)):
+            if not self.alive_f[fi]:
+                continue
+            for e in range(3):
+                a, b = int(self.f[fi][e]), int(self.f[fi][(e + 1) % 3])
+                if a > b:
+                    continue
+                shared = sorted(self.vf[a] & self.vf[b])
+                if len(shared) != 2:
+                    continue
+                f0, f1 = shared
+                c = int(next(t for t in self.f[f0] if t != a and t != b))
+                d = int(next(t for t in self.f[f1] if t != a and t != b))
+                if d in self.ring(c):
+                    continue
+                before = sum((valence[x] - 6) ** 2 for x in (a, b, c, d))
+                after = sum((valence[x] + dv - 6) ** 2 for x, dv in ((a, -1), (b, -1), (c, 1), (d, 1)))
+                if after >= before:
+                    continue
+                # new faces keep the orientation of the old ones
+                t0 = list(self.f[f0])
+                i0 = t0.index(a)
+                order_ab = t0[(i0 + 1) % 3] == b  # f0 runs a -> b -> c
+                nf0 = [a, d, c] if order_ab else [a, c, d]
+                nf1 = [b, c, d] if order_ab else [b, d, c]
+                n_old = self._normal(self.f[f0]) + self._normal(self.f[f1])
+                n0, n1 = self._normal(np.array(nf0)), self._normal(np.array(nf1))
+                if min(np.dot(n0, n_old), np.dot(n1, n_old), np.dot(n0, n1)) <= 0.2 * (
+                        np.linalg.norm(n0) * np.linalg.norm(n1)):
+                    continue
+                for fj, new in ((f0, nf0), (f1, nf1)):
+                    for t in self.f[fj]:
+                        self.vf[t].discard(fj)
+                    self.f[fj] = new
+                    for t in new:
+                        self.vf[t].add(fj)
+                valence[[a, b]] -= 1
+                valence[[c, d]] += 1
+                flips += 1
+                break
+        return flips
+
+    def compact(self) -> tuple[np.ndarray, np.ndarray]:
+        keep = np.flatnonzero(self.alive_v)
+        remap = np.full(len(self.v), -1)
+        remap[keep] = np.arange(len(keep))
+        return self.v[keep].copy(), remap[self.f[self.alive_f]]
+
+
+def _collapse_short_edges(mesh: _Mesh, size: np.ndarray) -> int:
+    """Collapse edges shorter than 0.8 x the target length, shortest (relative) first.
+
+    ``size`` holds the target edge length per vertex; a merged vertex gets the mean.
+    """
+    def priority(a: int, b: int) -> float:
+        return float(np.linalg.norm(mesh.v[a] - mesh.v[b]) / (0.5 * (size[a] + size[b])))
+
+    edges = np.unique(np.sort(np.concatenate([mesh.f[:, [0, 1]], mesh.f[:, [1, 2]],
+                                              mesh.f[:, [2, 0]]]), axis=1), axis=0)
+    rel = np.linalg.norm(mesh.v[edges[:, 0]] - mesh.v[edges[:, 1]], axis=1) / (
+        0.5 * (size[edges[:, 0]] + size[edges[:, 1]]))
+    heap = [(float(r), int(a), int(b)) for r, (a, b) in zip(rel, edges) if r < 0.8]
+    heapq.heapify(heap)
+    count = 0
+    while heap:
+        r, a, b = heapq.heappop(heap)
+        if not (mesh.alive_v[a] and mesh.alive_v[b]) or not (mesh.vf[a] & mesh.vf[b]):
+            continue
+        if abs(priority(a, b) - r) > 1e-12:
+            continue
+        target = 0.5 * (mesh.v[a] + mesh.v[b])
+        merged = 0.5 * (size[a] + size[b])
+        if not mesh.collapse(a, b, target, 1.33 * merged):
+            continue
+        size[a] = merged
+        count += 1
+        for n in sorted(mesh.ring(a)):
+            pr = priority(a, n)
+            if pr < 0.8:
+                heapq.heappush(heap, (pr, min(a, n), max(a, n)))
+    return count
+
+
+def _relax(vertices: np.ndarray, faces: np.ndarray, skeleton: Skeleton, steps: int) -> np.ndarray:
+    """Tangential Laplacian relaxation, each step followed by projection onto the surface."""
+    adj = _neighbors(faces, len(vertices))
+    deg = np.asarray(adj.sum(1)).ravel()
+    for _ in range(steps):
+        normal = vertex_normals(vertices, faces)
+        delta = adj @ vertices / deg[:, None] - vertices
+        delta -= (delta * normal).sum(1, keepdims=True) * normal
+        vertices = _project(vertices + 0.5 * delta, skeleton, steps=2)
+    return vertices
+
+
+def extract_surface(skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray]:
+    """Mesh the implicit hand: marching cubes, then adaptive remeshing.
+
+    Args:
+        skeleton: the right hand's rest skeleton.
+
+    Returns:
+        ``vertices (V, 3)`` float64 (m, model frame) and ``faces (F, 3)`` int64, a single closed,
+        outward-wound (counter-clockwise seen from outside) triangle mesh.
+    """
+    h = MC_VOXEL
+    lo = np.array([-0.035, -0.045, -0.1])
+    hi = np.array([0.19, 0.03, 0.06])
+    axes = [np.arange(a, b + h, h) for a, b in zip(lo, hi)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    field = anatomy.hand_sdf(grid, skeleton).reshape([len(a) for a in axes])
+    if (field[[0, -1]] <= 0).any() or (field[:, [0, -1]] <= 0).any() or (field[..., [0, -1]] <= 0).any():
+        raise HandModelError("hand-model builder: the implicit hand touches the meshing box")
+    verts, faces, _, _ = marching_cubes(field, 0.0, spacing=(h, h, h), allow_degenerate=False)
+    verts = verts.astype(np.float64) + lo
+    faces = faces.astype(np.int64)
+    mesh = _Mesh(verts, faces)
+    for it in range(3):
+        collapsed = _collapse_short_edges(mesh, _size_field(mesh.v, skeleton))
+        flips = sum(mesh.flip_pass() for _ in range(3))
+        verts, faces = mesh.compact()
+        verts = _relax(verts, faces, skeleton, steps=4)
+        mesh = _Mesh(verts, faces)
+        logger.debug("remesh pass %d: %d collapses, %d flips, %d vertices", it, collapsed, flips,
+                     len(verts))
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    euler = len(verts) - len(counts) + len(faces)
+    if (counts != 2).any() or euler != 2:
+        raise HandModelError(f"hand-model builder: the hand surface is not one closed sphere-like "
+                             f"mesh (edge uses {sorted(set(counts.tolist()))}, Euler number {euler})")
+    return verts, faces
+
+
+# ----------------------------------------------------------------------------------------------
+# Rigging: skinning weights, joint regressor
+
+
+def skinning_weights(vertices: np.ndarray, faces: np.ndarray, skeleton: Skeleton, *,
+                     sigma: float = 0.0025, diffusion_steps: int = 4,
+                     floor: float = 1e-3) -> np.ndarray:
+    """Linear-blend-skinning weights from per-bone distances, smoothed on the mesh.
+
+    Args:
+        vertices: ``(V, 3)`` rest vertices (m).
+        faces: ``(F, 3)`` faces.
+        skeleton: the rest skeleton.
+        sigma: softness (m) of the distance-based blend between parts.
+        diffusion_steps: Laplacian diffusion steps (each mixes half of the neighbours' mean).
+        floor: weights below this are dropped (then rows are renormalised).
+
+    Returns:
+        ``(V, 16)`` non-negative weights, rows summing to 1 (part 0 = palm/wrist).
+    """
+    dist = anatomy.part_distances(vertices, skeleton)
+    w = np.exp(-(dist - dist.min(1, keepdims=True)) / sigma)
+    w[w < floor] = 0.0
+    w /= w.sum(1, keepdims=True)
+    adj = _neighbors(faces, len(vertices))
+    deg = np.asarray(adj.sum(1)).ravel()[:, None]
+    for _ in range(diffusion_steps):
+        w = 0.5 * w + 0.5 * (adj @ w) / deg
+    w[w < floor] = 0.0
+    return w / w.sum(1, keepdims=True)
+
+
+def _ring_weights(points: np.ndarray, joint: np.ndarray) -> np.ndarray | None:
+    """Non-negative weights on ``points`` (summing to 1) whose combination is ``joint``.
+
+    Minimises the distance to uniform weights under the exact constraints; None if the joint
+    is not inside the points' convex hull.
+    """
+    n = len(points)
+    scale = 1000.0  # work in millimetres
+    big = 1e4
+    a = np.vstack([np.eye(n), big * scale * points.T, big * np.ones((1, n))])
+    b = np.concatenate([np.full(n, 1.0 / n), big * scale * joint, [big]])
+    res = scipy.optimize.lsq_linear(a, b, bounds=(0.0, 1.0), method="bvls", tol=1e-12)
+    w = res.x / res.x.sum()
+    if np.linalg.norm(points.T @ w - joint) > 1e-7:
+        return None
+    return w
+
+
+def joint_regressor(vertices: np.ndarray, weights: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """Joint regressor: each joint a convex combination of a ring of vertices around it.
+
+    For joint ``k`` the ring is the vertices within a slab around the plane through the joint
+    perpendicular to the bone (to +x for the wrist), within 1.6 bone radii of the joint
+    (40 mm for the wrist), whose dominant skinning bone is ``k``, its parent or a child (so
+    a neighbouring finger never takes part). The slab widens until the joint lies in the
+    ring's convex hull.
+
+    Args:
+        vertices: ``(V, 3)`` rest vertices (m).
+        weights: ``(V, 16)`` skinning weights.
+        skeleton: the rest skeleton; its joints are reproduced exactly (to 1e-7 m).
+
+    Returns:
+        ``(16, V)`` dense float64, rows non-negative and summing to 1.
+    """
+    reg = np.zeros((16, len(vertices)))
+    dominant = weights.argmax(1)
+    kids = anatomy.children(skeleton.parents)
+    for k in range(16):
+        joint = skeleton.joints[k]
+        if k == 0:
+            normal, reach = np.array([1.0, 0.0, 0.0]), 0.040
+        else:
+            normal, reach = skeleton.seg_axis[k], 1.6 * skeleton.seg_radii[k][0]
+        own = np.isin(dominant, [skeleton.parents[k], k, *kids[k]])
+        rel = vertices - joint
+        axial = rel @ normal
+        radial = np.linalg.norm(rel - axial[:, None] * normal, axis=1)
+        for band in (0.002, 0.003, 0.0045, 0.006, 0.008, 0.011):
+            idx = np.flatnonzero((np.abs(axial) < band) & (radial < reach) & own)
+            w = _ring_weights(vertices[idx], joint) if len(idx) >= 6 else None
+            if w is not None:
+                reg[k, idx] = w
+                break
+        else:
+            raise HandModelError(f"hand-model builder: no vertex ring encloses joint {k}")
+    return reg
+
+
+# ----------------------------------------------------------------------------------------------
+# Shape directions
+
+
+def _beta_fields(name: str, rate: float, points: np.ndarray, skeleton: Skeleton
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What one unit of beta ``name`` does: the palm's displacement at ``points`` and at the
+    joints, and the per-bone relative axial and radial growth ``(16,)``."""
+    axial, radial = np.zeros(16), np.zeros(16)
+    palm, palm_joints = np.zeros_like(points), np.zeros_like(skeleton.joints)
+    if name in ("palm_width", "palm_length", "palm_thickness"):
+        axis, center = {"palm_width": (2, 0.0), "palm_length": (0, 0.0),
+                        "palm_thickness": (1, anatomy.PALM_CENTER_Y)}[name]
+        coord, joint_coord = points[:, axis] - center, skeleton.joints[:, axis] - center
+        if name == "palm_length":  # the wrist stub (x < 0) does not lengthen
+            coord, joint_coord = np.maximum(coord, 0.0), np.maximum(joint_coord, 0.0)
+        palm[:, axis], palm_joints[:, axis] = rate * coord, rate * joint_coord
+    elif name == "thickness":
+        radial[1:] = rate
+    elif name != "size":
+        chains = {"finger_length": (0, 1, 2, 3), "thumb_length": (4,), "index_length": (0,),
+                  "ring_length": (3,), "pinky_length": (2,)}[name]
+        for c in chains:
+            axial[1 + 3 * c: 4 + 3 * c] = rate
+    return palm, palm_joints, axial, radial
+
+
+def _joint_shifts(skeleton: Skeleton, palm_joints: np.ndarray, axial: np.ndarray) -> np.ndarray:
+    """Displacement ``(16, 3)`` of each joint: the palm's at a chain base, plus the growth of
+    the bones above it."""
+    shift = np.zeros((16, 3))
+    for k in range(1, 16):
+        parent = skeleton.parents[k]
+        shift[k] = palm_joints[k] if parent == 0 else (
+            shift[parent] + axial[parent] * skeleton.seg_length[parent] * skeleton.seg_axis[parent])
+    return shift
+
+
+def designed_joint_directions(skeleton: Skeleton) -> np.ndarray:
+    """Designed joint displacement per unit beta, ``(16, 3, 10)`` (m); the regressed joints
+    of the shaped mesh follow it to within about 0.5 mm per unit beta."""
+    out = np.zeros((16, 3, len(anatomy.SHAPE_COEFFICIENTS)))
+    for i, (name, rate, _) in enumerate(anatomy.SHAPE_COEFFICIENTS):
+        if name == "size":
+            out[:, :, i] = rate * skeleton.joints
+            continue
+        _, palm_joints, axial, _ = _beta_fields(name, rate, skeleton.joints, skeleton)
+        out[:, :, i] = _joint_shifts(skeleton, palm_joints, axial)
+    return out
+
+
+def shape_directions(vertices: np.ndarray, weights: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """Shape blend shapes: displacement per unit of each of the 10 betas.
+
+    Each beta (see :data:`im2hands.hands.anatomy.SHAPE_COEFFICIENTS`) is a set of per-bone
+    displacement fields blended by the skinning weights: bone 0 (palm) moves by the palm
+    field; bone k >= 1 translates with its joint and scales its own axial and radial extent
+    about the joint. "size" is a uniform scale about the wrist joint.
+
+    Args:
+        vertices: ``(V, 3)`` rest vertices (m), right hand.
+        weights: ``(V, 16)`` skinning weights.
+        skeleton: the rest skeleton.
+
+    Returns:
+        ``(V, 3, 10)`` float64 (m per unit beta).
+    """
+    dirs = np.zeros((len(vertices), 3, len(anatomy.SHAPE_COEFFICIENTS)))
+    for i, (name, rate, _) in enumerate(anatomy.SHAPE_COEFFICIENTS):
+        if name == "size":
+            dirs[:, :, i] = rate * vertices
+            continue
+        palm, palm_joints, axial, radial = _beta_fields(name, rate, vertices, skeleton)
+        shift = _joint_shifts(skeleton, palm_joints, axial)
+        field = weights[:, :1] * palm
+        for k in range(1, 16):
+            e = skeleton.seg_axis[k]
+            rel = vertices - skeleton.joints[k]
+            along = (rel @ e)[:, None]
+            field += weights[:, k:k + 1] * (shift[k] + axial[k] * along * e
+                                            + radial[k] * (rel - along * e))
+        dirs[:, :, i] = field
+    return dirs
+
+
+# ----------------------------------------------------------------------------------------------
+# Pose correctives
+
+
+def rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
+    """Rodrigues: ``(..., 3)`` axis-angle (radians) -> ``(..., 3, 3)`` rotation matrices."""
+    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
+    axis = rotvec / np.maximum(angle, 1e-12)
+    x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]
+    zero = np.zeros_like(x)
+    k = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*x.shape, 3, 3)
+    s, c = np.sin(angle)[..., None], np.cos(angle)[..., None]
+    return np.eye(3) + s * k + (1.0 - c) * (k @ k)
+
+
+def linear_blend_skinning(vertices: np.ndarray, weights: np.ndarray, joints: np.ndarray,
+                          parents: tuple[int, ...], rotations: np.ndarray,
+                          posedirs: np.ndarray | None = None) -> np.ndarray:
+    """MANO's forward kinematics in numpy (same maths as smplx ``lbs``, no shape, no root move).
+
+    Args:
+        vertices: ``(V, 3)`` rest vertices; weights ``(V, 16)``; joints ``(16, 3)`` rest joints.
+        parents: the 16 parents; rotations ``(16, 3, 3)`` local rotations (rest-pose frame).
+        posedirs: optional ``(V, 3, 135)`` pose correctives.
+
+    Returns:
+        ``(V, 3)`` posed vertices.
+    """
+    if posedirs is not None:
+        feature = (rotations[1:] - np.eye(3)).reshape(-1)
+        vertices = vertices + posedirs @ feature
+    world = np.zeros((16, 4, 4))
+    for k in range(16):
+        local = np.eye(4)
+        local[:3, :3] = rotations[k]
+        local[:3, 3] = joints[k] - rotations[k] @ joints[k]
+        world[k] = local if parents[k] < 0 else world[parents[k]] @ local
+    blended = np.einsum("vk,kij->vij", weights, world)
+    return np.einsum("vij,vj->vi", blended[:, :3, :3], vertices) + blended[:, :3, 3]
+
+
+def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    tri = vertices[faces]
+    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
+
+
+def flexion_axes(skeleton: Skeleton) -> np.ndarray:
+    """Unit axis (rest frame, right hand) about which +angle flexes each joint; row 0 unused.
+
+    Fingers curl towards the palm (-y); the thumb curls towards the palm and the little
+    finger (towards -y and +z).
+    """
+    axes = np.zeros((16, 3))
+    for k in range(1, 16):
+        e = skeleton.seg_axis[k]
+        toward = np.array([0.0, -1.0, 0.0]) if k < 13 else np.array([0.0, -0.6, 0.8])
+        toward = toward - (toward @ e) * e
+        axes[k] = np.cross(e, toward / np.linalg.norm(toward))
+    return axes
+
+
+def pose_correctives(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray,
+                     skeleton: Skeleton, *, angle: float = np.pi / 2,
+                     max_gain: float = 0.004) -> np.ndarray:
+    """Pose blend shapes that keep the volume when a joint bends.
+
+    For joint ``k`` the corrective pushes the skin of the joint's blend zone (bump
+    ``4 w_parent w_k``) out along the vertex normal by ``c_k (1 - cos theta)``, written on
+    the three diagonal entries of ``R_k - I`` (their sum is ``-2 (1 - cos theta)`` for any
+    axis, so flexion, extension and twist all inflate alike). ``c_k`` is solved so that a
+    ``angle`` flexion of joint ``k`` alone keeps the hand's volume.
+
+    Returns:
+        ``(V, 3, 135)`` float64 posedirs.
+    """
+    normals = vertex_normals(vertices, faces)
+    axes = flexion_axes(skeleton)
+    rest = _signed_volume(vertices, faces)
+    posedirs = np.zeros((len(vertices), 3, 135))
+    for k in range(1, 16):
+        bump = 4.0 * weights[:, k] * weights[:, skeleton.parents[k]]
+        unit = np.zeros_like(posedirs)
+        for d in (0, 4, 8):
+            unit[:, :, 9 * (k - 1) + d] = -0.5 * bump[:, None] * normals
+        rot = np.tile(np.eye(3), (16, 1, 1))
+        rot[k] = rotvec_to_matrix(angle * axes[k])
+
+        def volume(gain: float) -> float:
+            posed = linear_blend_skinning(vertices, weights, skeleton.joints, skeleton.parents,
+                                          rot, gain * unit)
+            return _signed_volume(posed, faces)
+
+        v0, v1 = volume(0.0), volume(0.001)
+        gain = float(np.clip((rest - v0) / ((v1 - v0) / 0.001), 0.0, max_gain))
+        posedirs += gain * unit
+        logger.debug("joint %d: volume %.4f -> corrective %.2f mm", k, v0 / rest, gain * 1e3)
+    return posedirs
+
+
+# ----------------------------------------------------------------------------------------------
+# Assembly
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    """Round to float32 precision and back (stable bytes across platforms)."""
+    return np.asarray(a, dtype=np.float32).astype(np.float64)
+
+
+def _fingertips(vertices: np.ndarray, weights: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """Vertex furthest along each finger's distal direction (thumb, index, middle, ring, pinky)."""
+    ids = []
+    for c in anatomy.TIP_ORDER:
+        k = 3 + 3 * c
+        mine = np.flatnonzero(weights.argmax(1) == k)
+        ids.append(int(mine[np.argmax((vertices[mine] - skeleton.joints[k]) @ skeleton.seg_axis[k])]))
+    return np.array(ids, dtype=np.int64)
+
+
+def mirror_posedirs(posedirs: np.ndarray) -> np.ndarray:
+    """Mirror pose correctives by x -> -x: ``(V, 3, 135)`` right -> left.
+
+    A joint rotation ``R`` mirrors to ``M R M`` (``M = diag(-1, 1, 1)``), so the entries
+    (0,1), (0,2), (1,0), (2,0) of each flattened ``R - I`` flip sign, and the x component of
+    every corrective flips too.
+    """
+    entry = np.ones((3, 3))
+    entry[0, 1:] = entry[1:, 0] = -1.0
+    out = posedirs * np.tile(entry.ravel(), 15)[None, None, :]
+    out[:, 0, :] *= -1.0
+    return out
+
+
+def _right_hand() -> dict[str, Any]:
+    skeleton = anatomy.rest_skeleton()
+    vertices, faces = extract_surface(skeleton)
+    vertices = _f32(vertices)
+    weights = skinning_weights(vertices, faces, skeleton)
+    regressor = _f32(joint_regressor(vertices, weights, skeleton))
+    regressor /= regressor.sum(1, keepdims=True)
+    shapedirs = shape_directions(vertices, weights, skeleton)
+    kintree = np.array([[-1, *skeleton.parents[1:]], list(range(16))], dtype=np.int64)
+    return {
+        "v_template": vertices,
+        "f": faces.astype(np.int32),
+        "J_regressor": regressor,
+        "weights": weights.astype(np.float32),
+        "kintree_table": kintree,
+        "shapedirs": shapedirs.astype(np.float32),
+        "posedirs": pose_correctives(vertices, faces, weights, skeleton).astype(np.float32),
+        "hands_components": np.eye(45),
+        "hands_mean": np.zeros(45),
+        "fingertip_vertex_ids": _fingertips(vertices, weights, skeleton),
+        "model_name": MODEL_NAME,
+        "shape_names": [name for name, _, _ in anatomy.SHAPE_COEFFICIENTS],
+        "shape_ranges": np.array([[-3.0, 3.0]] * len(anatomy.SHAPE_COEFFICIENTS)),
+        "rest_joints": _f32(skeleton.joints),
+        "units": "metres",
+    }
+
+
+def _mirror(right: dict[str, Any]) -> dict[str, Any]:
+    flip = np.array([-1.0, 1.0, 1.0])
+    left = dict(right)
+    left["v_template"] = right["v_template"] * flip
+    left["f"] = right["f"][:, [0, 2, 1]].copy()
+    left["shapedirs"] = (right["shapedirs"] * flip[None, :, None]).astype(right["shapedirs"].dtype)
+    left["posedirs"] = mirror_posedirs(right["posedirs"]).astype(right["posedirs"].dtype)
+    left["rest_joints"] = right["rest_joints"] * flip
+    return left
+
+
+def build_hand_model(side: str) -> dict[str, Any]:
+    """Build the open hand model for one side as a MANO-schema dict of numpy arrays.
+
+    Args:
+        side: ``"right"`` or ``"left"``.
+
+    Returns:
+        Dict with MANO's keys ``v_template (V,3)``, ``f (F,3)``, ``J_regressor (16,V)``,
+        ``weights (V,16)``, ``kintree_table (2,16)``, ``shapedirs (V,3,10)``,
+        ``posedirs (V,3,135)``, ``hands_components (45,45)``, ``hands_mean (45,)``, plus
+        ``fingertip_vertex_ids`` (thumb, index, middle, ring, pinky), ``model_name``,
+        ``shape_names``, ``shape_ranges (10,2)``, ``rest_joints (16,3)``, ``units``.
+        Metres; right hand: wrist at the origin, fingers +x, palm -y, thumb -z; the left hand
+        is its mirror image x -> -x.
+
+    Raises:
+        HandModelError: unknown ``side``.
+    """
+    if side not in ("right", "left"):
+        raise HandModelError(f"hand-model side must be 'right' or 'left', got {side!r}")
+    right = _right_hand()
+    return right if side == "right" else _mirror(right)
+
+
+def write_hand_model(out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``MANO_RIGHT.pkl`` and ``MANO_LEFT.pkl`` (deterministic bytes) into ``out_dir``.
+
+    Args:
+        out_dir: destination folder (created if missing); files are written atomically.
+
+    Returns:
+        The two paths written (right, left).
+
+    Raises:
+        HandModelError: ``out_dir`` is an existing file.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HandModelError(f"hand-model output folder {out_dir} exists and is not a folder")
+    right = _right_hand()
+    paths = []
+    for name, model in (("MANO_RIGHT.pkl", right), ("MANO_LEFT.pkl", _mirror(right))):
+        write_pickle(out_dir / name, model)
+        paths.append(out_dir / name)
+        logger.info("wrote %s (%d vertices)", out_dir / name, len(model["v_template"]))
+    return paths

@@ -1,0 +1,103 @@
+"""HALO-style samplers: counts, determinism, box bounds, noise scale, IoU-set volume fraction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import trimesh
+
+from im2hands.data.sampling import (
+    fixed_iou_points,
+    sample_box_uniform,
+    sample_near_surface,
+    sample_occupancy_points,
+    sample_surface,
+)
+
+
+def _rotation(seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q * torch.sign(torch.det(q))
+
+
+def _sphere(radius: float = 0.08, center=(0.0, 0.0, 0.0), subdivisions: int = 4):
+    m = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    v = torch.tensor(m.vertices, dtype=torch.float64) + torch.tensor(center, dtype=torch.float64)
+    return v, torch.tensor(m.faces), m
+
+
+def test_box_uniform_inside_rotated_box_and_uniform():
+    center, rot = torch.tensor([0.1, -0.2, 0.6], dtype=torch.float64), _rotation(1)
+    p = sample_box_uniform(20_000, center, rot, side=0.44, generator=torch.Generator().manual_seed(0))
+    assert p.shape == (20_000, 3) and p.dtype == torch.float64
+    local = (p - center) @ rot.T  # p_palm = R (p - c)
+    assert local.abs().max() <= 0.22 + 1e-12
+    # uniform marginals: mean 0, std side / sqrt(12)
+    torch.testing.assert_close(local.mean(0), torch.zeros(3, dtype=torch.float64), rtol=0, atol=0.004)
+    torch.testing.assert_close(local.std(0), torch.full((3,), 0.44 / math.sqrt(12), dtype=torch.float64), rtol=0.02, atol=0)
+
+
+def test_surface_samples_on_sphere_with_radial_normals():
+    v, f, _ = _sphere(radius=1.0)
+    p, n = sample_surface(v, f, 5000, generator=torch.Generator().manual_seed(0))
+    assert p.shape == n.shape == (5000, 3)
+    r = p.norm(dim=-1)
+    assert r.max() <= 1.0 + 1e-9 and r.min() > 0.99  # on the inscribed polyhedron
+    assert (n * p / r[:, None]).sum(-1).min() > 0.99  # outward face normals
+    # area weighting: the samples' centroid is the sphere's centre
+    torch.testing.assert_close(p.mean(0), torch.zeros(3, dtype=torch.float64), rtol=0, atol=0.03)
+
+
+def test_near_surface_noise_scale():
+    v, f, _ = _sphere(radius=0.08)
+    g = torch.Generator().manual_seed(0)
+    p = sample_near_surface(v, f, 20_000, sigma=0.004, generator=g)
+    offset = p.norm(dim=-1) - 0.08  # signed offset along the normal (radial for a sphere)
+    # tangential noise pushes points outwards by sigma^2 / r = 0.2 mm on average
+    assert abs(offset.mean().item() - 0.004**2 / 0.08) < 1.5e-4
+    assert offset.std().item() == pytest.approx(0.004, rel=0.03)
+
+
+def test_occupancy_points_counts_determinism_and_labels():
+    v, f, _ = _sphere(radius=0.08, center=(0.01, 0.0, 0.5))
+    center, rot = torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64), _rotation(2)
+    p1, o1 = sample_occupancy_points(v, f, center, rot, 2001, seed=7)
+    p2, o2 = sample_occupancy_points(v, f, center, rot, 2001, seed=torch.Generator().manual_seed(7))
+    p3, _ = sample_occupancy_points(v, f, center, rot, 2001, seed=8)
+    assert p1.shape == (2001, 3) and o1.shape == (2001,) and o1.dtype == torch.bool
+    torch.testing.assert_close(p1, p2, rtol=0, atol=0)
+    assert torch.equal(o1, o2) and not torch.equal(p1, p3)
+    n_uniform = round(2001 * 0.5)
+    assert (((p1[:n_uniform] - center) @ rot.T).abs() <= 0.22 + 1e-12).all()
+    r = (p1 - torch.tensor([0.01, 0.0, 0.5], dtype=torch.float64)).norm(dim=-1)
+    far = (r - 0.08).abs() > 1e-3
+    assert torch.equal(o1[far], r[far] < 0.08)
+    assert 0.3 < o1[n_uniform:].float().mean() < 0.7  # near-surface points straddle the surface
+    p_all, _ = sample_occupancy_points(v, f, center, rot, 100, uniform_ratio=1.0, seed=0)
+    assert (((p_all - center) @ rot.T).abs() <= 0.22 + 1e-12).all()
+
+
+def test_iou_points_fixed_and_sphere_volume_fraction():
+    center, rot = torch.tensor([0.0, 0.1, 0.5], dtype=torch.float64), _rotation(3)
+    a = fixed_iou_points(center, rot)
+    b = fixed_iou_points(center, rot)
+    assert a.shape == (100_000, 3) and torch.equal(a, b)
+    assert not torch.equal(a, fixed_iou_points(center, rot, seed=1))
+    v, f, m = _sphere(radius=0.15, center=(0.0, 0.1, 0.5))
+    from im2hands.geometry.inside import inside_mesh
+
+    frac = inside_mesh(v, f, a).float().mean().item()
+    want = m.volume / 0.44**3  # the polyhedron's volume over the cube's
+    sd = math.sqrt(want * (1 - want) / 100_000)
+    assert abs(frac - want) < 4 * sd
+    assert abs(m.volume / (4 / 3 * math.pi * 0.15**3) - 1) < 0.01
+
+
+def test_float32_inputs_keep_dtype():
+    v, f, _ = _sphere()
+    p, o = sample_occupancy_points(v.float(), f, torch.zeros(3), torch.eye(3), 64, seed=0)
+    assert p.dtype == torch.float32 and o.dtype == torch.bool
+    with pytest.raises(ValueError):
+        sample_occupancy_points(v, f, torch.zeros(3), torch.eye(3), 10, uniform_ratio=1.5)
