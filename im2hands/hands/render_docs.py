@@ -1,10 +1,13 @@
 """Pictures and measurements of the open hand model, for ``docs/hand_model.md``.
 
-``render_docs(out_dir)`` writes ``hand_model_*.png`` (matplotlib, shaded triangles, several
-views); ``measure_hand_model(model)`` returns the numbers quoted in the docs and checked by
-the tests. Poses go through smplx's MANO layer, exactly as the toolkit uses the model.
+``render_docs(out_dir, model_dir)`` writes ``hand_model_{rest,poses,shapes,rig}.png``
+(matplotlib, shaded triangles, several views); ``measure_hand_model(model)`` and
+``summarize(model_dir)`` return the numbers quoted in the docs (the tests check them);
+``named_pose`` gives a few test poses. Poses go through smplx's MANO layer, exactly as the
+toolkit uses the model.
 
-Run: ``python -c "from im2hands.hands.render_docs import render_docs; render_docs('docs/img')"``.
+Run: ``python -c "from im2hands.hands.render_docs import render_docs;
+render_docs('docs/img', 'im2hands/assets/handmodel')"``.
 """
 
 from __future__ import annotations

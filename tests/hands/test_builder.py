@@ -59,11 +59,38 @@ def _volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     return trimesh.Trimesh(vertices, faces, process=False).volume
 
 
-def test_rebuild_is_byte_identical_to_committed_files(model_dir):
+def _assert_same_contents(built: Path, committed: Path) -> None:
+    """Key-by-key check of two model pickles: float arrays to 1e-6 (absolute), everything
+    else (integer arrays, strings, lists) exactly."""
+    with open(built, "rb") as fh:
+        new = pickle.load(fh)
+    with open(committed, "rb") as fh:
+        ref = pickle.load(fh)
+    name = committed.name
+    assert sorted(new) == sorted(ref), f"{name}: keys differ: {sorted(set(new) ^ set(ref))}"
+    for key in sorted(ref):
+        a, b = new[key], ref[key]
+        if not isinstance(b, np.ndarray):
+            assert a == b, f"{name}[{key!r}]: {a!r} != {b!r}"
+            continue
+        assert isinstance(a, np.ndarray), f"{name}[{key!r}]: not an array in the rebuild"
+        assert a.shape == b.shape, f"{name}[{key!r}]: shape {a.shape} != {b.shape}"
+        assert a.dtype == b.dtype, f"{name}[{key!r}]: dtype {a.dtype} != {b.dtype}"
+        if np.issubdtype(b.dtype, np.floating):
+            err = float(np.abs(a.astype(np.float64) - b).max()) if b.size else 0.0
+            assert np.allclose(a, b, rtol=0, atol=1e-6), f"{name}[{key!r}]: max abs diff {err:.3g}"
+        else:
+            assert np.array_equal(a, b), f"{name}[{key!r}]: values differ"
+
+
+def test_rebuild_matches_committed_files(model_dir):
+    """A rebuild gives the committed bytes; where it does not (another platform's maths
+    libraries may differ in the last bits), every array must still match to 1e-6."""
     for name in NAMES:
         assert (ASSETS / name).is_file(), f"committed {name} missing"
-        assert (model_dir / name).read_bytes() == (ASSETS / name).read_bytes(), name
         assert (ASSETS / name).stat().st_size < 3_000_000
+        if (model_dir / name).read_bytes() != (ASSETS / name).read_bytes():
+            _assert_same_contents(model_dir / name, ASSETS / name)
 
 
 def test_schema(models):
