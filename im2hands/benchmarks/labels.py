@@ -15,7 +15,6 @@ training set). Each row reports the median wall time over
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import time
 from typing import Callable
@@ -25,11 +24,9 @@ import torch
 
 from im2hands.benchmarks.meshes import capsule_hand, faces_for_count
 from im2hands.data.sampling import sample_box_uniform, sample_near_surface
-from im2hands.geometry.inside import _import_igl, inside_mesh, winding_number_exact
+from im2hands.geometry.inside import available_backends, inside_mesh, winding_number_exact
 
 __all__ = ["bench_labels", "format_table", "main"]
-
-log = logging.getLogger(__name__)
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -54,8 +51,9 @@ def _candidates(v: np.ndarray, f: np.ndarray) -> dict[str, Callable[[np.ndarray]
         return trimesh.Trimesh(v, f, process=False).contains(p)
 
     cands["trimesh contains (embree ray parity)"] = contains
-    igl = _import_igl()
-    if igl is not None:
+    if "igl" in available_backends():
+        import igl
+
         cands["igl.fast_winding_number"] = lambda p: np.abs(igl.fast_winding_number(v, f, p)) >= 0.5
         cands["igl.winding_number (exact)"] = lambda p: np.abs(igl.winding_number(v, f, p)) >= 0.5
     return cands

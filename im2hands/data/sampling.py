@@ -4,12 +4,12 @@ HALO labels 100k points per hand: half uniform in a cube of side 1.1 in its palm
 frame (units of 0.4 m, so **0.44 m** here) centred at the wrist, half on the surface plus
 Gaussian noise of 0.01 normalised units (**4 mm**). We sample in metres directly.
 
-Frames: ``center`` (3,) and ``rotation`` (3, 3) place the cube, with the convention of
-:mod:`im2hands.geometry.frames`: ``p_palm = rotation @ (p - center)``, i.e. the rows of
-``rotation`` are the palm axes expressed in the mesh's frame (camera or world). Pass
-``frames.palm_rotation(keypoints)[b]``, or the linear part of ``frames.palm_frame(..., scale=1)``
-(orthogonal with det -1 for mirrored left hands, which is fine). A palm-frame point ``u`` is
-``center + rotation.T @ u``; the cube is axis-aligned in the palm frame.
+Frames: ``center`` (3,) and ``rotation`` (3, 3) place the cube. The columns of ``rotation``
+are the palm frame's axes expressed in the mesh's frame (camera or world), so a palm-frame
+point ``u`` is ``center + rotation @ u`` there and the cube is axis-aligned in the palm frame.
+From :mod:`im2hands.geometry.frames` (which maps ``p_palm = R (p - wrist)``) pass the
+transpose: ``palm_rotation(keypoints)[b].T``, or ``palm_frame(..., scale=1)[b, :3, :3].T``
+(orthogonal with det -1 for mirrored left hands, which is fine).
 
 Randomness: every sampler draws from a ``torch.Generator`` (pass one, or an int ``seed`` where
 accepted; ``None`` uses torch's global generator). Draws happen on the generator's device
@@ -80,7 +80,7 @@ def sample_box_uniform(
     Args:
         n: number of points.
         center: (3,) cube centre in the target frame (metres), e.g. the wrist.
-        rotation: (3, 3) orthogonal, ``p_palm = rotation @ (p - center)`` (rows = palm axes).
+        rotation: (3, 3) orthogonal, palm-frame axes as columns (``p = center + rotation @ u``).
         side: cube side in metres (default 0.44 = 1.1 x 0.4 m).
         generator: torch generator (see module docstring).
 
@@ -93,7 +93,7 @@ def sample_box_uniform(
         raise ValueError(f"center must be (3,) and rotation (3, 3); got {tuple(center.shape)}, {tuple(rotation.shape)}")
     dtype = _float_dtype(center, rotation)
     u = (_rand((n, 3), generator, center.device, dtype) - 0.5) * side  # (n, 3) palm frame
-    return center.to(dtype) + u @ rotation.to(dtype)  # (n, 3) = center + rotation^T u
+    return center.to(dtype) + u @ rotation.to(dtype).T  # (n, 3) = center + rotation @ u
 
 
 def _face_geometry(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
@@ -179,8 +179,8 @@ def sample_occupancy_points(
         vertices: (V, 3) float, a closed mesh (metres; camera or world frame).
         faces: (F, 3) int.
         center: (3,) cube centre in the same frame (HALO: the wrist).
-        rotation: (3, 3) orthogonal, ``p_palm = rotation @ (p - center)``; the cube is
-            axis-aligned in the palm frame.
+        rotation: (3, 3) orthogonal, palm-frame axes as columns; the cube is axis-aligned
+            in the palm frame.
         n: total number of points; ``round(n * uniform_ratio)`` uniform ones come first.
         uniform_ratio: fraction of uniform points (HALO: 0.5).
         side: cube side in metres (default 0.44).
@@ -217,7 +217,7 @@ def fixed_iou_points(
 
     Args:
         center: (3,) cube centre (metres).
-        rotation: (3, 3) orthogonal, ``p_palm = rotation @ (p - center)``.
+        rotation: (3, 3) orthogonal, palm-frame axes as columns.
         n: number of points (default 100k, as in HALO / Occupancy Networks).
         side: cube side in metres.
         seed: the set is a pure function of (center, rotation, n, side, seed).

@@ -40,6 +40,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from im2hands.typing import Bool, Float, Int, Tensor
+
 __all__ = ["inside_mesh", "winding_number", "winding_number_exact", "is_closed", "available_backends"]
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,12 @@ def is_closed(faces) -> bool:
     return bool(np.array_equal(fwd, rev)) and np.unique(fwd).size == fwd.size
 
 
-def winding_number_exact(vertices, faces, points, chunk_elems: int = 1 << 21) -> torch.Tensor:
+def winding_number_exact(
+    vertices: Float[Tensor, "V 3"] | np.ndarray,
+    faces: Int[Tensor, "F 3"] | np.ndarray,
+    points: Float[Tensor, "N 3"] | np.ndarray,
+    chunk_elems: int = 1 << 21,
+) -> Float[Tensor, "N"]:
     """Reference generalized winding number: the sum of signed solid angles over 4 pi.
 
     Exact up to float rounding for any triangle soup (open, closed, self-intersecting). Cost is
@@ -237,7 +244,13 @@ def _resolve_backend(backend: str, faces: np.ndarray) -> str:
     return "exact"
 
 
-def winding_number(vertices, faces, points, backend: Backend = "auto", max_hits: int = 64):
+def winding_number(
+    vertices: Float[Tensor, "*B V 3"] | np.ndarray,
+    faces: Int[Tensor, "F 3"] | np.ndarray,
+    points: Float[Tensor, "*B N 3"] | np.ndarray,
+    backend: Backend = "auto",
+    max_hits: int = 64,
+) -> Float[Tensor, "*B N"] | np.ndarray:
     """Winding number of a closed triangle mesh at query points.
 
     Args:
@@ -277,7 +290,13 @@ def winding_number(vertices, faces, points, backend: Backend = "auto", max_hits:
     return torch.from_numpy(out).to(device) if as_torch else out
 
 
-def inside_mesh(vertices, faces, points, backend: Backend = "auto", max_hits: int = 64):
+def inside_mesh(
+    vertices: Float[Tensor, "*B V 3"] | np.ndarray,
+    faces: Int[Tensor, "F 3"] | np.ndarray,
+    points: Float[Tensor, "*B N 3"] | np.ndarray,
+    backend: Backend = "auto",
+    max_hits: int = 64,
+) -> Bool[Tensor, "*B N"] | np.ndarray:
     """Inside/outside labels of query points for a closed (possibly self-intersecting) mesh.
 
     Inside means ``|winding number| >= 0.5``: overlapping parts of one mesh count as inside.

@@ -32,7 +32,7 @@ def test_box_uniform_inside_rotated_box_and_uniform():
     center, rot = torch.tensor([0.1, -0.2, 0.6], dtype=torch.float64), _rotation(1)
     p = sample_box_uniform(20_000, center, rot, side=0.44, generator=torch.Generator().manual_seed(0))
     assert p.shape == (20_000, 3) and p.dtype == torch.float64
-    local = (p - center) @ rot.T  # p_palm = R (p - c)
+    local = (p - center) @ rot  # back into the palm frame: u = R^T (p - c)
     assert local.abs().max() <= 0.22 + 1e-12
     # uniform marginals: mean 0, std side / sqrt(12)
     torch.testing.assert_close(local.mean(0), torch.zeros(3, dtype=torch.float64), rtol=0, atol=0.004)
@@ -70,13 +70,13 @@ def test_occupancy_points_counts_determinism_and_labels():
     torch.testing.assert_close(p1, p2, rtol=0, atol=0)
     assert torch.equal(o1, o2) and not torch.equal(p1, p3)
     n_uniform = round(2001 * 0.5)
-    assert (((p1[:n_uniform] - center) @ rot.T).abs() <= 0.22 + 1e-12).all()
+    assert (((p1[:n_uniform] - center) @ rot).abs() <= 0.22 + 1e-12).all()
     r = (p1 - torch.tensor([0.01, 0.0, 0.5], dtype=torch.float64)).norm(dim=-1)
     far = (r - 0.08).abs() > 1e-3
     assert torch.equal(o1[far], r[far] < 0.08)
     assert 0.3 < o1[n_uniform:].float().mean() < 0.7  # near-surface points straddle the surface
     p_all, _ = sample_occupancy_points(v, f, center, rot, 100, uniform_ratio=1.0, seed=0)
-    assert (((p_all - center) @ rot.T).abs() <= 0.22 + 1e-12).all()
+    assert (((p_all - center) @ rot).abs() <= 0.22 + 1e-12).all()
 
 
 def test_iou_points_fixed_and_sphere_volume_fraction():
@@ -101,3 +101,17 @@ def test_float32_inputs_keep_dtype():
     assert p.dtype == torch.float32 and o.dtype == torch.bool
     with pytest.raises(ValueError):
         sample_occupancy_points(v, f, torch.zeros(3), torch.eye(3), 10, uniform_ratio=1.5)
+
+
+@pytest.mark.parametrize("is_left", [False, True])
+def test_box_matches_palm_frame_convention(is_left):
+    """rotation = palm_frame(...)[:3, :3].T puts the cube axis-aligned in frames' palm frame."""
+    from im2hands.geometry.frames import apply_transform, palm_frame
+
+    kp = torch.randn(1, 21, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 0.05
+    kp[0, 0] += torch.tensor([0.05, 0.02, 0.5], dtype=torch.float64)
+    T = palm_frame(kp, is_left)[0]  # (4, 4) camera -> palm
+    p = sample_box_uniform(5000, kp[0, 0], T[:3, :3].T, generator=torch.Generator().manual_seed(0))
+    local = apply_transform(T[None], p[None])[0]  # (N, 3) palm frame
+    assert local.abs().max() <= 0.22 + 1e-9
+    assert (local.abs().amax(0) > 0.21).all()  # fills the cube along each palm axis
