@@ -241,8 +241,13 @@ def _run(todo: list[int], workers: int, cfg: ExperimentConfig, seed: int, root: 
          models: dict[str, HandModel]) -> Iterator[tuple[int, str | None]]:
     if workers == 1 or len(todo) <= 1:
         _WORKER.update(models=models, cfg=cfg.synth, seed=seed, root=root)
-        for i in todo:
-            yield _work(i)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # batch-1 hand-model passes are far slower split across threads
+        try:
+            for i in todo:
+                yield _work(i)
+        finally:
+            torch.set_num_threads(threads)
         return
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker,

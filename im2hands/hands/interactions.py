@@ -12,7 +12,7 @@ outermost offset whose interpenetration volume reaches a small target
 coefficients, the placement adapts to hand size.
 
 Interpenetration along a direction is computed exactly for a set of parallel lines (a "line
-grid"): both closed meshes are cut by lines parallel to the direction (spacing 1.5 mm, only
+grid"): both closed meshes are cut by lines parallel to the direction (spacing 2 mm, only
 where the two silhouettes overlap); each line gives 1-D inside intervals of each mesh, and the
 overlap volume as a function of the offset ``s`` is a sum of piecewise-linear trapezoids,
 ``V(s) = h^2 sum_k w_k max(0, s - c_k)`` (:class:`OverlapProfile`). One cut per mesh gives
@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from im2hands.hands.constants import LEFT, RIGHT
-from im2hands.hands.mirror import mirror_pose
 from im2hands.hands.pose_sampler import PoseSampler, random_rotation
 from im2hands.typing import Float, Tensor
 
@@ -53,6 +52,7 @@ __all__ = [
     "rotate_pair",
     "render_pair",
     "render_gallery",
+    "time_templates",
 ]
 
 TEMPLATES: tuple[str, ...] = (
@@ -66,7 +66,7 @@ TEMPLATES: tuple[str, ...] = (
 )
 """Names accepted by :func:`sample_interaction`."""
 
-GRID_SPACING: float = 0.0015
+GRID_SPACING: float = 0.002
 """Line spacing (m) of the line-grid overlap estimator."""
 
 _M = np.diag([-1.0, 1.0, 1.0])  # the x-mirror
@@ -242,8 +242,28 @@ def _line_intervals(p2: np.ndarray, depth: np.ndarray, faces: np.ndarray, origin
     return line[k], z[k], z[k + 1]
 
 
+def _pair_profile(la, a0, a1, lb, b0, b1, nlines: int, spacing: float, u: np.ndarray) -> OverlapProfile:
+    """Profile from the inside intervals of A and B on a common set of lines (ids sorted)."""
+    empty = OverlapProfile(np.zeros(0), np.zeros(0), u, spacing, nlines)
+    if len(la) == 0 or len(lb) == 0:
+        return empty
+    nb = np.bincount(lb, minlength=nlines)
+    start_b = np.cumsum(nb) - nb
+    rep = nb[la]
+    ia = np.repeat(np.arange(len(la)), rep)
+    if len(ia) == 0:
+        return empty
+    within = np.arange(len(ia)) - np.repeat(np.cumsum(rep) - rep, rep)
+    ib = start_b[la[ia]] + within  # lb is sorted by line
+    A0, A1, B0, B1 = a0[ia], a1[ia], b0[ib], b1[ib]
+    breaks = np.concatenate([A0 - B1, A0 - B0, A1 - B1, A1 - B0])
+    one = np.full(len(A0), spacing * spacing)
+    return OverlapProfile(breaks, np.concatenate([one, -one, -one, one]), u, spacing, nlines)
+
+
 def overlap_profile(verts_a, faces_a, verts_b, faces_b, direction, spacing: float = GRID_SPACING,
-                    generator: torch.Generator | None = None) -> OverlapProfile:
+                    generator: torch.Generator | None = None, lateral=None,
+                    shifts=(0.0,)) -> OverlapProfile | list[tuple[float, OverlapProfile]]:
     """Overlap volume of B moved by ``s * direction`` with A, for every ``s`` (see module doc).
 
     Args:
@@ -252,42 +272,56 @@ def overlap_profile(verts_a, faces_a, verts_b, faces_b, direction, spacing: floa
         direction: ``(3,)`` the direction B moves along (normalised here).
         spacing: line spacing (m).
         generator: torch RNG for the grid's sub-cell offset (default: fixed offset 0.5).
+        lateral, shifts: optionally, a direction ``lateral`` (its part perpendicular to
+            ``direction`` is used) and sideways shifts of B along it (m, rounded to multiples of
+            ``spacing``); then a list of ``(shift, profile)`` is returned, one per shift, for
+            about the price of one (the lines are cut once).
     """
     va, vb = _to_np(verts_a), _to_np(verts_b)
     fa, fb = np.asarray(_to_np(faces_a), np.int64), np.asarray(_to_np(faces_b), np.int64)
     u = np.asarray(direction, dtype=np.float64)
     u = u / np.linalg.norm(u)
-    e1, e2 = _basis(u)
+    if lateral is None:
+        e1, e2 = _basis(u)
+        ks = np.zeros(1, dtype=np.int64)
+    else:
+        e1 = np.asarray(lateral, dtype=np.float64) - np.dot(lateral, u) * u
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(u, e1)
+        ks = np.unique(np.round(np.asarray(shifts, dtype=np.float64) / spacing).astype(np.int64))
     P = np.stack([e1, e2], 1)  # (3, 2)
     pa, pb = va @ P, vb @ P
-    lo = np.maximum(pa.min(0), pb.min(0))
-    hi = np.minimum(pa.max(0), pb.max(0))
-    empty = OverlapProfile(np.zeros(0), np.zeros(0), u, spacing, 0)
+    # lattice covering A and every shifted B's overlap with A
+    lo = np.maximum(pa.min(0), pb.min(0) + np.array([ks.min() * spacing, 0.0]))
+    hi = np.minimum(pa.max(0), pb.max(0) + np.array([ks.max() * spacing, 0.0]))
+    if lateral is None:
+        lo_b, hi_b = lo, hi
+    else:  # B's lines are cut once, unshifted: the lattice must also cover B's silhouette
+        lo_b, hi_b = np.minimum(lo, pb.min(0)), np.maximum(hi, pb.max(0))
+
+    def finish(profiles):
+        if lateral is None:
+            return profiles[0][1]
+        return profiles
+
     if np.any(hi <= lo):
-        return empty
+        return finish([(float(k * spacing), OverlapProfile(np.zeros(0), np.zeros(0), u, spacing, 0)) for k in ks])
     jitter = 0.5 if generator is None else torch.rand(2, generator=generator, dtype=torch.float64).numpy()
-    origin = lo + spacing * np.broadcast_to(jitter, (2,))
-    nx = int(np.floor((hi[0] - origin[0]) / spacing)) + 1
-    ny = int(np.floor((hi[1] - origin[1]) / spacing)) + 1
-    if nx <= 0 or ny <= 0:
-        return empty
+    # lattice origin: aligned with the overlap's lower corner, extended by whole cells to B's box
+    base = lo + spacing * np.broadcast_to(jitter, (2,))
+    extra = np.ceil(np.maximum(base - lo_b, 0.0) / spacing)
+    origin = base - extra * spacing
+    nx = int(np.floor((hi_b[0] - origin[0]) / spacing)) + 1
+    ny = int(np.floor((hi_b[1] - origin[1]) / spacing)) + 1
     la, a0, a1 = _line_intervals(pa, va @ u, fa, origin, spacing, nx, ny)
     lb, b0, b1 = _line_intervals(pb, vb @ u, fb, origin, spacing, nx, ny)
-    if len(la) == 0 or len(lb) == 0:
-        return empty
-    # all (A interval, B interval) pairs on the same line
-    nb = np.bincount(lb, minlength=nx * ny)
-    start_b = np.cumsum(nb) - nb
-    rep = nb[la]
-    ia = np.repeat(np.arange(len(la)), rep)
-    if len(ia) == 0:
-        return empty
-    within = np.arange(len(ia)) - np.repeat(np.cumsum(rep) - rep, rep)
-    ib = start_b[la[ia]] + within  # lb is sorted by line (it came out of a lexsort)
-    A0, A1, B0, B1 = a0[ia], a1[ia], b0[ib], b1[ib]
-    breaks = np.concatenate([A0 - B1, A0 - B0, A1 - B1, A1 - B0])
-    w = np.concatenate([np.ones_like(A0), -np.ones_like(A0), -np.ones_like(A0), np.ones_like(A0)])
-    return OverlapProfile(breaks, w * spacing * spacing, u, spacing, nx * ny)
+    out = []
+    for k in ks:
+        ix = lb // ny + k
+        ok = (ix >= 0) & (ix < nx)
+        out.append((float(k * spacing),
+                    _pair_profile(la, a0, a1, lb[ok] + k * ny, b0[ok], b1[ok], nx * ny, spacing, u)))
+    return finish(out)
 
 
 def penetration_volume_grid(verts_a, faces_a, verts_b, faces_b, direction=(0.0, 0.0, 1.0),
@@ -435,6 +469,9 @@ class _Spec:
     offset: np.ndarray  # B's anchor point = A's anchor point + offset (before the contact move)
     direction: np.ndarray  # B moves along this to make contact (away from A = +)
     press: bool = False  # False: come from +inf; True: from the anchor, move along +direction
+    offset_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # (kA, kB) -> extra offset
+    lateral: np.ndarray | None = None  # also try sideways shifts of B along this; keep the deepest
+    lateral_shifts: tuple[float, ...] = (-0.009, -0.006, -0.003, 0.0, 0.003, 0.006, 0.009)
     name: str = ""
 
 
@@ -487,17 +524,31 @@ def _t_palms_together(s: PoseSampler, r: _Draw, shapes) -> _Spec:
 
 
 def _t_interlocked(s: PoseSampler, r: _Draw, shapes) -> _Spec:
+    """Palms facing, MCPs flexed ~80 deg, fingers spread; B is shifted sideways so that its
+    fingers fall into the gaps between A's fingers (computed from the posed keypoints)."""
+
     def hand():
-        c = r.u(0.42, 0.62) + r.u(-0.04, 0.04, 4)
-        return _hand(s, r, c, r.u(-0.7, -0.3, 4), r.f(0.7, 1.0),
-                     [r.f(-15, 0), r.f(0, 15), r.f(0, 20), r.f(0, 25), r.f(0, 30)], noise=0.6)
+        c = r.u(0.35, 0.55) + r.u(-0.03, 0.03, 4)
+        a = _hand(s, r, c, r.u(-0.5, 0.0, 4), 0.0,
+                  [r.f(-15, 0), r.f(0, 15), r.f(0, 20), r.f(0, 25), r.f(0, 30)], noise=0.5)
+        for row, frac in ((0, r.f(0.8, 1.0)), (9, r.f(0.5, 0.8)), (6, r.f(0.9, 1.0)), (3, r.f(-0.2, 0.2))):
+            a[row, 1] = frac * s.upper[row, 1].double()  # spread (index, ring, pinky; middle ~0)
+        return a
 
     a, b = hand(), hand()
-    mcp = s.rest_joints[[1, 4, 10, 7]]
-    half = 0.5 * float(np.linalg.norm(np.diff(mcp, axis=0), axis=1).mean())
-    side = 1.0 if r.coin() else -1.0
-    return _Spec(a, b, r.rot_jitter(6.0) @ _rot("z", 180.0), _mcp_centre, _mcp_centre,
-                 np.array([r.f(-0.004, 0.004), 0.0, side * half]), np.array([0.0, -1.0, 0.0]))
+    first_slot = 0 if r.coin() else 1
+
+    def offset_fn(ka, kb):
+        za = np.sort(0.5 * (ka[list(_MCP), 2] + ka[list(_PIP), 2]))
+        zb = np.sort(0.5 * (kb[list(_MCP), 2] + kb[list(_PIP), 2]))
+        zb = zb + _mcp_centre(ka)[2] - _mcp_centre(kb)[2]  # where the anchor alone puts them
+        step = float(np.diff(za).mean())
+        slots = np.concatenate([[za[0] - 0.5 * step], 0.5 * (za[1:] + za[:-1]), [za[-1] + 0.5 * step]])
+        return np.array([0.0, 0.0, float(np.mean(slots[first_slot:first_slot + 4] - zb))])
+
+    return _Spec(a, b, r.rot_jitter(4.0) @ _rot("z", 180.0), _mcp_centre, _mcp_centre,
+                 np.array([r.f(-0.004, 0.004), 0.0, 0.0]), np.array([0.0, -1.0, 0.0]), offset_fn=offset_fn,
+                 lateral=np.array([0.0, 0.0, 1.0]))
 
 
 def _fist(s: PoseSampler, r: _Draw, curl=(0.84, 0.94)) -> Tensor:
@@ -554,14 +605,17 @@ def _t_grasp_fingers(info_a, r: _Draw, info_b) -> _Spec:
     s, r_a, palm_a = info_a
     s_b, r_b, _ = info_b
     two = r.coin(0.4)
-    curls = [r.f(-0.05, 0.05), r.f(-0.05, 0.05) if two else r.f(0.85, 0.95), r.f(0.85, 0.95), r.f(0.85, 0.95)]
-    b = _hand(s, r, curls, r.u(-0.2, 0.2, 4), -0.4,
-              [r.f(-18, -5), r.f(32, 50), r.f(35, 55), r.f(40, 60), r.f(55, 80)], noise=0.4)
-    # B's finger direction from its posed skeleton (B is a left hand: the x-mirror of the right one)
+    curls = [r.f(-0.02, 0.02), r.f(-0.02, 0.02) if two else r.f(0.85, 0.95), r.f(0.85, 0.95), r.f(0.85, 0.95)]
+    b = _hand(s, r, curls, r.u(-0.1, 0.1, 4), -0.4,
+              [r.f(-18, -5), r.f(32, 50), r.f(35, 55), r.f(40, 60), r.f(55, 80)], noise=0.2)
+    # B's finger direction from its posed skeleton (B is a left hand: the x-mirror of the right
+    # one). One finger: B's palm faces down (rolled +-30 deg); two fingers: B's palm faces up, so
+    # that its middle finger lies beside the index toward A's fingers, not on A's thenar.
     P, T = s_b.forward_kinematics(b[None])
     P, T = P[0].numpy() @ _M, T[0].numpy() @ _M
     f = (T[1] - P[1]) if not two else (T[1] + T[2] - P[1] - P[4])
-    rot_b = (r.rot_jitter(3.0) @ _rot("z", r.f(-30, 30))
+    roll = r.f(-30, 30) + (180.0 if two else 0.0)
+    rot_b = (r.rot_jitter(3.0) @ _rot("z", roll)
              @ _frame_rotation(f, s_b.palm_normal @ _M, np.array([0.0, 0, -1]), np.array([0.0, -1, 0])))
     # where B's finger axes run (x-y plane of A's frame): under A's palm, near the MCP row
     sc = s.scale
@@ -598,7 +652,7 @@ def _t_grasp_fingers(info_a, r: _Draw, info_b) -> _Spec:
     curl_a = [best[n] for n in ("index", "middle", "ring", "pinky")]
     t_th = best["thumb"]
     a = _hand(s, r, curl_a, hook[0], -0.2, (th_open + t_th * (th_close - th_open)).tolist(), noise=0.25)
-    depth = r.f(0.012, 0.022) * sc
+    depth = (r.f(0.025, 0.035) if two else r.f(0.012, 0.022)) * sc
 
     def anchor_a(k):
         # A is not rotated: the axis position relative to A's middle MCP, just beyond A's pinky side
@@ -621,8 +675,9 @@ def _pointing(s: PoseSampler, r: _Draw) -> Tensor:
 
 
 def _t_crossed_index(s: PoseSampler, r: _Draw, shapes) -> _Spec:
-    phi = r.f(55, 115) * (1 if r.coin() else -1)
-    ta, tb = r.f(0.5, 0.75), r.f(0.5, 0.75)
+    # the index fingers cross like an X near their distal halves; the hands on opposite sides
+    phi = r.f(105, 155) * (1 if r.coin() else -1)
+    ta, tb = r.f(0.45, 0.8), r.f(0.45, 0.8)
 
     def on_index(t):
         return lambda k: k[5] + t * (k[8] - k[5])
@@ -726,15 +781,36 @@ def sample_interaction(name: str, right_model, left_model, shapes=None, generato
         pose_r, out_r = _forward(right_model, ang_r, rot_r, shapes[RIGHT])
         pose_l, out_l = _forward(left_model, ang_l, rot_l, shapes[LEFT])
         kr, kl = _to_np(out_r.keypoints[0]), _to_np(out_l.keypoints[0])
+        ka, kb = (kr, kl) if not swapped else (kl @ _M, kr @ _M)  # role-frame keypoints
+        offset = spec.offset + (spec.offset_fn(ka, kb) if spec.offset_fn is not None else 0.0)
         if not swapped:
-            t0 = spec.anchor_a(kr) + spec.offset - spec.anchor_b(kl)
+            t0 = spec.anchor_a(kr) + offset - spec.anchor_b(kl)
             d = spec.direction
         else:  # mirrored scene: the right hand is role B, the left hand role A
-            t0 = _M @ spec.anchor_b(kr @ _M) - _M @ spec.offset - _M @ spec.anchor_a(kl @ _M)
+            t0 = _M @ spec.anchor_b(kr @ _M) - _M @ offset - _M @ spec.anchor_a(kl @ _M)
             d = -(_M @ spec.direction)
         vr, fr = _to_np(out_r.vertices[0]), _to_np(out_r.faces)
         vl, fl = _to_np(out_l.vertices[0]) + t0, _to_np(out_l.faces)
-        prof = overlap_profile(vr, fr, vl, fl, d, spacing, generator)
+        if spec.lateral is None:
+            prof = overlap_profile(vr, fr, vl, fl, d, spacing, generator)
+            shift_vec = np.zeros(3)
+        else:  # deepest approach over a few sideways shifts (e.g. fingers into the gaps)
+            lat = spec.lateral if not swapped else _M @ spec.lateral
+            best = None
+            for shift, pr in overlap_profile(vr, fr, vl, fl, d, spacing, generator, lat, spec.lateral_shifts):
+                if pr.empty:
+                    continue
+                st = pr.last_crossing(target)
+                st = pr.last_crossing(pr.max_volume) if st is None else st
+                if best is None or st < best[0]:
+                    best = (st, shift, pr)
+            if best is None:
+                continue
+            _, shift, prof = best
+            e1 = lat - np.dot(lat, d) * d
+            shift_vec = shift * e1 / np.linalg.norm(e1)
+            vl = vl + shift_vec
+            t0 = t0 + shift_vec
         if prof.empty:
             continue
         if not spec.press:
@@ -747,7 +823,7 @@ def sample_interaction(name: str, right_model, left_model, shapes=None, generato
                 s_star = None
             elif s_star <= 0.0:  # overlapping at the anchor: back off against the direction
                 s_star = prof.first_exit(0.0, False, target)
-                if s_star is not None and s_star < -0.006:
+                if s_star is not None and s_star < -0.01:
                     s_star = None
             if s_star is None:
                 continue
@@ -840,7 +916,6 @@ def render_gallery(out_dir, right_model=None, left_model=None, seed: int = 0, pe
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from im2hands.hands.pose_sampler import MODES
 
     if right_model is None or left_model is None:
         from im2hands.hands.layer import load_hand_models
@@ -890,3 +965,37 @@ def render_gallery(out_dir, right_model=None, left_model=None, seed: int = 0, pe
         plt.close(fig)
         written.append(path)
     return written
+
+
+def time_templates(n: int = 30, seed: int = 0, threads: int | None = 1, shape_std: float = 0.8,
+                   right_model=None, left_model=None) -> dict[str, dict[str, float]]:
+    """Time :func:`sample_interaction` per template: ``{name: {wall_ms, wall_p90_ms, cpu_ms}}``
+    (medians over ``n`` draws with random shapes). ``threads``: torch intra-op threads during
+    the run (restored afterwards); ``None`` leaves the setting alone."""
+    import time
+
+    if right_model is None or left_model is None:
+        from im2hands.hands.layer import load_hand_models
+
+        models = load_hand_models()
+        right_model, left_model = models["right"], models["left"]
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(seed)
+    table = {}
+    try:
+        for name in TEMPLATES:
+            sample_interaction(name, right_model, left_model, None, g)  # warm-up
+            wall, cpu = [], []
+            for _ in range(n):
+                shapes = shape_std * torch.randn(2, 10, generator=g)
+                t, c = time.perf_counter(), time.process_time()
+                sample_interaction(name, right_model, left_model, shapes, g)
+                wall.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+            table[name] = {"wall_ms": 1e3 * float(np.median(wall)), "wall_p90_ms": 1e3 * float(np.percentile(wall, 90)),
+                           "cpu_ms": 1e3 * float(np.median(cpu))}
+    finally:
+        torch.set_num_threads(before)
+    return table
