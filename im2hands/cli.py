@@ -133,12 +133,103 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from im2hands.engine import load_train_config, train
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).is_file():  # `train --resume RUN a.b=1`
+        config, overrides = None, [config, *overrides]
+    cfg = load_train_config(config, overrides, resume=args.resume)
+    result = train(cfg, resume=args.resume)
+    log.info("run folder: %s", result.run_dir)
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train any stage (one loop); torchrun --nproc_per_node N -m im2hands train ... for DDP",
+        description="Train the model named by model.type. The dataset folder is data.root=DIR or $IM2HANDS_DATA; "
+        "outputs go to train.out_dir (default runs/<name>/<timestamp>). See docs/training.md.",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config (optional with --resume: the run's config.yaml)")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides (e.g. data.root=DIR train.max_steps=2000)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR from its last.pt")
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from im2hands.metrics.evaluator import evaluate_folder
+
+        summary = evaluate_folder(
+            args.pred, args.gt, args.out, split=args.split, n_points=args.points, seed=args.seed,
+            mano_dir=args.mano_dir, plots=not args.no_plots,
+        )
+        log.info("wrote %s/summary.json, per_item.csv and plots", args.out)
+        return 1 if summary["counts"]["failed"] else 0
+
+    p = sub.add_parser(
+        "eval", help="evaluate predicted meshes against ground truth (IoU, Chamfer, F-score, MPJPE, MRRPE, penetration)",
+        description="Items are matched by NAME: NAME_left.obj, NAME_right.obj [, NAME_keypoints.json] in --pred. "
+        "The exit code is 1 when any item failed. See docs/metrics.md.",
+    )
+    p.add_argument("--pred", required=True, help="folder of predicted meshes (camera frame, metres)")
+    p.add_argument("--gt", required=True, help="dataset folder, or folder of ground-truth meshes named like --pred")
+    p.add_argument("--out", required=True, help="output folder: per_item.csv, summary.json, plots")
+    p.add_argument("--split", default="all", help="dataset split to evaluate (default: all complete samples)")
+    p.add_argument("--points", type=int, default=100_000, help="IoU points, surface samples and penetration points")
+    p.add_argument("--seed", type=int, default=0, help="seed; item NAME's draws depend only on (seed, NAME)")
+    p.add_argument("--mano-dir", default=None, help="hand-model folder (default: IM2HANDS_MANO_DIR or the open model)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=run)
+
+
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from im2hands.extraction.run import extract_folder
+
+        summary = extract_folder(
+            args.out, model=args.model, images=args.images, keypoints=args.keypoints, dataset=args.dataset,
+            split=args.split, resolution=args.resolution, upsampling_steps=args.upsampling_steps,
+            threshold=args.threshold, device=args.device, points_batch_size=args.points_batch_size,
+            limit=args.limit, progress=not args.no_progress,
+        )
+        return 1 if summary["totals"]["failed"] else 0
+
+    p = sub.add_parser(
+        "extract", help="meshes of both hands (MISE + marching cubes) for keypoint files, images or a dataset split",
+        description="Writes NAME_left.obj / NAME_right.obj (camera frame, metres), NAME.png over the input image, and "
+        "summary.json into --out. The exit code is 1 when any item failed. See extract/README.md and "
+        "docs/keypoints_format.md.",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default=None, help="training run folder or checkpoint (default: the shipped models)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", default=None, help="dataset folder (docs/data_format.md); with --split")
+    src.add_argument("--images", default=None, help="folder of NAME.jpg|png (with --keypoints)")
+    p.add_argument("--keypoints", default=None, help="folder of NAME.json keypoint files (docs/keypoints_format.md)")
+    p.add_argument("--split", default="test", help="dataset split (default test; 'all' for every sample)")
+    p.add_argument("--resolution", type=int, default=32, help="MISE start resolution, cells per side (32)")
+    p.add_argument("--upsampling-steps", type=int, default=3, help="MISE levels after the first (3: 256 cells)")
+    p.add_argument("--threshold", type=float, default=None, help="occupancy iso-level (default: the model's, 0.5 / 0.45)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--points-batch-size", type=int, default=100_000, help="query points per hand per decode call")
+    p.add_argument("--limit", type=int, default=None, help="process only the first N items")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_config,
     _add_data,
     _add_demo,
     _add_handmodel,
     _add_mano,
+    _add_train,
+    _add_eval,
+    _add_extract,
 ]
 
 

@@ -88,6 +88,9 @@ class EncoderConfig:
     """Channels of the two upsampling heads (heatmaps; masks and parts) at 64 x 64."""
     feature_channels: int = _range(32, 4, 512)
     """Channels of the query feature map made from both heads' last maps."""
+    image_size: int = _range(256, 32, 2048)
+    """Side of the square input image, pixels (a multiple of 32); the heads' maps are
+    image_size / 4 (64 for 256) and layer4 is image_size / 32."""
     weights: Optional[str] = None
     """Optional file with encoder weights to load at construction."""
 
@@ -110,20 +113,59 @@ class InitOccConfig:
     """Dropout in the attention blocks and point MLP."""
     threshold: float = _range(0.5, 0.0, 1.0)
     """Occupancy probability threshold for IoU and meshes."""
+    loss: str = "mse"
+    """Occupancy loss per hand: mse (the original's, on probabilities) or bce (on the max logit)."""
+    aux_weight: float = _range(0.0, 0.0, None)
+    """Weight of the auxiliary 2D loss on the encoder's heads (keypoint heatmaps, amodal hand
+    masks); 0 disables it (the original starts from a pretrained encoder instead)."""
 
 
 @dataclass
 class RefOccConfig:
-    """Stage 2: two-hand occupancy refinement in the posed camera frame."""
+    """Stage 2: two-hand occupancy refinement in the posed camera frame (reference section 2.2).
+
+    The image encoder is ``model.encoder`` (with a global code); it starts from the stage-1
+    encoder's weights wherever names and shapes match."""
 
     init_occ: Optional[str] = None
-    """Stage-1 run folder or checkpoint (frozen inside stage 2). Required to train stage 2."""
+    """Stage-1 run folder (its best checkpoint, else its last) or checkpoint file; frozen inside
+    stage 2. Required to build stage 2 (give it on the command line)."""
     num_anchors: int = _range(512, 16, 4096)
     """Anchor points per hand sampled on the stage-1 surface."""
     threshold: float = _range(0.45, 0.0, 1.0)
     """Occupancy probability threshold for IoU and meshes."""
     penetration_weight: float = _range(0.001, 0.0, None)
     """Weight of the penetration term (a sum over points, as in the original)."""
+    anchor_bone_samples: int = _range(4, 1, 64)
+    """Start points per skeleton segment (20 bones + 3 palm segments) for the anchor rays."""
+    anchor_rays: int = _range(8, 1, 256)
+    """Rays cast from each start point (fixed directions, rotated per start point)."""
+    anchor_ray_length: float = _range(0.04, 0.001, 1.0)
+    """Length of each anchor ray, metres."""
+    anchor_ray_steps: int = _range(8, 1, 256)
+    """Stage-1 evaluations along each ray (even spacing) to find its first threshold crossing."""
+    anchor_bisections: int = _range(4, 0, 32)
+    """Bisection steps refining each crossing (then one secant step, no extra evaluation)."""
+    encoder_layers: List[int] = field(default_factory=lambda: [256, 128])
+    """Points kept by each transition-down of the anchor encoder (decreasing, below num_anchors)."""
+    encoder_neighbors: int = _range(16, 1, 128)
+    """Neighbours of the anchor encoder's local vector attention and transition-downs."""
+    encoder_reduced_dim: int = _range(120, 4, 2048)
+    """Anchor encoder width at the full anchor resolution."""
+    encoder_dim: int = _range(256, 4, 4096)
+    """Anchor encoder width after the first transition-down; also the width of the hand codes."""
+    encoder_full_blocks: int = _range(3, 0, 16)
+    """Full (all-pairs) vector-attention blocks at the encoder's last level."""
+    query_neighbors: int = _range(9, 1, 128)
+    """Nearest anchors (of the same hand) each query point attends to, plus a global token."""
+    attention_dim: int = _range(200, 4, 2048)
+    """Width of the query-anchor vector attention."""
+    decoder_hidden: int = _range(32, 4, 1024)
+    """Width of the occupancy decoder's ResNet-FC blocks."""
+    decoder_blocks: int = _range(5, 1, 32)
+    """ResNet-FC blocks of the occupancy decoder."""
+    init_encoder: bool = True
+    """Initialise the image encoder from the stage-1 encoder (tensors whose names and shapes match)."""
 
 
 @dataclass
@@ -135,7 +177,22 @@ class KeypointNoiseConfig:
     depth_bias_mm: float = _range(15.0, 0.0, None)
     """Standard deviation of a per-hand bias along the camera z axis, mm."""
     swap_prob: float = _range(0.05, 0.0, 1.0)
-    """Probability that two neighbouring fingers' keypoints are swapped."""
+    """Probability per hand that two neighbouring fingers' keypoints are swapped."""
+    tip_growth: float = _range(0.5, 0.0, None)
+    """Relative jitter increase from the finger bases (jitter_mm) to the tips
+    (jitter_mm * (1 + tip_growth)); 0: the same jitter for every joint."""
+    depth_along_rays: bool = True
+    """Apply the depth bias along each joint's camera ray (keeps the 2D projection); False: a
+    plain z shift."""
+    finger_drift_prob: float = _range(0.1, 0.0, 1.0)
+    """Probability per finger of a drift error (wrong bending) growing from base to tip."""
+    finger_drift_mm: float = _range(10.0, 0.0, None)
+    """Standard deviation per axis of a finger drift at the fingertip, mm."""
+    scale_std: float = _range(0.03, 0.0, 1.0)
+    """Standard deviation of the relative hand-scale error (about the middle MCP)."""
+    val_seed: int = _range(0, 0, None)
+    """Validation noise of an item is drawn from a generator seeded with val_seed + its dataset
+    index, so validation is the same across runs and batchings."""
 
 
 @dataclass
@@ -145,9 +202,30 @@ class KptsRefConfig:
     layers: int = _range(4, 1, 16)
     """Graph-convolution + image-attention layers."""
     patch_grid: int = _range(8, 1, 64)
-    """Patches per side for the joint-image attention (8 -> 64 tokens)."""
+    """Patches per side for the joint-image attention (8 -> 64 tokens); must divide the encoder's
+    feature-map side (encoder.image_size / 4)."""
     heads: int = _range(4, 1, 16)
     """Attention heads."""
+    dim: int = _range(128, 8, 2048)
+    """Width of the joint tokens (and the patch tokens they attend to); divisible by heads."""
+    feature_dim: int = _range(256, 4, 4096)
+    """Channels of the fused image feature map (encoder stage 1 + both heads' last maps, 1x1 conv)."""
+    graph_order: int = _range(2, 1, 8)
+    """Chebyshev order of the skeleton graph convolutions (2: x and A x, as the original)."""
+    mlp_ratio: float = _range(2.0, 0.5, 8.0)
+    """Hidden width of the token MLPs relative to dim."""
+    dropout: float = _range(0.01, 0.0, 1.0)
+    """Dropout in the token blocks (the original used 0.01)."""
+    cross_hand: bool = True
+    """Joint tokens of both hands attend to each other every layer (False: the original's
+    independent hands)."""
+    pixel_aligned: bool = True
+    """Add each joint's bilinearly sampled image feature at its projection to its token."""
+    abs_weight: float = _range(0.0, 0.0, None)
+    """Weight of the absolute (camera-frame, not re-centred) MSE term, relative to the
+    middle-MCP-relative MSE."""
+    freeze_encoder: bool = False
+    """Keep the image encoder fixed (e.g. loaded from encoder.weights)."""
     noise: KeypointNoiseConfig = field(default_factory=KeypointNoiseConfig)
 
 
