@@ -1,0 +1,386 @@
+"""Inputs of ``im2hands extract``: keypoint JSON files, image folders and dataset splits -> items.
+
+Keypoint files (one per item, ``NAME.json``; ``docs/keypoints_format.md``)::
+
+    {"order": "standard",
+     "camera": {"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]},
+     "left":  {"joints": [[x, y, z], ... 21]},
+     "right": {"joints": [[x, y, z], ... 21]}}
+
+Camera frame (OpenCV: +x right, +y down, +z forward), metres. ``order`` is one of
+:data:`KEYPOINT_ORDERS` (default ``standard``); joints are converted to ``standard`` on reading.
+A hand may be absent (key missing or ``null``). Every problem raises
+:class:`~im2hands.utils.errors.DataError` naming the file and the field.
+
+Items: :func:`list_items` pairs files by stem; :func:`load_item` reads one (the extraction job
+calls it inside its per-item error handling, so a bad file fails only its own item).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from im2hands.data import format as fmt
+from im2hands.hands.constants import SIDES
+from im2hands.hands.joint_orders import convert
+from im2hands.utils.errors import DataError, Im2HandsError
+from im2hands.utils.io import write_json
+
+__all__ = [
+    "KEYPOINT_ORDERS",
+    "IMAGE_SUFFIXES",
+    "MAX_COORDINATE_M",
+    "KeypointFile",
+    "parse_keypoints",
+    "read_keypoints",
+    "keypoints_to_dict",
+    "write_keypoints",
+    "ItemSource",
+    "Item",
+    "list_items",
+    "load_item",
+    "placeholder_hand",
+    "prepare_image",
+]
+
+log = logging.getLogger(__name__)
+
+KEYPOINT_ORDERS: tuple[str, ...] = ("standard", "interhand", "mano")
+"""Joint orders accepted in keypoint files (see :mod:`im2hands.hands.joint_orders`)."""
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+MAX_COORDINATE_M = 10.0
+"""Keypoint coordinates beyond this many metres are rejected (millimetres given by mistake)."""
+CROP_FILL = 0.8
+"""Fraction of the model's input side covered by the hands' projected keypoints (IntagHand's crop)."""
+PLACEHOLDER_OFFSET_M = 0.3
+"""How far along x the stand-in for an absent hand is moved from the present hand (metres)."""
+
+
+# --------------------------------------------------------------------------- keypoint files
+
+
+@dataclass
+class KeypointFile:
+    """One parsed keypoint file.
+
+    Attributes:
+        order: the order the file was written in.
+        K: ``(3, 3)`` intrinsics (pixels) or None when the file has no camera.
+        joints: side -> ``(21, 3)`` float64, ``standard`` order, camera frame, metres; absent
+            hands are not in the dict.
+    """
+
+    order: str
+    K: np.ndarray | None
+    joints: dict[str, np.ndarray]
+
+
+def _matrix(value: Any, shape: tuple[int, ...], name: str, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: '{name}' must be a {'x'.join(map(str, shape))} array of numbers") from None
+    if arr.shape != shape:
+        raise DataError(f"{where}: '{name}' has shape {arr.shape}, expected {shape}")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{where}: '{name}' holds NaN or infinite values")
+    return arr
+
+
+def _check_K(K: np.ndarray, where: str) -> None:
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DataError(f"{where}: 'camera.K' needs positive focal lengths fx = K[0][0], fy = K[1][1]")
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
+        raise DataError(f"{where}: 'camera.K' must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
+
+
+def parse_keypoints(data: Any, where: str = "keypoints") -> KeypointFile:
+    """Validate a keypoint dict (the JSON of one file); see the module docstring.
+
+    Raises:
+        DataError: wrong types or shapes, unknown order, NaN, non-positive depth, coordinates
+            beyond :data:`MAX_COORDINATE_M`, a bad ``K``, or no hand at all.
+    """
+    if not isinstance(data, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    order = data.get("order", "standard")
+    if order not in KEYPOINT_ORDERS:
+        raise DataError(f"{where}: unknown 'order' {order!r}; expected one of {', '.join(KEYPOINT_ORDERS)}")
+    K = None
+    camera = data.get("camera")
+    if camera is not None:
+        if not isinstance(camera, dict) or "K" not in camera:
+            raise DataError(f"{where}: 'camera' must be an object with 'K' (3x3 intrinsics, pixels)")
+        K = _matrix(camera["K"], (3, 3), "camera.K", where)
+        _check_K(K, where)
+    joints: dict[str, np.ndarray] = {}
+    for side in SIDES:
+        hand = data.get(side)
+        if hand is None:
+            continue
+        if not isinstance(hand, dict) or "joints" not in hand:
+            raise DataError(f"{where}: '{side}' must be an object with 'joints' (21 [x, y, z] in metres) or null")
+        kp = _matrix(hand["joints"], (21, 3), f"{side}.joints", where)
+        bad = np.flatnonzero(kp[:, 2] <= 0)
+        if bad.size:
+            raise DataError(
+                f"{where}: '{side}.joints' has non-positive depth z at joint(s) {bad.tolist()} "
+                f"(in this order); joints are camera-frame metres with +z forward"
+            )
+        if np.abs(kp).max() > MAX_COORDINATE_M:
+            raise DataError(
+                f"{where}: '{side}.joints' has coordinates beyond {MAX_COORDINATE_M:g} m; "
+                "the format is metres (millimetres given?)"
+            )
+        joints[side] = convert(kp, order, "standard")
+    if not joints:
+        raise DataError(f"{where}: no hand: give 'left' and/or 'right' with 'joints'")
+    return KeypointFile(order=order, K=K, joints=joints)
+
+
+def read_keypoints(path: str | Path) -> KeypointFile:
+    """Read and validate one keypoint file (:class:`DataError` for a missing or malformed file)."""
+    path = Path(path)
+    return parse_keypoints(fmt.read_json(path), where=str(path))
+
+
+def keypoints_to_dict(joints: dict[str, np.ndarray], K: np.ndarray | None = None, order: str = "standard") -> dict:
+    """The JSON dict of a keypoint file.
+
+    Args:
+        joints: side -> ``(21, 3)`` in ``standard`` order, camera frame, metres.
+        K: ``(3, 3)`` intrinsics or None.
+        order: order to write the joints in.
+    """
+    if order not in KEYPOINT_ORDERS:
+        raise ValueError(f"order must be one of {KEYPOINT_ORDERS}, got {order!r}")
+    out: dict[str, Any] = {"order": order}
+    if K is not None:
+        out["camera"] = {"K": np.asarray(K, dtype=float).tolist()}
+    for side in SIDES:
+        if side in joints and joints[side] is not None:
+            kp = convert(np.asarray(joints[side], dtype=np.float64), "standard", order)
+            out[side] = {"joints": kp.round(7).tolist()}
+    return out
+
+
+def write_keypoints(path: str | Path, joints: dict[str, np.ndarray], K: np.ndarray | None = None, order: str = "standard") -> Path:
+    """Write a keypoint file atomically (see :func:`keypoints_to_dict`)."""
+    write_json(path, keypoints_to_dict(joints, K, order), indent=None)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- items
+
+
+@dataclass
+class ItemSource:
+    """Where one item comes from (nothing is read yet)."""
+
+    name: str
+    image: Path | None = None
+    keypoints: Path | None = None
+    dataset: Path | None = None
+    sample_id: str | None = None
+    problem: str | None = None
+    """Set when the item cannot be read at all (e.g. a keypoint file without its image)."""
+
+
+@dataclass
+class Item:
+    """One loaded item, ready for the extractor.
+
+    Attributes:
+        name: output stem.
+        keypoints: ``(2, 21, 3)`` float64 camera frame, metres, standard order; absent hands
+            hold a stand-in (:func:`placeholder_hand`).
+        present: ``(left, right)`` which hands were given.
+        K: ``(3, 3)`` intrinsics of ``image`` or None.
+        image: ``(H, W, 3)`` uint8 or None.
+        vertices, faces: ground-truth meshes ``(2, V, 3)`` / ``(2, F, 3)`` (dataset items, when asked).
+    """
+
+    name: str
+    keypoints: np.ndarray
+    present: tuple[bool, bool]
+    K: np.ndarray | None = None
+    image: np.ndarray | None = None
+    vertices: np.ndarray | None = None
+    faces: np.ndarray | None = None
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."):
+            out.setdefault(p.stem, []).append(p)
+    return out
+
+
+def list_items(
+    images: str | Path | None = None,
+    keypoints: str | Path | None = None,
+    dataset: str | Path | None = None,
+    split: str | None = None,
+) -> list[ItemSource]:
+    """The items of one extraction job, sorted by name.
+
+    - ``dataset`` (with ``split``): the split's samples (dataset keypoints, image and camera).
+    - ``keypoints`` and/or ``images``: files paired by stem (``NAME.json``, ``NAME.png``); with
+      both folders, a stem present in only one is an item that fails with a clear message.
+
+    Raises:
+        Im2HandsError: missing folders, a folder with no inputs, mixed dataset and folder inputs.
+    """
+    if dataset is not None:
+        if images is not None or keypoints is not None:
+            raise Im2HandsError("--dataset cannot be combined with --images or --keypoints")
+        root = Path(dataset)
+        ids = fmt.list_samples(root, split or "all")
+        return [ItemSource(name=i, dataset=root, sample_id=i) for i in ids]
+    folders = {}
+    for flag, folder, suffixes in (("--images", images, IMAGE_SUFFIXES), ("--keypoints", keypoints, (".json",))):
+        if folder is None:
+            continue
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise Im2HandsError(f"{flag} {folder}: not a folder")
+        found = _by_stem(folder, suffixes)
+        if not found:
+            raise Im2HandsError(f"{flag} {folder}: no {' / '.join(suffixes)} files")
+        folders[flag] = found
+    if not folders:
+        raise Im2HandsError("no inputs: pass --keypoints DIR (and --images DIR), or --dataset DIR --split NAME")
+    imgs, kps = folders.get("--images", {}), folders.get("--keypoints", {})
+    items = []
+    for name in sorted(set(imgs) | set(kps)):
+        src = ItemSource(name=name)
+        if len(imgs.get(name, [])) > 1 or len(kps.get(name, [])) > 1:
+            src.problem = f"several input files named {name}: {[p.name for p in imgs.get(name, []) + kps.get(name, [])]}"
+        src.image = imgs[name][0] if name in imgs else None
+        src.keypoints = kps[name][0] if name in kps else None
+        if images is not None and src.image is None:
+            src.problem = f"no image {name}{{{','.join(IMAGE_SUFFIXES)}}} in {images} for {src.keypoints}"
+        if keypoints is not None and src.keypoints is None:
+            src.problem = f"no keypoint file {name}.json in {keypoints} for {src.image}"
+        items.append(src)
+    return items
+
+
+def placeholder_hand(joints: np.ndarray, absent_side: str) -> np.ndarray:
+    """A stand-in for an absent hand: the present hand mirrored (x -> -x about its wrist) and
+    moved :data:`PLACEHOLDER_OFFSET_M` along x, so models that need both hands get a plausible
+    one. Nothing is extracted for it."""
+    kp = np.array(joints, dtype=np.float64)
+    kp[:, 0] = 2.0 * kp[0, 0] - kp[:, 0]
+    kp[:, 0] += -PLACEHOLDER_OFFSET_M if absent_side == "left" else PLACEHOLDER_OFFSET_M
+    return kp
+
+
+def _assemble(name: str, joints: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[bool, bool]]:
+    present = tuple(s in joints for s in SIDES)
+    if not any(present):
+        raise DataError(f"{name}: no hand to extract")
+    kp = []
+    for side in SIDES:
+        if side in joints:
+            kp.append(joints[side])
+        else:
+            other = joints[SIDES[1 - SIDES.index(side)]]
+            kp.append(placeholder_hand(other, side))
+    return np.stack(kp), present  # (2, 21, 3)
+
+
+def load_item(src: ItemSource, *, hand_models: dict | None = None) -> Item:
+    """Read one item (keypoints, camera, image, and ground-truth meshes when ``hand_models`` is given).
+
+    Args:
+        src: from :func:`list_items`.
+        hand_models: ``{"left", "right"}`` hand models; dataset items then also carry their
+            ground-truth meshes (for :class:`~im2hands.extraction.oracle.MeshOccupancy`).
+
+    Raises:
+        DataError: anything wrong with this item's files.
+    """
+    if src.problem:
+        raise DataError(src.problem)
+    if src.dataset is not None:
+        ann = fmt.read_annotation(src.dataset, src.sample_id)
+        joints = {s: h.keypoints for s, h in ann.hands.items() if h.valid}
+        kp, present = _assemble(src.name, joints)
+        item = Item(name=src.name, keypoints=kp, present=present, K=np.asarray(ann.K, dtype=np.float64))
+        if ann.image:
+            item.image = fmt.read_image(src.dataset / ann.image)
+        if hand_models is not None:
+            from im2hands.data.dataset import mesh_in_camera
+
+            missing = [s for s in SIDES if s not in ann.hands]
+            if missing:
+                raise DataError(f"{src.dataset}/annotations/{src.sample_id}.json: no {missing[0]} hand for ground truth")
+            item.vertices = np.stack([mesh_in_camera(hand_models[s], ann.hands[s], ann.R, ann.t).double().numpy() for s in SIDES])
+            item.faces = np.stack([hand_models[s].closed_faces.cpu().numpy() for s in SIDES])
+        return item
+    if src.keypoints is None:
+        raise DataError(f"{src.name}: no keypoint file")
+    parsed = read_keypoints(src.keypoints)
+    kp, present = _assemble(src.name, parsed.joints)
+    item = Item(name=src.name, keypoints=kp, present=present, K=parsed.K)
+    if src.image is not None:
+        if parsed.K is None:
+            raise DataError(f"{src.keypoints}: 'camera.K' is required when an image is given (to place the meshes over it)")
+        item.image = fmt.read_image(src.image)
+    return item
+
+
+# --------------------------------------------------------------------------- images for models
+
+
+def prepare_image(
+    image: np.ndarray,
+    K: np.ndarray,
+    size: int,
+    keypoints: np.ndarray | None = None,
+    fill: float | None = CROP_FILL,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The model's square input image and its intrinsics.
+
+    With ``keypoints`` and ``fill``: a square crop around the projected keypoints, which cover
+    ``fill`` of its side (as the training crops do), zero outside the image. Otherwise the whole
+    image, padded at the bottom or right to a square. Then resized to ``size``.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        K: ``(3, 3)`` intrinsics of ``image``.
+        size: output side in pixels.
+        keypoints: ``(M, 3)`` camera-frame points to frame (the present hands' joints).
+        fill: fraction of the side the keypoints' box covers; None: no crop.
+
+    Returns:
+        ``(3, size, size)`` float32 in [0, 1], and the ``(3, 3)`` intrinsics of that image.
+    """
+    h, w = image.shape[:2]
+    if keypoints is not None and fill:
+        uvw = np.asarray(keypoints, dtype=np.float64) @ np.asarray(K, dtype=np.float64).T
+        uv = uvw[:, :2] / uvw[:, 2:]
+        lo, hi = uv.min(0), uv.max(0)
+        side = max(int(math.ceil(float((hi - lo).max()) / fill)), 16)
+        x0, y0 = (int(round(float(c) - side / 2)) for c in (lo + hi) / 2)
+    else:
+        side, x0, y0 = max(h, w), 0, 0
+    crop = Image.fromarray(image).crop((x0, y0, x0 + side, y0 + side))  # zero outside the image
+    crop = crop.resize((size, size), Image.BILINEAR)
+    s = size / side
+    K2 = np.array(K, dtype=np.float64)
+    K2[0, 2] -= x0
+    K2[1, 2] -= y0
+    K2[:2] *= s
+    tensor = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, S, S)
+    return tensor.contiguous(), K2

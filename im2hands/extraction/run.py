@@ -1,0 +1,436 @@
+"""The batch job behind ``im2hands extract``: items in, meshes, overlays and ``summary.json`` out.
+
+Per item ``NAME`` in ``out``:
+
+- ``NAME_left.obj``, ``NAME_right.obj``: camera frame (OpenCV), metres, outward normals;
+- ``NAME.png`` when the item has an image: the input next to the meshes drawn over it (left
+  orange, right blue, :data:`~im2hands.data.show.HAND_COLORS`);
+- ``summary.json``: settings, one record per item (status ``ok`` / ``failed`` and message;
+  seconds: load, encode, decode, mise, marching, write (OBJ), overlay, total; per hand:
+  status, vertex and face counts, watertight, components, volume, points evaluated) and
+  totals. Rewritten as items finish (at most once a second) and when the job
+  stops, also on Ctrl-C, so an interrupted run leaves a valid summary of what finished
+  (``"finished": false``).
+
+Every file is written through a temporary name and renamed. A bad item (unreadable image,
+malformed JSON, NaN keypoints, no surface found...) is recorded as failed and the job goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from im2hands.extraction.extractor import Extraction, Extractor, resolve_threshold
+from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image
+from im2hands.hands.constants import SIDES
+from im2hands.utils.errors import Im2HandsError
+from im2hands.utils.io import atomic_path, write_json
+
+__all__ = [
+    "SUMMARY_FORMAT",
+    "load_model",
+    "model_uses_image",
+    "resolve_device",
+    "batch_from_item",
+    "write_obj",
+    "extract_folder",
+]
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FORMAT = "im2hands-extract-summary"
+SUMMARY_VERSION = 1
+NO_DEFAULT_MODEL = (
+    "no default model is shipped yet (a later release ships trained models); "
+    "pass --model RUN_DIR_OR_CHECKPOINT (a training run folder or a .pt checkpoint)"
+)
+NO_ESTIMATOR = (
+    "keypoints from images need the built-in keypoint estimator, which is not available yet; "
+    "pass --keypoints DIR with one NAME.json per image NAME (docs/keypoints_format.md)"
+)
+MAX_RESOLUTION = 512
+"""Largest final grid (cells per side): two 513^3 float32 grids and masks take ~1.4 GB."""
+SUMMARY_EVERY_S = 1.0
+"""``summary.json`` is rewritten after an item when this many seconds passed since the last write."""
+OVERLAY_MAX_SIDE = 1024
+"""Overlay pictures of larger images are drawn at this longest side."""
+
+
+# --------------------------------------------------------------------------- model and device
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        Im2HandsError: unknown name, or CUDA asked for but not available.
+    """
+    text = str(name).strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise Im2HandsError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Im2HandsError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise Im2HandsError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def load_model(run_or_checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """Rebuild an occupancy model from a run folder (its best, else last checkpoint) or a
+    checkpoint file, with the config stored in the checkpoint.
+
+    Returns:
+        ``(model, cfg)``: the model in eval mode on ``device`` and its ExperimentConfig.
+
+    Raises:
+        Im2HandsError: no checkpoint there, an unreadable one, or a model that does not decode
+            occupancy (a keypoint stage).
+    """
+    from im2hands.engine.checkpoint import load_model as load_checkpoint_model
+    from im2hands.models.base import HandsModel
+
+    model, cfg = load_checkpoint_model(run_or_checkpoint, which="best", device=device)
+    if type(model).decode is HandsModel.decode:
+        raise Im2HandsError(
+            f"{run_or_checkpoint}: model.type '{cfg.model.type}' does not decode occupancy, so it cannot "
+            "make meshes; pass a run of an occupancy stage (init_occ, ref_occ)"
+        )
+    return model, cfg
+
+
+def model_uses_image(model: Any, cfg: Any = None) -> bool:
+    """Whether the model reads ``batch["image"]``: its ``use_image`` attribute (stage 1, the
+    stand-ins), else whether it holds an image ``encoder`` (stage 2), else the config's
+    ``model.init_occ.use_image``, else False."""
+    if hasattr(model, "use_image"):
+        return bool(model.use_image)
+    if getattr(model, "encoder", None) is not None:
+        return True
+    if cfg is not None:
+        return bool(cfg.model.init_occ.use_image)
+    return False
+
+
+def _model_image_size(model: Any, cfg: Any) -> int | None:
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None and hasattr(encoder, "image_size"):
+        return int(encoder.image_size)
+    if cfg is not None:
+        return int(cfg.model.encoder.image_size)
+    return None
+
+
+def batch_from_item(item: Item, *, image_size: int | None = None, crop: bool = True) -> dict[str, torch.Tensor]:
+    """Model inputs for one item (leading batch axis of 1).
+
+    Keys: ``keypoints`` (1, 2, 21, 3), ``hand_valid`` (1, 2); with ``image_size`` and an image:
+    ``image`` (1, 3, S, S) and its ``K`` (a crop around the keypoints when ``crop``, see
+    :func:`~im2hands.extraction.inputs.prepare_image`); else ``K`` of the item when known;
+    ``vertices`` / ``faces`` when the item carries ground truth.
+    """
+    batch: dict[str, torch.Tensor] = {
+        "keypoints": torch.as_tensor(item.keypoints, dtype=torch.float32)[None],
+        "hand_valid": torch.tensor([item.present]),
+    }
+    if image_size is not None and item.image is not None and item.K is not None:
+        given = item.keypoints[np.asarray(item.present)].reshape(-1, 3)
+        img, K = prepare_image(item.image, item.K, image_size, given if crop else None)
+        batch["image"], batch["K"] = img[None], torch.as_tensor(K, dtype=torch.float32)[None]
+    elif item.K is not None:
+        batch["K"] = torch.as_tensor(item.K, dtype=torch.float32)[None]
+    if item.vertices is not None:
+        batch["vertices"] = torch.as_tensor(item.vertices)[None]
+        batch["faces"] = torch.as_tensor(item.faces)
+    return batch
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, header: str = "") -> Path:
+    """Write a triangle mesh as Wavefront OBJ atomically (``v x y z``, 1-based ``f a b c``)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64) + 1
+    lines = [f"# {line}" for line in header.splitlines()]
+    lines.append(f"# {len(v)} vertices, {len(f)} faces")
+    buf = io.StringIO()
+    buf.write("\n".join(lines) + "\n")
+    np.savetxt(buf, v, fmt="v %.6f %.6f %.6f")  # micrometre precision in metres
+    np.savetxt(buf, f, fmt="f %d %d %d")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+    return path
+
+
+def _write_overlay(path: Path, item: Item, extraction: Extraction) -> Path:
+    """Input image | meshes rendered over it, side by side, as PNG."""
+    from PIL import Image
+
+    from im2hands.data.show import mesh_overlay
+
+    image, K = item.image, np.array(item.K, dtype=np.float64)
+    h, w = image.shape[:2]
+    scale = min(1.0, OVERLAY_MAX_SIDE / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        K[:2] *= np.array([[size[0] / w], [size[1] / h]])
+        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    meshes = {
+        side: (torch.from_numpy(r.vertices).float(), torch.from_numpy(r.faces))
+        for side, r in extraction.hands.items()
+        if r.status == "ok"
+    }
+    over = mesh_overlay(image, meshes, K) if meshes else image.astype(np.float32) / 255.0
+    picture = np.concatenate([image, (np.clip(over, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)], axis=1)
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+    return path
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _hand_record(r) -> dict[str, Any]:
+    rec: dict[str, Any] = {"status": r.status, "message": r.message}
+    if r.status == "skipped":
+        return rec
+    rec.update(points_evaluated=r.points_evaluated, points_per_level=r.points_per_level,
+               query_fraction=round(r.query_fraction, 6))  # fmt: skip
+    if r.status == "ok":
+        rec.update(
+            vertices=int(len(r.vertices)), faces=int(len(r.faces)), watertight=bool(r.watertight),
+            components=int(r.components), dropped_faces=int(r.dropped_faces),
+            volume_cm3=round(r.volume_m3 * 1e6, 4), area_cm2=round(r.area_m2 * 1e4, 3),
+        )  # fmt: skip
+    return rec
+
+
+def _totals(records: list[dict[str, Any]], listed: int, seconds: float) -> dict[str, Any]:
+    hands = [h for r in records for h in r.get("hands", {}).values()]
+    ok_hands = [h for h in hands if h["status"] == "ok"]
+    evaluated = [h for h in hands if "points_evaluated" in h]
+    done = len(records)
+    return {
+        "items": listed,
+        "processed": done,
+        "ok": sum(r["status"] == "ok" for r in records),
+        "failed": sum(r["status"] == "failed" for r in records),
+        "hands_ok": len(ok_hands),
+        "hands_failed": sum(h["status"] == "failed" for h in hands),
+        "hands_skipped": sum(h["status"] == "skipped" for h in hands),
+        "not_watertight": sum(not h["watertight"] for h in ok_hands),
+        "several_components": sum(h["components"] > 1 for h in ok_hands),
+        "points_evaluated": int(sum(h["points_evaluated"] for h in evaluated)),
+        "mean_query_fraction": round(float(np.mean([h["query_fraction"] for h in evaluated])), 6) if evaluated else None,
+        "seconds": round(seconds, 3),
+        "mean_item_seconds": round(float(np.mean([r["seconds"]["total"] for r in records])), 4) if records else None,
+    }
+
+
+def extract_folder(
+    out: str | os.PathLike,
+    *,
+    model: Any = None,
+    images: str | os.PathLike | None = None,
+    keypoints: str | os.PathLike | None = None,
+    dataset: str | os.PathLike | None = None,
+    split: str | None = None,
+    resolution: int = 32,
+    upsampling_steps: int = 3,
+    threshold: float | None = None,
+    device: str | torch.device = "cpu",
+    points_batch_size: int = 100_000,
+    limit: int | None = None,
+    progress: bool = True,
+    overlay: bool = True,
+    **extractor_kwargs: Any,
+) -> dict[str, Any]:
+    """Extract both hands' meshes for every item of a folder or dataset split.
+
+    Args:
+        out: output folder (created).
+        model: a run folder or checkpoint path (rebuilt with :func:`load_model`), or a model
+            object with ``encode`` / ``decode`` (e.g. :mod:`~im2hands.extraction.oracle`);
+            None: the shipped default models (none yet: an error).
+        images: folder of ``NAME.jpg|png`` (needs ``keypoints`` until the estimator lands).
+        keypoints: folder of ``NAME.json`` keypoint files (``docs/keypoints_format.md``).
+        dataset, split: a dataset folder (``docs/data_format.md``) and split name.
+        resolution: MISE start resolution (cells per side); upsampling_steps: levels after it.
+        threshold: iso-level; None: the model's ``threshold`` (0.5 stage 1, 0.45 stage 2).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        points_batch_size: most query points per hand in one decode call.
+        limit: process only the first ``limit`` items (sorted by name).
+        progress: show a tqdm progress bar.
+        overlay: write ``NAME.png`` for items with an image.
+        **extractor_kwargs: more :class:`~im2hands.extraction.extractor.Extractor` options.
+
+    Returns:
+        The summary dict also written to ``out/summary.json``.
+
+    Raises:
+        Im2HandsError: unusable arguments (no model, images without keypoints, a model that
+            needs images without them, no inputs); per-item problems are only recorded.
+    """
+    from tqdm import tqdm
+
+    if images is not None and keypoints is None and dataset is None:
+        raise Im2HandsError(NO_ESTIMATOR)
+    if images is None and keypoints is None and dataset is None:
+        raise Im2HandsError("no inputs: pass --keypoints DIR (and --images DIR), or --dataset DIR --split NAME")
+    if limit is not None and limit < 1:
+        raise Im2HandsError(f"--limit must be at least 1, got {limit}")
+    if resolution < 2 or upsampling_steps < 0 or resolution * 2**upsampling_steps > MAX_RESOLUTION:
+        raise Im2HandsError(
+            f"--resolution {resolution} --upsampling-steps {upsampling_steps}: need resolution >= 2, steps >= 0 "
+            f"and resolution * 2^steps <= {MAX_RESOLUTION} (the grids are held in memory)"
+        )
+    if points_batch_size < 1:
+        raise Im2HandsError(f"--points-batch-size must be at least 1, got {points_batch_size}")
+    if model is None:
+        raise Im2HandsError(NO_DEFAULT_MODEL)
+    dev = resolve_device(device)
+    cfg = None
+    if isinstance(model, (str, os.PathLike)):
+        model_name = str(model)
+        model, cfg = load_model(model, device=dev)
+    else:
+        model_name = type(model).__name__
+        model = model.to(dev) if hasattr(model, "to") else model
+    uses_image = model_uses_image(model, cfg)
+    if uses_image and images is None and dataset is None:
+        raise Im2HandsError(
+            f"the model {model_name} reads images (model.init_occ.use_image=true); pass --images DIR with "
+            "--keypoints DIR, or use a keypoint-only model (model.init_occ.use_image=false)"
+        )
+    sources = list_items(images=images, keypoints=keypoints, dataset=dataset, split=split)
+    listed = len(sources)
+    if limit is not None:
+        sources = sources[:limit]
+    image_size = _model_image_size(model, cfg) if uses_image else None
+    hand_models = None
+    if getattr(model, "needs_ground_truth", False):
+        from im2hands.hands.layer import load_hand_models
+
+        hand_models = load_hand_models(cfg.hand_model.mano_dir if cfg is not None else None)
+    extractor = Extractor(
+        model, resolution0=resolution, upsampling_steps=upsampling_steps, threshold=threshold,
+        points_batch_size=points_batch_size, device=dev, **extractor_kwargs,
+    )  # fmt: skip
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "model": model_name,
+        "model_type": getattr(cfg.model, "type", None) if cfg is not None else getattr(model, "stage", None),
+        "inputs": {"images": _str(images), "keypoints": _str(keypoints), "dataset": _str(dataset), "split": split},
+        "resolution0": resolution,
+        "upsampling_steps": upsampling_steps,
+        "resolution": extractor.resolution,
+        "threshold": resolve_threshold(model, threshold),
+        "box_side_m": extractor.box_side,
+        "seed_radius_m": extractor.seed_radius,
+        "seed_levels": extractor.seed_levels,
+        "start_radius_m": extractor.start_radius,
+        "flood": extractor.flood,
+        "device": str(dev),
+        "points_batch_size": points_batch_size,
+        "limit": limit,
+        "frame": "camera (OpenCV: +x right, +y down, +z forward), metres",
+    }
+    records: list[dict[str, Any]] = []
+    t_job = time.perf_counter()
+
+    def write_summary(finished: bool) -> dict[str, Any]:
+        summary = {
+            "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION, "finished": finished, "settings": settings,
+            "totals": _totals(records, listed, time.perf_counter() - t_job), "items": records,
+        }  # fmt: skip
+        write_json(out / "summary.json", summary)
+        return summary
+
+    write_summary(False)
+    bar = tqdm(sources, unit="item", disable=not progress, dynamic_ncols=True)
+    last_write, finished = time.perf_counter(), False
+    try:
+        for src in bar:
+            records.append(_process(src, out, extractor, image_size, hand_models, overlay, crop=src.dataset is None))
+            failed = sum(r["status"] == "failed" for r in records)
+            bar.set_postfix(ok=len(records) - failed, failed=failed)
+            if time.perf_counter() - last_write >= SUMMARY_EVERY_S:
+                write_summary(False)
+                last_write = time.perf_counter()
+        finished = True
+    finally:  # also on Ctrl-C: the summary then lists what finished, with "finished": false
+        bar.close()
+        summary = write_summary(finished)
+    t = summary["totals"]
+    log.info("%s: %d of %d items ok, %d failed (%.1f s)", out, t["ok"], t["processed"], t["failed"], t["seconds"])
+    return summary
+
+
+def _str(p: Any) -> str | None:
+    return None if p is None else str(p)
+
+
+def _process(
+    src: ItemSource, out: Path, extractor: Extractor, image_size: int | None, hand_models: Any, overlay: bool, crop: bool
+) -> dict[str, Any]:
+    """Run one item; every failure becomes a record, nothing escapes but interrupts."""
+    rec: dict[str, Any] = {"name": src.name, "status": "ok", "message": "", "hands": {}, "files": [], "seconds": {}}
+    t0 = time.perf_counter()
+    try:
+        item = load_item(src, hand_models=hand_models)
+        if image_size is not None and item.image is None:
+            raise Im2HandsError(f"{src.name}: the model reads images but this item has none")
+        batch = batch_from_item(item, image_size=image_size, crop=crop)
+        t_load = time.perf_counter() - t0
+        result = extractor.extract(batch)
+        t = time.perf_counter()
+        problems = []
+        for side in SIDES:
+            r = result.hands[side]
+            rec["hands"][side] = _hand_record(r)
+            path = out / f"{src.name}_{side}.obj"
+            if r.status == "ok":
+                header = f"im2hands extract: {src.name} {side} hand, camera frame (OpenCV), metres"
+                write_obj(path, r.vertices, r.faces, header)
+                rec["files"].append(path.name)
+            else:
+                if path.exists():  # a stale mesh of an earlier run would contradict the summary
+                    path.unlink()
+                if r.status == "failed":
+                    problems.append(f"{side}: {r.message}")
+        t_write = time.perf_counter() - t
+        t = time.perf_counter()
+        if overlay and item.image is not None and item.K is not None:
+            rec["files"].append(_write_overlay(out / f"{src.name}.png", item, result).name)
+        t_overlay = time.perf_counter() - t
+        if problems:
+            rec["status"], rec["message"] = "failed", "; ".join(problems)
+        else:
+            notes = [f"{s}: {rec['hands'][s]['message']}" for s in SIDES if rec["hands"][s]["message"]]
+            rec["message"] = "; ".join(notes)
+        rec["seconds"] = {"load": round(t_load, 4), **{k: round(v, 4) for k, v in result.seconds.items() if k != "total"},
+                          "write": round(t_write, 4), "overlay": round(t_overlay, 4)}  # fmt: skip
+    except Im2HandsError as exc:
+        rec["status"], rec["message"] = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad item must not stop the job; the message says what broke
+        log.debug("item %s failed", src.name, exc_info=True)
+        rec["status"], rec["message"] = "failed", f"{type(exc).__name__}: {exc}"
+    rec["seconds"]["total"] = round(time.perf_counter() - t0, 4)
+    if rec["status"] == "failed":
+        log.warning("%s: %s", src.name, rec["message"])
+    return rec

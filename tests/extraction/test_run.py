@@ -1,0 +1,259 @@
+"""Keypoint files, the batch job (summary, failures, atomic outputs) and ``im2hands extract``."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from im2hands.cli import main
+from im2hands.config import load_config
+from im2hands.data import format as fmt
+from im2hands.data.synthetic import synthesize
+from im2hands.engine.builders import build_model
+from im2hands.engine.checkpoint import save_checkpoint
+from im2hands.extraction import run as run_mod
+from im2hands.extraction.inputs import (
+    KEYPOINT_ORDERS,
+    keypoints_to_dict,
+    list_items,
+    parse_keypoints,
+    prepare_image,
+    read_keypoints,
+    write_keypoints,
+)
+from im2hands.extraction.oracle import MeshOccupancy, SkeletonOccupancy
+from im2hands.extraction.run import extract_folder, load_model
+from im2hands.hands.joint_orders import convert
+from im2hands.utils.errors import DataError, Im2HandsError
+
+FAST = dict(resolution=16, upsampling_steps=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run_synth")
+    cfg = load_config(None, ["synth.image_size=96", "synth.test_every=2", "synth.val_every=3"])
+    synthesize(root, 3, seed=5, workers=1, cfg=cfg, progress=False)
+    return root
+
+
+@pytest.fixture
+def kp_dir(tmp_path, synth):
+    """Three keypoint files from the dataset (a.json, b.json, c.json), the last one malformed."""
+    d = tmp_path / "kp"
+    for name, sid in zip("ab", fmt.list_samples(synth)):
+        ann = fmt.read_annotation(synth, sid)
+        write_keypoints(d / f"{name}.json", {s: h.keypoints for s, h in ann.hands.items()}, ann.K)
+    (d / "c.json").write_text('{"order": "standard", "left": {"joints": [[0, 0, 0.5]')  # truncated
+    return d
+
+
+def leftovers(folder):
+    return [p.name for p in Path(folder).iterdir() if ".tmp" in p.name or p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------- keypoint files
+
+
+@pytest.mark.parametrize("order", KEYPOINT_ORDERS)
+def test_keypoint_file_round_trip(tmp_path, order):
+    rng = np.random.default_rng(0)
+    std = {"left": rng.normal(0, 0.05, (21, 3)) + [0, 0, 0.5], "right": rng.normal(0, 0.05, (21, 3)) + [0.1, 0, 0.6]}
+    K = np.array([[500.0, 0, 128], [0, 500.0, 128], [0, 0, 1]])
+    data = keypoints_to_dict(std, K, order)
+    assert data["order"] == order
+    np.testing.assert_allclose(np.asarray(data["left"]["joints"]), convert(std["left"], "standard", order), atol=1e-6)
+    path = write_keypoints(tmp_path / "k.json", std, K, order)
+    parsed = read_keypoints(path)
+    assert parsed.order == order and np.allclose(parsed.K, K)
+    for side in ("left", "right"):
+        np.testing.assert_allclose(parsed.joints[side], std[side], atol=1e-6)  # back in standard order
+
+
+def test_keypoint_file_absent_hand_and_defaults():
+    kp = (np.random.default_rng(1).normal(0, 0.03, (21, 3)) + [0, 0, 0.4]).tolist()
+    parsed = parse_keypoints({"right": {"joints": kp}, "left": None})
+    assert parsed.order == "standard" and parsed.K is None and set(parsed.joints) == {"right"}
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ([1, 2], "JSON object"),
+        ({"order": "biomech", "left": {"joints": [[0, 0, 1]] * 21}}, "unknown 'order'"),
+        ({"left": {"joints": [[0, 0, 1]] * 20}}, r"shape \(20, 3\)"),
+        ({"left": {"joints": [[0, 0]] * 21}}, r"shape \(21, 2\)"),
+        ({"left": {"joints": [[0, 0, "a"]] * 21}}, "array of numbers"),
+        ({"left": {"joints": [[0, 0, float("nan")]] * 21}}, "NaN"),
+        ({"left": {"joints": [[0, 0, 0.5]] * 20 + [[0, 0, -0.1]]}}, r"non-positive depth z at joint\(s\) \[20\]"),
+        ({"left": {"joints": [[0, 0, 500.0]] * 21}}, "millimetres"),
+        ({"left": [[0, 0, 1]] * 21}, "'left' must be an object"),
+        ({"order": "standard"}, "no hand"),
+        ({"camera": {"K": [[0, 0, 1], [0, 1, 1], [0, 0, 1]]}, "left": {"joints": [[0, 0, 1]] * 21}}, "focal"),
+        ({"camera": {}, "left": {"joints": [[0, 0, 1]] * 21}}, "'camera' must be an object with 'K'"),
+    ],
+)
+def test_keypoint_file_errors(data, match):
+    with pytest.raises(DataError, match=match):
+        parse_keypoints(data, where="x.json")
+
+
+def test_malformed_json_names_the_file(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text("{not json")
+    with pytest.raises(DataError, match="bad.json: malformed JSON"):
+        read_keypoints(p)
+
+
+def test_prepare_image_crop_keeps_projection():
+    image = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    K = np.array([[3000.0, 0, 100], [0, 3000.0, 60], [0, 0, 1]])  # the crop reaches past the image
+    pts = np.array([[0.0, 0.0, 1.0], [0.05, 0.02, 1.0], [-0.03, 0.04, 1.2]])
+    img, K2 = prepare_image(image, K, 64, pts, fill=0.8)
+    assert img.shape == (3, 64, 64) and 0.0 <= float(img.min()) and float(img.max()) <= 1.0
+    uv = pts @ K2.T
+    uv = uv[:, :2] / uv[:, 2:]
+    span = (uv.max(0) - uv.min(0)).max()
+    assert span == pytest.approx(0.8 * 64, rel=0.05) and np.allclose((uv.max(0) + uv.min(0)) / 2, 32, atol=1.0)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def test_batch_job_one_malformed_file(tmp_path, kp_dir, monkeypatch):
+    """Through the CLI: 2 ok, 1 failed, exit code 1, valid summary, no temporary files."""
+    monkeypatch.setattr(run_mod, "load_model", lambda path, device="cpu": (SkeletonOccupancy(), None))
+    out = tmp_path / "out"
+    code = main(["extract", "--model", "stand-in", "--keypoints", str(kp_dir), "--out", str(out),
+                 "--resolution", "16", "--upsampling-steps", "2", "--device", "cpu", "--no-progress"])  # fmt: skip
+    assert code == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["format"] == "im2hands-extract-summary"
+    items = {r["name"]: r for r in summary["items"]}
+    assert [items[n]["status"] for n in "abc"] == ["ok", "ok", "failed"]
+    assert "c.json: malformed JSON" in items["c"]["message"]
+    t = summary["totals"]
+    assert (t["items"], t["processed"], t["ok"], t["failed"], t["hands_ok"]) == (3, 3, 2, 1, 4)
+    for n in "ab":
+        for side in ("left", "right"):
+            h = items[n]["hands"][side]
+            assert h["status"] == "ok" and h["watertight"] and h["vertices"] > 0 and h["faces"] > 0
+            lines = (out / f"{n}_{side}.obj").read_text().splitlines()
+            assert sum(line.startswith("v ") for line in lines) == h["vertices"]
+            assert sum(line.startswith("f ") for line in lines) == h["faces"]
+        assert set(items[n]["seconds"]) >= {"load", "encode", "decode", "mise", "marching", "write", "overlay", "total"}
+    assert not list(out.glob("c*")) and not leftovers(out)
+    assert summary["settings"]["resolution"] == 64 and summary["settings"]["threshold"] == 0.5
+
+
+def test_dataset_job_with_oracle_overlay_and_limit(tmp_path, synth):
+    out = tmp_path / "ds_out"
+    summary = extract_folder(out, model=MeshOccupancy(), dataset=synth, split="all", limit=2, **FAST)
+    assert [r["status"] for r in summary["items"]] == ["ok", "ok"] and summary["totals"]["items"] == 3
+    name = summary["items"][0]["name"]
+    assert {f"{name}_left.obj", f"{name}_right.obj", f"{name}.png"} <= {p.name for p in out.iterdir()}
+    with Image.open(out / f"{name}.png") as im:
+        assert im.size == (192, 96)  # input | overlay
+        pic = np.asarray(im).astype(int)
+    assert np.abs(pic[:, :96] - pic[:, 96:]).sum() > 0  # the meshes changed the right half
+    assert not leftovers(out)
+
+
+def test_absent_hand_missing_image_and_bad_image(tmp_path, synth):
+    sid = fmt.list_samples(synth)[0]
+    ann = fmt.read_annotation(synth, sid)
+    kp, img = tmp_path / "kp", tmp_path / "img"
+    write_keypoints(kp / "one.json", {"right": ann.hands["right"].keypoints}, ann.K)
+    write_keypoints(kp / "two.json", {s: h.keypoints for s, h in ann.hands.items()}, ann.K)
+    write_keypoints(kp / "three.json", {s: h.keypoints for s, h in ann.hands.items()}, ann.K)
+    img.mkdir()
+    Image.open(synth / ann.image).save(img / "one.png")
+    (img / "two.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    summary = extract_folder(out, model=SkeletonOccupancy(), images=img, keypoints=kp, **FAST)
+    items = {r["name"]: r for r in summary["items"]}
+    assert items["one"]["status"] == "ok" and items["one"]["hands"]["left"]["status"] == "skipped"
+    assert (out / "one_right.obj").exists() and not (out / "one_left.obj").exists() and (out / "one.png").exists()
+    assert items["two"]["status"] == "failed" and "unreadable image" in items["two"]["message"]
+    assert items["three"]["status"] == "failed" and "no image three" in items["three"]["message"]
+    assert summary["totals"]["hands_skipped"] == 1
+
+
+def test_clear_errors(tmp_path, kp_dir, capsys):
+    with pytest.raises(Im2HandsError, match="no default model is shipped yet.*--model"):
+        extract_folder(tmp_path / "o", keypoints=kp_dir, progress=False)
+    assert main(["extract", "--keypoints", str(kp_dir), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no default model" in err[0]
+    assert main(["extract", "--images", str(kp_dir), "--out", str(tmp_path / "o"), "--model", "x"]) == 2
+    assert "keypoint estimator" in capsys.readouterr().err
+    with pytest.raises(Im2HandsError, match="no .json files"):
+        list_items(keypoints=tmp_path)
+
+
+def test_checkpoint_models(tmp_path, kp_dir):
+    """A keypoint-only stage-1 checkpoint runs on keypoint files; an image model asks for images."""
+    for use_image in (False, True):
+        overrides = [f"model.init_occ.use_image={str(use_image).lower()}", "model.init_occ.hidden=8",
+                     "model.encoder.width=8", "model.encoder.head_channels=8", "model.encoder.image_size=64"]  # fmt: skip
+        cfg = load_config(None, overrides)
+        run = tmp_path / f"run_{use_image}"
+        save_checkpoint(run / "last.pt", model=build_model(cfg), optimizer=None, scheduler=None, cfg=cfg, state={"step": 0}, rng=[])
+        model, _ = load_model(run)
+        assert model.use_image == use_image and not model.training
+        if use_image:
+            with pytest.raises(Im2HandsError, match="reads images"):
+                extract_folder(tmp_path / "o2", model=run, keypoints=kp_dir, progress=False)
+        else:
+            summary = extract_folder(tmp_path / "o1", model=run, keypoints=kp_dir, resolution=8, upsampling_steps=1,
+                                     limit=1, progress=False)  # fmt: skip
+            assert summary["finished"] and summary["totals"]["processed"] == 1
+            assert summary["settings"]["model_type"] == "init_occ"
+            assert summary["items"][0]["status"] in ("ok", "failed")  # random weights: any outcome, no crash
+            assert "hands" in summary["items"][0] and summary["items"][0]["hands"]["left"]["points_evaluated"] > 0
+    with pytest.raises(Im2HandsError, match="no run folder or checkpoint"):
+        load_model(tmp_path / "nothing")
+
+
+def test_interrupted_job_leaves_a_valid_summary(tmp_path, kp_dir, monkeypatch):
+    real = run_mod._process
+    calls = []
+
+    def interrupt_second(src, *args, **kwargs):
+        calls.append(src.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(src, *args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "_process", interrupt_second)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, **FAST)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] is False and [r["name"] for r in summary["items"]] == ["a"]
+    assert summary["totals"]["processed"] == 1 and summary["totals"]["items"] == 3
+    assert not leftovers(out)
+
+
+def test_write_obj_round_trip(tmp_path):
+    import trimesh
+
+    m = trimesh.creation.icosphere(subdivisions=2, radius=0.05)
+    path = run_mod.write_obj(tmp_path / "s.obj", m.vertices, m.faces, header="a\nb")
+    back = trimesh.load(path, process=False)
+    np.testing.assert_allclose(back.vertices, m.vertices, atol=1e-6)
+    np.testing.assert_array_equal(back.faces, m.faces)
+    assert path.read_text().startswith("# a\n# b\n") and not leftovers(tmp_path)
+
+
+def test_model_uses_image_rules():
+    from torch import nn
+
+    class WithEncoder(nn.Module):
+        encoder = nn.Identity()
+
+    assert run_mod.model_uses_image(WithEncoder()) is True
+    assert run_mod.model_uses_image(SkeletonOccupancy()) is False
+    assert run_mod.model_uses_image(nn.Identity(), load_config(None, ["model.init_occ.use_image=true"])) is True
