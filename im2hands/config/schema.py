@@ -136,13 +136,13 @@ class RefOccConfig:
     """Occupancy probability threshold for IoU and meshes."""
     penetration_weight: float = _range(0.001, 0.0, None)
     """Weight of the penetration term (a sum over points, as in the original)."""
-    anchor_bone_samples: int = _range(4, 1, 64)
+    anchor_bone_samples: int = _range(3, 1, 64)
     """Start points per skeleton segment (20 bones + 3 palm segments) for the anchor rays."""
-    anchor_rays: int = _range(8, 1, 256)
+    anchor_rays: int = _range(12, 1, 256)
     """Rays cast from each start point (fixed directions, rotated per start point)."""
     anchor_ray_length: float = _range(0.04, 0.001, 1.0)
     """Length of each anchor ray, metres."""
-    anchor_ray_steps: int = _range(8, 1, 256)
+    anchor_ray_steps: int = _range(6, 1, 256)
     """Stage-1 evaluations along each ray (even spacing) to find its first threshold crossing."""
     anchor_bisections: int = _range(4, 0, 32)
     """Bisection steps refining each crossing (then one secant step, no extra evaluation)."""
