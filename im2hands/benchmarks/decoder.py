@@ -76,7 +76,8 @@ def decoder_throughput(
         seed: seed of weights and points.
 
     Returns:
-        dict with ``hand_points_per_s`` (median), ``run_seconds`` (all runs), ``points_per_run``
+        dict with ``hand_points_per_s`` (median), ``best_hand_points_per_s`` (fastest run; other
+        processes on the machine slow some runs), ``run_seconds`` (all runs), ``points_per_run``
         (hand-points), ``mlp_flops_per_point``, ``mlp_gflops_per_s``, ``chunk``, ``threads``,
         ``config``.
     """
@@ -116,6 +117,7 @@ def decoder_throughput(
     flops = mlp_flops_per_point(model)
     return {
         "hand_points_per_s": per_run / median,
+        "best_hand_points_per_s": per_run / min(times),
         "run_seconds": times,
         "points_per_run": per_run,
         "mlp_flops_per_point": flops,
@@ -135,14 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    r = decoder_throughput(config=args.config, chunk=args.chunk, chunks=args.chunks, repeats=args.repeats, threads=args.threads)
+    r = decoder_throughput(
+        config=args.config, chunk=args.chunk, chunks=args.chunks, repeats=args.repeats, threads=args.threads
+    )
     log.info(
-        "| config | chunk | threads | hand-points/s (median of %d) | MLP GFLOP/s | MLP kFLOP/point |\n|---|---|---|---|---|---|\n"
-        "| %s | %d | %d | %.0f | %.1f | %.0f |",
+        "| config | chunk | threads | hand-points/s, median of %d (best) | MLP GFLOP/s | MLP kFLOP/point |\n"
+        "|---|---|---|---|---|---|\n| %s | %d | %d | %.0f (%.0f) | %.1f | %.0f |",
         len(r["run_seconds"]), Path(r["config"]).name, r["chunk"], r["threads"], r["hand_points_per_s"],
-        r["mlp_gflops_per_s"], r["mlp_flops_per_point"] / 1e3,
+        r["best_hand_points_per_s"], r["mlp_gflops_per_s"], r["mlp_flops_per_point"] / 1e3,
     )  # fmt: skip
-
 
 if __name__ == "__main__":
     main()
