@@ -178,8 +178,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", required=True, help="folder of predicted meshes (camera frame, metres)")
     p.add_argument("--gt", required=True, help="dataset folder, or folder of ground-truth meshes named like --pred")
     p.add_argument("--out", required=True, help="output folder: per_item.csv, summary.json, plots")
-    p.add_argument("--split", default="all", help="dataset split to evaluate (default: all complete samples)")
-    p.add_argument("--points", type=int, default=100_000, help="IoU points, surface samples and penetration points")
+    p.add_argument("--split", default=None,
+                   help="split to evaluate ('all': every item); default: test for a dataset (as extract), all for meshes")
+    p.add_argument("--points", type=int, default=100_000, help="IoU points and surface samples per mesh (100k)")
     p.add_argument("--seed", type=int, default=0, help="seed; item NAME's draws depend only on (seed, NAME)")
     p.add_argument("--mano-dir", default=None, help="hand-model folder (default: IM2HANDS_MANO_DIR or the open model)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -1,0 +1,663 @@
+"""Evaluate a folder of predicted two-hand meshes against ground truth (``im2hands eval``).
+
+Inputs (camera frame, metres):
+
+- ``pred_dir``: per item ``NAME_left.obj`` and ``NAME_right.obj`` (what ``im2hands extract``
+  writes), and optionally ``NAME_keypoints.json`` (the keypoint JSON format of
+  ``im2hands extract``: ``{"order": ..., "left": {"joints": [[x, y, z] x 21]}, "right": ...}``).
+- ``gt_dir``: either a dataset folder in the toolkit's format (meshes rebuilt from the stored
+  hand-model parameters, keypoints from the annotations, items = the ids of ``split``, by
+  default ``test`` as for ``im2hands extract``), or a folder of mesh files named like the
+  predictions (optional ``NAME_keypoints.json``; items = every NAME with a mesh, or
+  ``splits/<split>.txt`` when a split other than ``all`` is named).
+
+Per item and hand: IoU, Chamfer-L1/L2, normal consistency, F-scores, MPJPE under two protocols
+(when both keypoint sets are known); per item: MRRPE and the penetration volume between the
+two predicted hands (and between the two ground-truth hands, for reference). Definitions and
+units: ``docs/metrics.md``.
+
+An item fails (and is skipped, reported, and makes the exit code non-zero) when a file it
+needs is missing or unreadable: a predicted mesh for a hand the ground truth has, a malformed
+keypoint file, an unreadable annotation. Every random draw is a pure function of
+``(seed, NAME, hand)``, so results do not depend on item order and repeat exactly.
+
+Outputs in ``out_dir`` (each written atomically): ``per_item.csv``, ``summary.json``,
+``iou_hist.png``, ``chamfer_hist.png``, ``fscore_curve.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from im2hands.geometry.frames import m_to_mm
+from im2hands.geometry.inside import is_closed
+from im2hands.hands.constants import SIDES
+from im2hands.hands.joint_orders import ORDERS, convert
+from im2hands.metrics.chamfer import CURVE_THRESHOLDS_MM, DEFAULT_THRESHOLDS_MM, fscore_key, mesh_surface_metrics
+from im2hands.metrics.iou import bbox_points, inside, iou_from_occupancy, palm_box_points
+from im2hands.metrics.keypoints import mpjpe_mcp_scaled, mpjpe_wrist, mrrpe
+from im2hands.metrics.penetration import LINE_SPACING, penetration_volume_cm3
+from im2hands.utils.errors import DataError
+from im2hands.utils.io import atomic_path, write_json, write_text
+
+__all__ = [
+    "SUMMARY_KEYS",
+    "HandMesh",
+    "read_obj",
+    "read_keypoint_file",
+    "item_seed",
+    "evaluate_item",
+    "summarize",
+    "evaluate_folder",
+]
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS: tuple[str, ...] = (
+    "iou", "chamfer_l1_mm", "chamfer_l2_mm2", "normal_consistency", "fscore_1mm", "fscore_2mm", "fscore_5mm",
+    "mpjpe_wrist_mm", "mpjpe_mcp_scaled_mm", "mrrpe_mm", "penetration_cm3",
+)  # fmt: skip
+"""The headline keys of ``summary.json`` (with the default F-score thresholds)."""
+
+_ITEM_KEYS = ("mrrpe_mm", "penetration_cm3", "penetration_gt_cm3")
+_OBJ_IGNORED = {"vn", "vt", "vp", "l", "p", "o", "g", "s", "usemtl", "mtllib"}
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class HandMesh:
+    """One hand of one item: a triangle mesh and, when known, its keypoints (camera frame, metres)."""
+
+    vertices: np.ndarray  # (V, 3) float64
+    faces: np.ndarray  # (F, 3) int64
+    keypoints: np.ndarray | None = None  # (21, 3) float64, standard order
+
+
+def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and triangles of a Wavefront OBJ file; :class:`DataError` for a bad file.
+
+    Reads ``v`` and ``f`` lines (``f`` entries may be ``i``, ``i/t``, ``i//n`` or ``i/t/n``,
+    negative indices count back from the last vertex read; polygons are fanned into
+    triangles); other standard statements are ignored, anything else is an error. Plain
+    ``v x y z`` / ``f a b c`` files (what marching-cubes writers produce) take a vectorised path.
+
+    Returns:
+        vertices (V, 3) float64 and faces (F, 3) int64.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"mesh not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable OBJ: {exc}") from None
+    parsed = _parse_obj_plain(text)
+    v, f = parsed if parsed is not None else _parse_obj_general(text, path)
+    if len(f) == 0:
+        raise DataError(f"{path}: the OBJ holds no triangles")
+    if not np.all(np.isfinite(v)):
+        raise DataError(f"{path}: the OBJ holds NaN or infinite vertices")
+    if f.min() < 0 or f.max() >= len(v):
+        raise DataError(f"{path}: face indices out of range (the OBJ has {len(v)} vertices)")
+    return v, f
+
+
+def _parse_obj_plain(text: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fast path: only ``v x y z``, ``f a b c`` (positive indices), comments and ignored statements.
+
+    Returns None when the file is anything else (the general parser then reads it and
+    reports errors with line numbers).
+    """
+    lines = text.splitlines()
+    vl = [ln[2:] for ln in lines if ln.startswith("v ")]
+    fl = [ln[2:] for ln in lines if ln.startswith("f ")]
+    for ln in lines:
+        if ln.startswith(("v ", "f ")):
+            continue
+        parts = ln.split(maxsplit=1)
+        if parts and not parts[0].startswith("#") and parts[0] not in _OBJ_IGNORED:
+            return None
+    vtok, ftok = " ".join(vl).split(), " ".join(fl).split()
+    if len(vtok) != 3 * len(vl) or len(ftok) != 3 * len(fl) or any("/" in ln for ln in fl):
+        return None
+    try:
+        v = np.array(vtok, dtype=np.float64).reshape(-1, 3)
+        f = np.array(ftok, dtype=np.int64).reshape(-1, 3)
+    except ValueError:
+        return None
+    if f.size and f.min() < 1:
+        return None
+    return v, f - 1
+
+
+def _parse_obj_general(text: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    verts: list[list[str]] = []
+    faces: list[tuple[int, int, int]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        tag = parts[0]
+        try:
+            if tag == "v":
+                if len(parts) < 4:
+                    raise ValueError("a vertex needs 3 coordinates")
+                verts.append(parts[1:4])
+            elif tag == "f":
+                idx = [int(tok.split("/")[0]) for tok in parts[1:]]
+                if len(idx) < 3 or 0 in idx:
+                    raise ValueError("a face needs 3 or more non-zero indices")
+                idx = [i - 1 if i > 0 else len(verts) + i for i in idx]
+                faces.extend((idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1))
+            elif tag not in _OBJ_IGNORED:
+                raise ValueError(f"unexpected statement {tag[:20]!r}")
+        except ValueError as exc:
+            raise DataError(f"{path}:{lineno}: malformed OBJ: {exc}") from None
+    try:
+        v = np.array(verts, dtype=np.float64).reshape(-1, 3)
+    except ValueError as exc:
+        raise DataError(f"{path}: malformed OBJ vertex: {exc}") from None
+    return v, np.array(faces, dtype=np.int64).reshape(-1, 3)
+
+
+def read_keypoint_file(path: str | Path) -> dict[str, np.ndarray]:
+    """The hands' keypoints from a keypoint JSON file, converted to ``standard`` order.
+
+    Format: ``{"order": "standard"|"interhand"|"mano", "left": {"joints": [[x, y, z] x 21]},
+    "right": {...}}`` (camera frame, metres; ``camera`` and other keys are ignored; a hand may
+    be absent or ``null``).
+
+    Returns:
+        ``{side: (21, 3) float64}`` for the hands present.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"keypoint file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    order = data.get("order", "standard")
+    if order not in ORDERS:
+        raise DataError(f"{path}: unknown keypoint order {order!r} (expected one of {', '.join(ORDERS)})")
+    out = {}
+    for side in SIDES:
+        hand = data.get(side)
+        if hand is None:
+            continue
+        try:
+            joints = np.asarray(hand["joints"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: '{side}.joints' missing or malformed: {exc}") from None
+        if joints.shape != (21, 3):
+            raise DataError(f"{path}: '{side}.joints' has shape {joints.shape}, expected (21, 3)")
+        if not np.all(np.isfinite(joints)):
+            raise DataError(f"{path}: '{side}.joints' holds NaN or infinite values")
+        out[side] = convert(joints, order, "standard")
+    return out
+
+
+def _mesh_names(folder: Path) -> list[str]:
+    names = set()
+    for side in SIDES:
+        suffix = f"_{side}.obj"
+        names.update(p.name[: -len(suffix)] for p in folder.glob(f"*{suffix}"))
+    return sorted(names)
+
+
+class _DatasetGT:
+    """Ground truth from a dataset folder: meshes from the hand-model parameters."""
+
+    kind = "dataset"
+
+    def __init__(self, root: Path, split: str, mano_dir: str | None):
+        from im2hands.data import format as fmt
+        from im2hands.hands.layer import load_hand_models
+
+        self.root, self._fmt = root, fmt
+        meta = fmt.read_meta(root)
+        self.names = fmt.list_samples(root, split)
+        self.models = load_hand_models(mano_dir)
+        want = meta.get("hand_model", {}).get("name")
+        have = self.models["right"].model_name
+        if want is not None and want != have:
+            raise DataError(
+                f"{root}: the dataset was made with hand model '{want}' but '{have}' is loaded; "
+                "pass --mano-dir (or set IM2HANDS_MANO_DIR) to the matching files"
+            )
+
+    def load(self, name: str) -> dict[str, HandMesh]:
+        from im2hands.data.dataset import mesh_in_camera
+
+        ann = self._fmt.read_annotation(self.root, name)
+        hands = {}
+        for side in SIDES:
+            h = ann.hands.get(side)
+            if h is None or not h.valid:
+                continue
+            v = mesh_in_camera(self.models[side], h, ann.R, ann.t).double().cpu().numpy()
+            f = self.models[side].closed_faces.cpu().numpy().astype(np.int64)
+            hands[side] = HandMesh(v, f, np.asarray(h.keypoints, np.float64))
+        if not hands:
+            raise DataError(f"{self.root}/annotations/{name}.json: no valid hand")
+        return hands
+
+
+class _MeshFolderGT:
+    """Ground truth from ``NAME_left.obj`` / ``NAME_right.obj`` (+ ``NAME_keypoints.json``) files."""
+
+    kind = "meshes"
+
+    def __init__(self, root: Path, split: str):
+        self.root = root
+        if split == "all":
+            self.names = _mesh_names(root)
+        else:
+            path = root / "splits" / f"{split}.txt"
+            if not path.is_file():
+                raise DataError(f"{root}: a mesh folder has no split '{split}' (no {path.name}); use --split all")
+            self.names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+    def load(self, name: str) -> dict[str, HandMesh]:
+        kp_path = self.root / f"{name}_keypoints.json"
+        kps = read_keypoint_file(kp_path) if kp_path.is_file() else {}
+        hands = {}
+        for side in SIDES:
+            path = self.root / f"{name}_{side}.obj"
+            if path.is_file():
+                v, f = read_obj(path)
+                hands[side] = HandMesh(v, f, kps.get(side))
+        if not hands:
+            raise DataError(f"{self.root}: no ground-truth mesh for item '{name}'")
+        return hands
+
+
+def _load_prediction(pred_dir: Path, name: str, sides: Sequence[str]) -> dict[str, HandMesh]:
+    kp_path = pred_dir / f"{name}_keypoints.json"
+    kps = read_keypoint_file(kp_path) if kp_path.is_file() else {}
+    hands = {}
+    for side in sides:
+        path = pred_dir / f"{name}_{side}.obj"
+        if not path.is_file():
+            raise DataError(f"missing prediction: {path}")
+        v, f = read_obj(path)
+        hands[side] = HandMesh(v, f, kps.get(side))
+    return hands
+
+
+# ----------------------------------------------------------------------------- one item
+
+
+def item_seed(seed: int, name: str) -> int:
+    """The seed of item ``name``: a pure function of (seed, name), independent of item order."""
+    seq = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
+    return int(seq.generate_state(1, np.uint64)[0] >> 1)
+
+
+def _sub_seed(base: int, *keys: int) -> int:
+    seq = np.random.SeedSequence([base & 0xFFFFFFFF, base >> 32, *keys])
+    return int(seq.generate_state(1, np.uint64)[0] >> 1)
+
+
+def evaluate_item(
+    pred: dict[str, HandMesh],
+    gt: dict[str, HandMesh],
+    n_points: int = 100_000,
+    seed: int = 0,
+    thresholds_mm: Sequence[float] = DEFAULT_THRESHOLDS_MM,
+    curve_mm: Sequence[float] | None = CURVE_THRESHOLDS_MM,
+    workers: int = -1,
+    torch_threads: int | None = 1,
+) -> dict[str, Any]:
+    """Every metric of one item (two hands); hands absent from ``gt`` are not evaluated.
+
+    Args:
+        pred: ``{side: HandMesh}`` predicted meshes (and keypoints, optional), one per
+            ground-truth hand.
+        gt: ``{side: HandMesh}`` ground-truth meshes and keypoints (keypoints optional).
+        n_points: IoU query points, surface samples per mesh, and penetration points.
+        seed: the item's seed (:func:`item_seed`).
+        thresholds_mm: F-score thresholds; curve_mm: thresholds of the F-score curve.
+        workers: cKDTree query threads (-1: all cores).
+        torch_threads: torch intra-op threads while evaluating (restored afterwards; None:
+            leave as is). The torch work here is small element-wise maths, for which one
+            thread is as fast on an idle machine and several times faster on a busy one.
+
+    Returns:
+        ``{"hands": {side: {metric: value}}, "mrrpe_mm", "penetration_cm3",
+        "penetration_gt_cm3"}``; NaN where a metric cannot be computed (no keypoints, one
+        hand only).
+    """
+    with _torch_threads(torch_threads):
+        return _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers) -> dict[str, Any]:
+    hands: dict[str, dict[str, Any]] = {}
+    for h, side in enumerate(SIDES):
+        if side not in gt:
+            continue
+        if side not in pred:
+            raise DataError(f"no predicted {side} hand")
+        p, g = pred[side], gt[side]
+        if g.keypoints is not None:
+            points = palm_box_points(g.keypoints, side == "left", n_points, _sub_seed(seed, 0, h))
+            box = "palm"
+        else:
+            points = bbox_points(g.vertices, n_points, _sub_seed(seed, 0, h))
+            box = "bbox"
+        res: dict[str, Any] = {"iou": iou_from_occupancy(inside(p.vertices, p.faces, points),
+                                                         inside(g.vertices, g.faces, points))}
+        res.update(mesh_surface_metrics(p.vertices, p.faces, g.vertices, g.faces, n_points, _sub_seed(seed, 1, h),
+                                        thresholds_mm=thresholds_mm, curve_mm=curve_mm, workers=workers))
+        known = p.keypoints is not None and g.keypoints is not None
+        res["mpjpe_wrist_mm"] = float(mpjpe_wrist(p.keypoints, g.keypoints)) if known else math.nan
+        res["mpjpe_mcp_scaled_mm"] = float(mpjpe_mcp_scaled(p.keypoints, g.keypoints)) if known else math.nan
+        res["iou_box"] = box
+        res["pred_vertices"], res["pred_faces"] = int(len(p.vertices)), int(len(p.faces))
+        res["pred_closed"] = bool(is_closed(p.faces))
+        hands[side] = res
+    out: dict[str, Any] = {"hands": hands, "mrrpe_mm": math.nan, "penetration_cm3": math.nan,
+                           "penetration_gt_cm3": math.nan}
+    if all(s in gt for s in SIDES):
+        kp = [pred[s].keypoints for s in SIDES] + [gt[s].keypoints for s in SIDES]
+        if all(k is not None for k in kp):
+            out["mrrpe_mm"] = float(mrrpe(*kp))
+        pen_seed = _sub_seed(seed, 2)
+        out["penetration_cm3"] = penetration_volume_cm3(pred["left"].vertices, pred["left"].faces,
+                                                        pred["right"].vertices, pred["right"].faces, n_points, pen_seed)
+        out["penetration_gt_cm3"] = penetration_volume_cm3(gt["left"].vertices, gt["left"].faces,
+                                                           gt["right"].vertices, gt["right"].faces, n_points, pen_seed)
+    return out
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def _hand_keys(thresholds_mm: Sequence[float]) -> list[str]:
+    return ["iou", "chamfer_l1_mm", "chamfer_l2_mm2", "normal_consistency",
+            *[fscore_key(float(t)) for t in thresholds_mm], "mpjpe_wrist_mm", "mpjpe_mcp_scaled_mm"]
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def summarize(results: list[dict[str, Any]], thresholds_mm: Sequence[float] = DEFAULT_THRESHOLDS_MM,
+              curve_mm: Sequence[float] | None = CURVE_THRESHOLDS_MM) -> dict[str, Any]:
+    """``summary.json``'s content from per-item results (see :func:`evaluate_folder`).
+
+    Per-hand metrics are averaged over every evaluated (item, hand) pair that has them (the
+    headline keys) and over each hand separately (``left``, ``right``); ``mrrpe_mm`` and the
+    penetration volumes over items. Values are ``None`` when nothing was measured.
+    """
+    ok = [r for r in results if r["status"] == "ok"]
+    keys = _hand_keys(thresholds_mm)
+    per_side = {s: {k: [r["hands"][s][k] for r in ok if s in r["hands"]] for k in keys} for s in SIDES}
+    summary: dict[str, Any] = {k: _mean(per_side["left"][k] + per_side["right"][k]) for k in keys}
+    for k in _ITEM_KEYS:
+        summary[k] = _mean([r[k] for r in ok])
+    for s in SIDES:
+        summary[s] = {k: _mean(per_side[s][k]) for k in keys}
+    if curve_mm is not None:
+        curves = {s: [r["hands"][s]["fscore_curve"] for r in ok if s in r["hands"]] for s in SIDES}
+        both = curves["left"] + curves["right"]
+        summary["fscore_curve"] = {
+            "thresholds_mm": [float(t) for t in curve_mm],
+            "all": np.mean(both, 0).tolist() if both else None,
+            **{s: (np.mean(c, 0).tolist() if c else None) for s, c in curves.items()},
+        }
+
+    def finite(vals):
+        return sum(1 for v in vals if v is not None and math.isfinite(v))
+
+    summary["counts"] = {
+        "items": len(results),
+        "evaluated": len(ok),
+        "failed": len(results) - len(ok),
+        "hands": {s: len(per_side[s]["iou"]) for s in SIDES},
+        "mpjpe_hands": {s: finite(per_side[s]["mpjpe_wrist_mm"]) for s in SIDES},
+        "mrrpe_items": finite([r["mrrpe_mm"] for r in ok]),
+        "penetration_items": finite([r["penetration_cm3"] for r in ok]),
+        "pred_open_hands": sum(1 for r in ok for h in r["hands"].values() if not h.get("pred_closed", True)),
+    }
+    summary["failed"] = {r["name"]: r["error"] for r in results if r["status"] != "ok"}
+    secs = [r["seconds"] for r in ok]
+    summary["timing"] = {"seconds_per_item": _mean(secs), "seconds_items_total": float(sum(secs))}
+    return _jsonable(summary)
+
+
+def _csv_text(results: list[dict[str, Any]], thresholds_mm: Sequence[float]) -> str:
+    hand_cols = [*_hand_keys(thresholds_mm), "accuracy_mm", "completeness_mm", "iou_box",
+                 "pred_vertices", "pred_faces", "pred_closed"]
+    header = ["name", "status", "error", "seconds", *[f"{s}_{k}" for s in SIDES for k in hand_cols], *_ITEM_KEYS]
+
+    def cell(x) -> str:
+        if x is None:
+            return ""
+        if isinstance(x, (float, np.floating)):
+            return f"{x:.6g}" if math.isfinite(x) else ""
+        return str(x)
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in results:
+        row = [r["name"], r["status"], r.get("error", ""), cell(r.get("seconds"))]
+        for s in SIDES:
+            hand = r.get("hands", {}).get(s, {})
+            row.extend(cell(hand.get(k)) for k in hand_cols)
+        row.extend(cell(r.get(k)) for k in _ITEM_KEYS)
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _save_figure(fig, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def _write_plots(results: list[dict[str, Any]], summary: dict[str, Any], out: Path) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    ok = [r for r in results if r["status"] == "ok"]
+    colors = {"left": "tab:blue", "right": "tab:orange"}
+    paths = []
+    for key, label, fname in (("iou", "IoU", "iou_hist.png"), ("chamfer_l1_mm", "Chamfer-L1 (mm)", "chamfer_hist.png")):
+        fig = Figure(figsize=(5.5, 3.8))
+        ax = fig.add_subplot()
+        data = {s: [r["hands"][s][key] for r in ok if s in r["hands"] and math.isfinite(r["hands"][s][key])]
+                for s in SIDES}
+        vals = data["left"] + data["right"]
+        if vals:
+            lo, hi = (0.0, 1.0) if key == "iou" else (0.0, max(max(vals) * 1.05, 1e-6))
+            bins = np.linspace(lo, hi, 21)
+            for s in SIDES:
+                if data[s]:
+                    mean = float(np.mean(data[s]))
+                    label = f"{s} (mean {mean:.3g}, n={len(data[s])})"
+                    ax.hist(data[s], bins=bins, alpha=0.6, color=colors[s], label=label)
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no evaluated hands", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(label)
+        ax.set_ylabel("hands")
+        ax.set_title(f"{label} per hand")
+        fig.tight_layout()
+        _save_figure(fig, out / fname)
+        paths.append(out / fname)
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot()
+    curve = summary.get("fscore_curve")
+    if curve and curve.get("all") is not None:
+        t = curve["thresholds_mm"]
+        ax.plot(t, curve["all"], "k-o", ms=3, label="both hands")
+        for s in SIDES:
+            if curve.get(s) is not None:
+                ax.plot(t, curve[s], "--", color=colors[s], label=s)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no evaluated hands", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("threshold (mm)")
+    ax.set_ylabel("mean F-score")
+    ax.set_title("F-score over thresholds")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_figure(fig, out / "fscore_curve.png")
+    paths.append(out / "fscore_curve.png")
+    return paths
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def evaluate_folder(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    out_dir: str | Path,
+    split: str | None = None,
+    n_points: int = 100_000,
+    seed: int = 0,
+    thresholds_mm: Sequence[float] = DEFAULT_THRESHOLDS_MM,
+    curve_mm: Sequence[float] | None = CURVE_THRESHOLDS_MM,
+    mano_dir: str | None = None,
+    plots: bool = True,
+    progress: bool | None = None,
+    workers: int = -1,
+) -> dict[str, Any]:
+    """Evaluate every ground-truth item; write ``per_item.csv``, ``summary.json`` and plots.
+
+    Args:
+        pred_dir: folder of ``NAME_left.obj``, ``NAME_right.obj`` [, ``NAME_keypoints.json``].
+        gt_dir: a dataset folder (has ``meta.json``) or a folder of mesh files named alike.
+        out_dir: output folder (created).
+        split: dataset split whose ids are the items (``all``: every complete sample); for a
+            mesh folder, ``all`` (every NAME) or a ``splits/<split>.txt`` in it. None: ``test``
+            for a dataset (the default split of ``im2hands extract``), ``all`` for a mesh folder.
+        n_points: IoU points, surface samples per mesh and penetration points (100k).
+        seed: base seed; item ``NAME`` uses :func:`item_seed` ``(seed, NAME)``.
+        thresholds_mm: F-score thresholds (keys ``fscore_<t>mm``).
+        curve_mm: thresholds of the F-score curve plot (None: no curve).
+        mano_dir: hand-model folder for dataset ground truth (None: ``IM2HANDS_MANO_DIR`` or
+            the open model).
+        plots: write the PNG plots.
+        progress: show a progress bar (None: when stderr is a terminal).
+        workers: cKDTree query threads (-1: all cores).
+
+    Returns:
+        The summary dict (also written to ``summary.json``); ``summary["counts"]["failed"]``
+        is the number of failed items.
+    """
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    pred_dir, gt_dir, out = Path(pred_dir), Path(gt_dir), Path(out_dir)
+    if n_points < 1:
+        raise DataError(f"--points must be at least 1, got {n_points}")
+    if not pred_dir.is_dir():
+        raise DataError(f"prediction folder not found: {pred_dir}")
+    if not gt_dir.is_dir():
+        raise DataError(f"ground-truth folder not found: {gt_dir}")
+    if (gt_dir / "meta.json").is_file():
+        split = "test" if split is None else split
+        gt: _DatasetGT | _MeshFolderGT = _DatasetGT(gt_dir, split, mano_dir)
+    else:
+        split = "all" if split is None else split
+        gt = _MeshFolderGT(gt_dir, split)
+    if not gt.names:
+        raise DataError(f"{gt_dir}: no ground-truth items (split '{split}')")
+    unmatched = sorted(set(_mesh_names(pred_dir)) - set(gt.names))
+    if unmatched:
+        log.warning("%d predictions have no ground truth and are ignored (e.g. %s)", len(unmatched), unmatched[0])
+
+    results: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    show = sys.stderr.isatty() if progress is None else progress
+    with logging_redirect_tqdm() if show else contextlib.nullcontext():
+        for name in tqdm(gt.names, desc="eval", unit="item", disable=not show):
+            results.append(_run_item(name, gt, pred_dir, n_points, seed, thresholds_mm, curve_mm, workers))
+
+    summary = summarize(results, thresholds_mm, curve_mm)
+    summary["counts"]["unmatched_predictions"] = len(unmatched)
+    summary["timing"]["seconds_total"] = time.perf_counter() - t_start
+    summary["settings"] = {
+        "pred": str(pred_dir), "gt": str(gt_dir), "gt_kind": gt.kind, "split": split, "points": int(n_points),
+        "seed": int(seed), "fscore_thresholds_mm": [float(t) for t in thresholds_mm],
+        "penetration": {"method": "lines", "spacing_mm": float(m_to_mm(LINE_SPACING))},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "per_item.csv", _csv_text(results, thresholds_mm))
+    write_json(out / "summary.json", summary)
+    if plots:
+        _write_plots(results, summary, out)
+    n_failed = summary["counts"]["failed"]
+    log.info("evaluated %d of %d items (%d failed) in %.1f s; IoU %s, Chamfer-L1 %s mm",
+             summary["counts"]["evaluated"], len(results), n_failed, summary["timing"]["seconds_total"],
+             _fmt(summary["iou"]), _fmt(summary["chamfer_l1_mm"]))
+    return summary
+
+
+def _run_item(name, gt, pred_dir, n_points, seed, thresholds_mm, curve_mm, workers) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        gt_hands = gt.load(name)
+        pred_hands = _load_prediction(pred_dir, name, list(gt_hands))
+        res = evaluate_item(pred_hands, gt_hands, n_points=n_points, seed=item_seed(seed, name),
+                            thresholds_mm=thresholds_mm, curve_mm=curve_mm, workers=workers)
+        res.update(name=name, status="ok", error="")
+    except (DataError, ValueError) as exc:  # bad input files, degenerate (zero-area) meshes
+        log.warning("item %s failed: %s", name, exc)
+        res = {"name": name, "status": "failed", "error": str(exc), "hands": {}, **{k: math.nan for k in _ITEM_KEYS}}
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
