@@ -99,6 +99,22 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_interhand(args: argparse.Namespace) -> int:
+    from im2hands.data.interhand import prepare_interhand
+
+    summary = prepare_interhand(
+        args.root, args.out, split=args.split, mano_dir=args.mano_dir, hand_type=args.hand_type,
+        workers=args.workers, shard=args.shard, limit=args.limit, progress=not args.no_progress,
+    )
+    log.info(
+        "%s: split %s: %d kept, %d assigned, %d written, %d already there, %d dark, %d failed; %d complete "
+        "(report %s)",
+        args.out, summary["split"], summary["kept"], summary["assigned"], summary["written"], summary["skipped"],
+        len(summary["dark"]), len(summary["failed"]), summary["complete"], summary["report"],
+    )
+    return 1 if summary["failed"] else 0
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="datasets: generate synthetic two-hand data, look at samples")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -116,6 +132,26 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--out", required=True, help="output PNG")
     w.add_argument("--mano-dir", default=None, help="hand-model folder (default: IM2HANDS_MANO_DIR or the open model)")
     w.set_defaults(func=_cmd_data_show)
+    ih = dsub.add_parser(
+        "interhand", help="prepare InterHand2.6M v1.0 (crops, masks, depth, MANO meshes; resumable, shardable)",
+        description="Reads ROOT/annotations/SPLIT/InterHand2.6M_SPLIT_*.json and ROOT/images/SPLIT/, keeps samples "
+        "as IntagHand does and writes the toolkit's dataset format into --out. The exit code is 1 when any "
+        "image was missing or unreadable. See docs/interhand.md.",
+    )
+    ih.add_argument("--root", required=True, help="InterHand2.6M root (holds annotations/ and images/)")
+    ih.add_argument("--mano-dir", default=None,
+                    help="folder with MANO_RIGHT.pkl and MANO_LEFT.pkl (default: $IM2HANDS_MANO_DIR)")
+    ih.add_argument("--split", required=True, choices=("train", "val", "test"), help="split to prepare")
+    ih.add_argument("--out", required=True,
+                    help="dataset folder (an unfinished one is continued; the splits can share it)")
+    ih.add_argument("--hand-type", default="interacting", choices=("interacting", "right", "left", "all"),
+                    help="annotations to keep (default interacting: the IntagHand protocol)")
+    ih.add_argument("--workers", type=int, default=1, help="worker processes")
+    ih.add_argument("--shard", default=None, metavar="I/N",
+                    help="prepare only the kept samples I, I+N, I+2N, ... (sample ids stay global)")
+    ih.add_argument("--limit", type=int, default=None, help="only the first N kept samples")
+    ih.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ih.set_defaults(func=_cmd_data_interhand)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -195,7 +231,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
             args.out, model=args.model, images=args.images, keypoints=args.keypoints, dataset=args.dataset,
             split=args.split, resolution=args.resolution, upsampling_steps=args.upsampling_steps,
             threshold=args.threshold, device=args.device, points_batch_size=args.points_batch_size,
-            limit=args.limit, progress=not args.no_progress,
+            limit=args.limit, progress=not args.no_progress, estimator=args.estimator, refiner=args.refiner,
+            focal=args.focal,
         )
         return 1 if summary["totals"]["failed"] else 0
 
@@ -209,8 +246,15 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="training run folder or checkpoint (default: the shipped models)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", default=None, help="dataset folder (docs/data_format.md); with --split")
-    src.add_argument("--images", default=None, help="folder of NAME.jpg|png (with --keypoints)")
-    p.add_argument("--keypoints", default=None, help="folder of NAME.json keypoint files (docs/keypoints_format.md)")
+    src.add_argument("--images", default=None, help="folder of NAME.jpg|png (keypoints from --keypoints DIR, else estimated)")
+    p.add_argument("--keypoints", default=None,
+                   help="folder of NAME.json keypoint files (docs/keypoints_format.md), or 'auto': estimate them "
+                   "from the images (--images or --dataset) with --estimator")
+    p.add_argument("--estimator", default=None, help="keypoint estimator run folder or checkpoint (kpts_est; docs/estimator.md)")
+    p.add_argument("--refiner", default=None, help="optional keypoint refinement run or checkpoint (kpts_ref) for estimated keypoints")
+    p.add_argument("--focal", type=float, default=None,
+                   help="focal length in pixels of images without a camera (default: the estimator's "
+                   "model.kpts_est.default_focal_factor, 1.2, x the longer side)")
     p.add_argument("--split", default="test", help="dataset split (default test; 'all' for every sample)")
     p.add_argument("--resolution", type=int, default=32, help="MISE start resolution, cells per side (32)")
     p.add_argument("--upsampling-steps", type=int, default=3, help="MISE levels after the first (3: 256 cells)")
@@ -219,6 +263,27 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points-batch-size", type=int, default=100_000, help="query points per hand per decode call")
     p.add_argument("--limit", type=int, default=None, help="process only the first N items")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from im2hands.benchmarks.suite import format_table, run_bench
+
+        result = run_bench(quick=args.quick, device=args.device, threads=args.threads, out=args.out)
+        sys.stdout.write(format_table(result) + "\n")
+        log.info("wrote %s", args.out)
+        return 0
+
+    p = sub.add_parser(
+        "bench", help="time decoding, MISE extraction, evaluation and data generation; check the targets",
+        description="Medians of several runs, written as JSON with machine info and pass/fail per target, and "
+        "printed as a table. See docs/benchmarks.md.",
+    )
+    p.add_argument("--out", default="bench.json", help="JSON file to write (default bench.json)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs, measures nothing")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="device of the network (cpu)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (2: the targets are for 2 cores)")
     p.set_defaults(func=run)
 
 
@@ -231,6 +296,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_eval,
     _add_extract,
+    _add_bench,
 ]
 
 
