@@ -3,7 +3,8 @@
 A checkpoint (``last.pt``, ``best.pt`` in a run folder) is a ``torch.save`` of a dict::
 
     format, version        "im2hands-checkpoint", CHECKPOINT_VERSION
-    model                  state_dict of the (unwrapped) model
+    model                  state_dict of the (unwrapped) model (with any ``_extra_state``
+                           of its modules: plain Python values, e.g. stage 2's stage-1 config)
     optimizer, scheduler   state_dicts (scheduler None when train.scheduler=none)
     scheduler_type         train.scheduler at save time
     state                  step, epoch, batch_in_epoch (batches of that epoch already done),
@@ -182,13 +183,20 @@ def find_checkpoint(run_or_file: str | os.PathLike, which: str = "best") -> Path
 def load_model(run_or_file: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu"):
     """Rebuild a trained model from a run folder or checkpoint alone (config from the file).
 
+    The model is built with its class's ``from_config(cfg)``, or with
+    ``from_checkpoint(cfg, state_dict)`` where the class defines one: a model whose architecture
+    needs more than its own config (stage 2 reads its frozen stage 1's config from the state_dict
+    instead of the stage-1 run). The weights are then loaded strictly.
+
     Returns:
         ``(model, cfg)``: the model in eval mode on ``device``, and its ExperimentConfig.
     """
-    from im2hands.engine.builders import build_model
+    from im2hands.engine.builders import model_class
 
     ckpt = load_checkpoint(find_checkpoint(run_or_file, which))
     cfg = config_from_checkpoint(ckpt)
-    model = build_model(cfg)
+    cls = model_class(cfg)
+    from_checkpoint = getattr(cls, "from_checkpoint", None)
+    model = from_checkpoint(cfg, ckpt["model"]) if from_checkpoint is not None else cls.from_config(cfg)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg

@@ -5,11 +5,9 @@ For a batch of images with both hands' keypoints (camera frame, metres):
 1. **Frozen stage 1** (:class:`~im2hands.models.init_occ.InitOccNet`, loaded with
    :func:`load_stage1`): always in eval mode and without gradients. Its occupancy at a query
    point is an input feature of the refinement (not a residual).
-2. **Anchors** (:class:`AnchorFinder`): ``num_anchors`` points per hand on the stage-1 surface,
-   found from the stage-1 field directly (no mesh extraction, so no pass over the training set
-   first; reference section 7). Rays are cast from points on the keypoint skeleton; the first
-   threshold crossing along each ray is bracketed by a coarse march, refined by bisection and
-   a final secant step; farthest point sampling keeps ``num_anchors`` of the crossings.
+2. **Anchors** (:class:`~im2hands.models.anchors.AnchorFinder`): ``num_anchors`` points per
+   hand on the stage-1 surface, found from the stage-1 field directly (rays from the keypoint
+   skeleton, bisection, farthest point sampling; no mesh extraction).
 3. **Anchor encoding**: each anchor gets its pixel-aligned feature (bilinear sample of the
    encoder's ``query_features`` at its projection with ``K``) and a hand one-hot; each hand's
    anchors go through the same :class:`~im2hands.models.point_transformer.PointTransformerEncoder`
@@ -28,9 +26,14 @@ normalised coordinates to the other hand's decoder; reference section 7).
 
 The stage-2 image encoder (``model.encoder``, with the global code) starts from the stage-1
 encoder's weights wherever tensor names and shapes match (all but the global conv when both
-use the same encoder config); the frozen stage 1 keeps its own encoder. A stage-2 checkpoint
-holds the stage-1 weights too (``init_occ.*``), but rebuilding it reads the stage-1
-architecture from ``model.ref_occ.init_occ``, so that checkpoint must still be there.
+use the same encoder config); the frozen stage 1 keeps its own encoder.
+
+A stage-2 checkpoint is self-contained: its state_dict holds the stage-1 weights
+(``init_occ.*``) and, as the model's extra state (``_extra_state``, plain strings), the
+stage-1 run's resolved config as YAML text. :meth:`RefOccNet.from_checkpoint` (which
+:func:`im2hands.engine.checkpoint.load_model` calls) builds stage 1 from that stored config, so
+the stage-1 run named by ``model.ref_occ.init_occ`` is needed only to build stage 2 from a
+config (:meth:`RefOccNet.from_config`: training, resuming).
 
 Differences from the original (reference section 2.2): anchors come from the stage-1 field
 (rays + bisection) instead of ``sample_surface_even`` on extracted meshes; pixel-aligned
@@ -48,7 +51,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -56,19 +59,22 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from im2hands.config.load import config_to_yaml
 from im2hands.config.schema import ExperimentConfig
 from im2hands.geometry.frames import project
 from im2hands.hands.constants import LEFT, RIGHT
-from im2hands.hands.joint_orders import STANDARD_PARENTS
 from im2hands.models import init_occ as _init_occ  # noqa: F401  (registers "init_occ")
+from im2hands.models.anchors import AnchorFinder
 from im2hands.models.base import HandsModel
 from im2hands.models.encoder import ImageEncoder, ImageFeatures
-from im2hands.models.point_transformer import PointTransformerEncoder, QueryAnchorAttention, farthest_point_sample
+from im2hands.models.point_transformer import PointTransformerEncoder, QueryAnchorAttention
 from im2hands.registry import MODELS
 from im2hands.typing import Bool, Float, Int, Tensor
 from im2hands.utils.errors import Im2HandsError
 
-__all__ = ["POSITION_UNIT", "load_stage1", "sample_pixel_features", "AnchorFinder", "RefOccFeatures", "RefOccNet"]
+# AnchorFinder lives in im2hands.models.anchors; re-exported here for existing imports.
+__all__ = ["POSITION_UNIT", "build_stage1", "load_stage1", "sample_pixel_features", "AnchorFinder", "RefOccFeatures",
+           "RefOccNet"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -79,27 +85,39 @@ two hands span about +-1.5)."""
 # The trainer's checkpoint layout (im2hands.engine.checkpoint; models do not import engine).
 _CHECKPOINT_FORMAT = "im2hands-checkpoint"
 _RUN_FILES = ("best.pt", "last.pt")
-
-# Skeleton segments the anchor rays start from: the 20 bones, then 3 palm segments between
-# neighbouring finger bases (index-middle, middle-ring, ring-pinky), ``standard`` order.
-_SEGMENTS = tuple((p, c) for c, p in enumerate(STANDARD_PARENTS) if p >= 0) + ((5, 9), (9, 13), (13, 17))
+_EXTRA_STATE = "_extra_state"  # torch's state_dict key of the root module's get_extra_state()
 
 
-def load_stage1(path: str | Path) -> HandsModel:
-    """Rebuild a trained stage-1 model from a run folder or a checkpoint file.
+def build_stage1(config: Mapping[str, Any] | str, source: str) -> tuple[HandsModel, str]:
+    """An untrained stage-1 model of the architecture a stored stage-1 config describes.
 
-    A folder gives its ``best.pt``, else its ``last.pt``. The architecture comes from the
-    config stored in the checkpoint (``MODELS.get(model.type).from_config``, with
-    ``model.encoder.weights`` cleared since the checkpoint holds the weights), then the
-    weights are loaded strictly.
+    Args:
+        config: the stage-1 run's resolved ExperimentConfig, as a plain dict (a checkpoint's
+            ``config``) or YAML text (what a stage-2 checkpoint stores). ``model.encoder.weights``
+            is ignored: the weights come from a checkpoint.
+        source: where the config came from, for error messages.
 
     Returns:
-        The model in eval mode on the CPU.
+        ``(model in eval mode on the CPU, the config as YAML text)``.
 
     Raises:
-        Im2HandsError: missing path, unreadable or foreign file, or not a stage-1 checkpoint;
-            the message names the path.
+        Im2HandsError: a config that does not fit the schema or is not a stage-1 one.
     """
+    try:
+        raw = OmegaConf.create(config) if isinstance(config, str) else config
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw))
+    except OmegaConfBaseException as exc:
+        raise Im2HandsError(f"{source}: stored config does not match this toolkit's schema: {exc}") from None
+    name = cfg.model.type
+    cls = MODELS.get(name) if name in MODELS else None
+    if cls is None or getattr(cls, "stage", None) != "init_occ":
+        raise Im2HandsError(f"{source}: a '{name}' model; stage 2 needs a stage-1 (init_occ) model")
+    cfg.model.encoder.weights = None
+    return cls.from_config(cfg).eval(), config_to_yaml(cfg)
+
+
+def _load_stage1(path: str | Path) -> tuple[HandsModel, str]:
+    """:func:`load_stage1`, plus the stage-1 config as YAML text."""
     p = Path(path).expanduser()
     if p.is_dir():
         found = [p / name for name in _RUN_FILES if (p / name).is_file()]
@@ -114,21 +132,28 @@ def load_stage1(path: str | Path) -> HandsModel:
         raise Im2HandsError(f"{p}: unreadable stage-1 checkpoint ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != _CHECKPOINT_FORMAT or "config" not in ckpt:
         raise Im2HandsError(f"{p}: not an im2hands training checkpoint")
-    try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExperimentConfig), ckpt["config"]))
-    except OmegaConfBaseException as exc:
-        raise Im2HandsError(f"{p}: stored config does not match this toolkit's schema: {exc}") from None
-    name = cfg.model.type
-    cls = MODELS.get(name) if name in MODELS else None
-    if cls is None or getattr(cls, "stage", None) != "init_occ":
-        raise Im2HandsError(f"{p}: a '{name}' checkpoint; stage 2 needs a stage-1 (init_occ) checkpoint")
-    cfg.model.encoder.weights = None
-    model = cls.from_config(cfg)
+    model, config_yaml = build_stage1(ckpt["config"], source=str(p))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise Im2HandsError(f"{p}: weights do not match its config: {str(exc).splitlines()[0]}") from None
-    return model.eval()
+    return model, config_yaml
+
+
+def load_stage1(path: str | Path) -> HandsModel:
+    """Rebuild a trained stage-1 model from a run folder or a checkpoint file.
+
+    A folder gives its ``best.pt``, else its ``last.pt``. The architecture comes from the
+    config stored in the checkpoint (:func:`build_stage1`), then the weights are loaded strictly.
+
+    Returns:
+        The model in eval mode on the CPU.
+
+    Raises:
+        Im2HandsError: missing path, unreadable or foreign file, or not a stage-1 checkpoint;
+            the message names the path.
+    """
+    return _load_stage1(path)[0]
 
 
 def sample_pixel_features(
@@ -160,140 +185,6 @@ def sample_pixel_features(
     out = F.grid_sample(feature_map, grid[:, :, None].to(feature_map.dtype), mode="bilinear",
                         padding_mode="zeros", align_corners=False)  # (B, C, N, 1)  # fmt: skip
     return out[..., 0].transpose(1, 2)  # (B, N, C)
-
-
-def _fibonacci_sphere(n: int) -> Tensor:
-    i = torch.arange(n, dtype=torch.float64) + 0.5
-    z = 1.0 - 2.0 * i / n
-    r = (1.0 - z**2).clamp(min=0).sqrt()
-    phi = i * math.pi * (3.0 - math.sqrt(5.0))
-    return torch.stack([r * phi.cos(), r * phi.sin(), z], -1)  # (n, 3)
-
-
-def _random_rotations(n: int, generator: torch.Generator) -> Tensor:
-    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
-    q[:, :, 2] *= torch.det(q)[:, None]  # proper rotations
-    return q  # (n, 3, 3)
-
-
-class AnchorFinder(nn.Module):
-    """Points on the threshold surface of an occupancy field, near each hand's skeleton.
-
-    Start points: ``bone_samples`` evenly spaced points on each of the 23 skeleton segments
-    (20 bones + 3 palm segments). From each, ``rays`` rays of length ``ray_length`` (a
-    Fibonacci set of directions, rotated by a fixed random rotation per start point). The field
-    is evaluated at the start and ``ray_steps`` even steps along every ray; the first pair of
-    samples straddling ``threshold`` is refined by ``bisections`` bisection steps and a final
-    secant step. Farthest point sampling keeps ``num_anchors`` crossings per hand (repeated
-    cyclically when fewer were found); a hand with no crossing at all takes the ``num_anchors``
-    march samples closest to the threshold.
-
-    Cost, field evaluations per hand: ``S (1 + rays ray_steps) + S rays bisections`` with
-    ``S = 23 bone_samples`` start points (:attr:`evaluations_per_hand`; 8349 with the config
-    defaults 3 / 12 / 6 / 4). On ground-truth hand meshes (the synthetic data), 512 anchors from
-    these settings put 82% of the mesh vertices within 5 mm of an anchor and 97% within 8 mm
-    (farthest point sampling of the vertices themselves: 83% / 100%).
-
-    Args:
-        num_anchors: anchors per hand.
-        threshold: occupancy probability of the surface.
-        bone_samples, rays, ray_length (metres), ray_steps, bisections: see above.
-        seed: seed of the per-start-point rotations (fixed, not the global RNG).
-    """
-
-    def __init__(
-        self,
-        *,
-        num_anchors: int,
-        threshold: float = 0.5,
-        bone_samples: int = 3,
-        rays: int = 12,
-        ray_length: float = 0.04,
-        ray_steps: int = 6,
-        bisections: int = 4,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.num_anchors, self.threshold = num_anchors, threshold
-        self.ray_length, self.ray_steps, self.bisections = ray_length, ray_steps, bisections
-        seg = torch.tensor(_SEGMENTS)  # (G, 2)
-        frac = (torch.arange(bone_samples, dtype=torch.float64) + 0.5) / bone_samples  # (T,)
-        S = len(_SEGMENTS) * bone_samples
-        rot = _random_rotations(S, torch.Generator().manual_seed(seed))  # (S, 3, 3)
-        dirs = torch.einsum("sij,dj->sdi", rot, _fibonacci_sphere(rays))  # (S, D, 3)
-        self.register_buffer("segments", seg, persistent=False)
-        self.register_buffer("fractions", frac.float(), persistent=False)
-        self.register_buffer("directions", dirs.float(), persistent=False)
-        self.evaluations_per_hand = S * (1 + rays * ray_steps) + S * rays * bisections
-        """Field evaluations per hand and image."""
-
-    def start_points(self, keypoints: Float[Tensor, "B 2 21 3"]) -> Float[Tensor, "B 2 S 3"]:
-        """Ray start points on the skeleton segments, ``(B, 2, S, 3)``."""
-        a, b = keypoints[:, :, self.segments[:, 0]], keypoints[:, :, self.segments[:, 1]]  # (B, 2, G, 3)
-        t = self.fractions.to(keypoints.dtype).view(1, 1, 1, -1, 1)
-        pts = a[:, :, :, None] + t * (b - a)[:, :, :, None]  # (B, 2, G, T, 3)
-        return pts.flatten(2, 3)  # (B, 2, S, 3)
-
-    @torch.no_grad()
-    def forward(
-        self, field: Callable[[Tensor], Tensor], keypoints: Float[Tensor, "B 2 21 3"]
-    ) -> tuple[Float[Tensor, "B 2 M 3"], Int[Tensor, "B 2"]]:
-        """Find anchors.
-
-        Args:
-            field: maps camera-frame points ``(B, 2, n, 3)`` (hand ``h``'s points in slot ``h``)
-                to occupancy probabilities ``(B, 2, n)`` of hand ``h``.
-            keypoints: ``(B, 2, 21, 3)`` camera frame, metres, ``standard`` order.
-
-        Returns:
-            ``(anchors (B, 2, M, 3) camera frame, crossings found per hand (B, 2))``.
-        """
-        B = keypoints.shape[0]
-        kp = keypoints.float()
-        start = self.start_points(kp)  # (B, 2, S, 3)
-        S, D, T, thr = start.shape[2], self.directions.shape[1], self.ray_steps, self.threshold
-        dirs = self.directions[None, None]  # (1, 1, S, D, 3)
-        dist = torch.arange(1, T + 1, device=kp.device, dtype=kp.dtype) * (self.ray_length / T)  # (T,)
-
-        def along(t: Tensor) -> Tensor:  # points at distances t (B, 2, S, D[, T]) along the rays
-            if t.dim() == 5:
-                return start[:, :, :, None, None] + dirs[..., None, :] * t[..., None]  # (B, 2, S, D, T, 3)
-            return start[:, :, :, None] + dirs * t[..., None]  # (B, 2, S, D, 3)
-
-        def evaluate(p: Tensor) -> Tensor:
-            return field(p.reshape(B, 2, -1, 3)).float().view(p.shape[:-1])
-
-        march = along(dist.expand(B, 2, S, D, T))  # (B, 2, S, D, T, 3)
-        p_start = evaluate(start)[:, :, :, None, None].expand(B, 2, S, D, 1)
-        prob = torch.cat([p_start, evaluate(march)], -1)  # (B, 2, S, D, T + 1)
-        inside = prob >= thr
-        change = inside[..., 1:] != inside[..., :-1]  # (B, 2, S, D, T)
-        found = change.any(-1)  # (B, 2, S, D)
-        k = change.float().argmax(-1, keepdim=True)  # (B, 2, S, D, 1) first crossing interval
-        t_lo, t_hi = (k.squeeze(-1) * (self.ray_length / T)), ((k.squeeze(-1) + 1) * (self.ray_length / T))
-        p_lo, p_hi = prob.gather(-1, k).squeeze(-1), prob.gather(-1, k + 1).squeeze(-1)  # (B, 2, S, D)
-        in_lo = p_lo >= thr
-        for _ in range(self.bisections):
-            t_mid = 0.5 * (t_lo + t_hi)
-            p_mid = evaluate(along(t_mid))  # (B, 2, S, D)
-            same = (p_mid >= thr) == in_lo
-            t_lo, p_lo = torch.where(same, t_mid, t_lo), torch.where(same, p_mid, p_lo)
-            t_hi, p_hi = torch.where(same, t_hi, t_mid), torch.where(same, p_hi, p_mid)
-        frac = ((thr - p_lo) / (p_hi - p_lo)).nan_to_num(0.5).clamp(0.0, 1.0)  # secant step
-        crossings = along(t_lo + frac * (t_hi - t_lo)).reshape(2 * B, S * D, 3)  # (2 B, S D, 3)
-        valid = found.reshape(2 * B, S * D)
-        M = self.num_anchors
-        idx = farthest_point_sample(crossings, M, valid)  # (2 B, M)
-        anchors = crossings.gather(1, idx[..., None].expand(2 * B, M, 3))  # (2 B, M, 3)
-        none = ~valid.any(1)  # (2 B,)
-        if bool(none.any()):  # degenerate field: the march samples closest to the threshold
-            score = (prob[..., 1:] - thr).abs().reshape(2 * B, -1)  # (2 B, S D T)
-            near = score.topk(min(M, score.shape[1]), dim=1, largest=False).indices  # (2 B, m)
-            near = near[:, torch.arange(M, device=near.device) % near.shape[1]]  # (2 B, M)
-            fallback = march.reshape(2 * B, -1, 3).gather(1, near[..., None].expand(2 * B, M, 3))
-            anchors = torch.where(none[:, None, None], fallback, anchors)
-        return anchors.view(B, 2, M, 3).to(keypoints.dtype), valid.sum(1).view(B, 2)
 
 
 @dataclass
@@ -330,6 +221,12 @@ def _mean_where(x: Tensor, valid: Tensor, dim: int) -> Tensor:
     return torch.where(valid, x, torch.zeros_like(x)).sum(dim) / w.sum(dim).clamp(min=1.0)
 
 
+def _accept_missing_extra_state(module: "RefOccNet", state_dict: dict, prefix: str, *unused: Any) -> None:
+    """``load_state_dict`` pre-hook: a state_dict saved before the stage-1 config was stored
+    (no ``_extra_state``) keeps the model's own instead of failing a strict load."""
+    state_dict.setdefault(prefix + _EXTRA_STATE, module.get_extra_state())
+
+
 @MODELS.register("ref_occ")
 class RefOccNet(HandsModel):
     """Stage 2 (see the module docstring).
@@ -349,6 +246,9 @@ class RefOccNet(HandsModel):
             shapes match (the stage-2 global conv has no stage-1 counterpart).
         decode_chunk: without autograd, :meth:`decode` works through this many points (over the
             batch and per hand) at a time.
+        init_occ_config: the stage-1 run's resolved config as YAML text (:func:`build_stage1`),
+            kept as the model's extra state so that a checkpoint rebuilds stage 1 on its own
+            (:meth:`from_checkpoint`); None: not stored (such a checkpoint needs the stage-1 run).
     """
 
     stage = "ref_occ"
@@ -376,8 +276,11 @@ class RefOccNet(HandsModel):
         decoder_blocks: int = 5,
         init_encoder: bool = True,
         decode_chunk: int = 8192,
+        init_occ_config: Optional[str] = None,
     ) -> None:
         super().__init__()
+        self.init_occ_config = init_occ_config
+        self.register_load_state_dict_pre_hook(_accept_missing_extra_state)
         if encoder.global_conv is None:
             raise ValueError("the stage-2 encoder needs a global code: build it with with_global=True")
         if encoder_layers and max(encoder_layers) >= num_anchors:
@@ -412,7 +315,19 @@ class RefOccNet(HandsModel):
             hidden=decoder_hidden, blocks=decoder_blocks,
         )  # fmt: skip
 
-    # ------------------------------------------------------------------ frozen stage 1
+    # ------------------------------------------------------------------ frozen stage 1, extra state
+
+    def get_extra_state(self) -> dict[str, Optional[str]]:
+        """``{"init_occ_config": YAML text or None}``: saved in the state_dict as ``_extra_state``
+        (plain strings, so checkpoints still load with ``torch.load(weights_only=True)``)."""
+        return {"init_occ_config": self.init_occ_config}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Inverse of :meth:`get_extra_state` (called by ``load_state_dict``)."""
+        value = state.get("init_occ_config") if isinstance(state, dict) else state
+        if value is not None and not isinstance(value, str):
+            raise RuntimeError(f"RefOccNet extra state: expected {{'init_occ_config': str or None}}, got {state!r:.80}")
+        self.init_occ_config = value
 
     def train(self, mode: bool = True) -> "RefOccNet":
         """Set train/eval mode; stage 1 always stays in eval mode."""
@@ -575,25 +490,34 @@ class RefOccNet(HandsModel):
     # ------------------------------------------------------------------ config
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "RefOccNet":
+    def from_config(cls, cfg: Any, *, init_occ_config: Optional[str] = None) -> "RefOccNet":
         """Build from an ExperimentConfig: stage 1 from ``model.ref_occ.init_occ`` (see
-        :func:`load_stage1`), the encoder from ``model.encoder`` (with a global code; the
-        stage-1 copy is skipped when ``model.encoder.weights`` names a file), the rest from
-        ``model.ref_occ``.
+        :func:`load_stage1`; its config is kept, see ``init_occ_config``), the encoder from
+        ``model.encoder`` (with a global code; the stage-1 copy is skipped when
+        ``model.encoder.weights`` names a file), the rest from ``model.ref_occ``.
+
+        Given ``init_occ_config`` (a stored stage-1 config, YAML text; :meth:`from_checkpoint`),
+        stage 1 is built untrained from it instead, and neither ``model.ref_occ.init_occ`` nor
+        ``model.encoder.weights`` is read: the weights are to be loaded from a checkpoint.
 
         Raises:
             Im2HandsError: ``model.ref_occ.init_occ`` unset, missing or not a stage-1 checkpoint.
         """
         enc, r = cfg.model.encoder, cfg.model.ref_occ
-        if not r.init_occ:
+        stored = init_occ_config is not None
+        if stored:
+            stage1, init_occ_config = build_stage1(init_occ_config, "stage-1 config stored in the stage-2 checkpoint")
+        elif not r.init_occ:
             raise Im2HandsError(
                 "model.ref_occ.init_occ is not set: give the stage-1 run folder or checkpoint, "
                 "e.g. model.ref_occ.init_occ=runs/init_occ/<stamp>"
             )
-        stage1 = load_stage1(r.init_occ)
+        else:
+            stage1, init_occ_config = _load_stage1(r.init_occ)
+        weights = None if stored else enc.weights
         encoder = ImageEncoder(
             depth=enc.depth, width=enc.width, head_channels=enc.head_channels, feature_channels=enc.feature_channels,
-            image_size=enc.image_size, with_global=True, weights=enc.weights,
+            image_size=enc.image_size, with_global=True, weights=weights,
         )  # fmt: skip
         anchor = dict(bone_samples=r.anchor_bone_samples, rays=r.anchor_rays, ray_length=r.anchor_ray_length,
                       ray_steps=r.anchor_ray_steps, bisections=r.anchor_bisections)  # fmt: skip
@@ -603,5 +527,18 @@ class RefOccNet(HandsModel):
             encoder_neighbors=r.encoder_neighbors, encoder_reduced_dim=r.encoder_reduced_dim,
             encoder_dim=r.encoder_dim, encoder_full_blocks=r.encoder_full_blocks, query_neighbors=r.query_neighbors,
             attention_dim=r.attention_dim, decoder_hidden=r.decoder_hidden, decoder_blocks=r.decoder_blocks,
-            init_encoder=r.init_encoder and enc.weights is None,
+            init_encoder=r.init_encoder and not stored and enc.weights is None, init_occ_config=init_occ_config,
         )  # fmt: skip
+
+    @classmethod
+    def from_checkpoint(cls, cfg: Any, state: Mapping[str, Any]) -> "RefOccNet":
+        """The (untrained) model a stage-2 checkpoint holds, stage 1 built from the config stored
+        in it (``_extra_state``), so the stage-1 run may be gone; a checkpoint from before that
+        config was stored falls back to :meth:`from_config`.
+
+        Args:
+            cfg: the stage-2 ExperimentConfig stored in the checkpoint.
+            state: the checkpoint's ``model`` state_dict (only ``_extra_state`` is read).
+        """
+        extra = state.get(_EXTRA_STATE)
+        return cls.from_config(cfg, init_occ_config=extra.get("init_occ_config") if isinstance(extra, dict) else None)

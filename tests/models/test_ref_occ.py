@@ -1,10 +1,13 @@
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from im2hands.config import load_config
-from im2hands.engine.checkpoint import save_checkpoint
+from im2hands.data.synthetic import synthesize
+from im2hands.engine.checkpoint import load_model, save_checkpoint
+from im2hands.extraction.run import extract_folder
 from im2hands.hands.constants import LEFT, RIGHT
 from im2hands.models.ref_occ import AnchorFinder, RefOccNet, load_stage1, sample_pixel_features
 from im2hands.registry import MODELS
@@ -25,15 +28,33 @@ def _one_thread(_seed_everything):
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def stage1_run(tmp_path_factory) -> Path:
-    """A run folder holding a tiny untrained stage 1 saved the way the trainer saves it."""
+def _save_stage1(run: Path) -> Path:
+    """Save a tiny untrained stage 1 into ``run`` the way the trainer saves it."""
     torch.manual_seed(0)
     cfg = load_config(REPO / "configs/smoke/init_occ.yaml")
     model = MODELS.get("init_occ").from_config(cfg)
-    run = tmp_path_factory.mktemp("stage1_run")
     save_checkpoint(run / "last.pt", model=model, optimizer=None, scheduler=None, cfg=cfg, state={"step": 2}, rng=[])
     return run
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory) -> Path:
+    """A run folder holding a tiny untrained stage 1."""
+    return _save_stage1(tmp_path_factory.mktemp("stage1_run"))
+
+
+@pytest.fixture
+def orphan_stage2(tmp_path, monkeypatch) -> tuple[Path, RefOccNet]:
+    """A stage-2 run built on a stage 1 given by a relative path, whose stage-1 run is then deleted;
+    and the stage-2 model as saved (eval mode)."""
+    monkeypatch.chdir(tmp_path)
+    _save_stage1(tmp_path / "stage1")
+    model = _model(Path("stage1")).eval()  # model.ref_occ.init_occ=stage1 (relative to the working folder)
+    run = tmp_path / "stage2"
+    cfg = load_config(SMOKE, ["model.ref_occ.init_occ=stage1"])
+    save_checkpoint(run / "last.pt", model=model, optimizer=None, scheduler=None, cfg=cfg, state={"step": 2}, rng=[])
+    shutil.rmtree(tmp_path / "stage1")
+    return run, model
 
 
 def _model(stage1_run: Path, *overrides: str) -> RefOccNet:
@@ -98,6 +119,42 @@ def test_missing_or_unset_stage1_names_the_path(tmp_path, stage1_run):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Im2HandsError, match="junk.pt"):
         load_stage1(tmp_path / "junk.pt")
+
+
+def test_stage2_checkpoint_rebuilds_without_the_stage1_run(orphan_stage2):
+    run, model = orphan_stage2
+    stored = torch.load(run / "last.pt", weights_only=True)["model"]["_extra_state"]["init_occ_config"]
+    assert isinstance(stored, str) and "type: init_occ" in stored  # the stage-1 config, plain YAML text
+    rebuilt, cfg = load_model(run)
+    assert isinstance(rebuilt, RefOccNet) and not rebuilt.training and not rebuilt.init_occ.training
+    with pytest.raises(Im2HandsError, match="not found"):  # from the config alone: the stage-1 run is gone
+        RefOccNet.from_config(cfg)
+    assert rebuilt.init_occ_config == model.init_occ_config
+    batch = _batch(N=40, seed=3)
+    with torch.no_grad():
+        expected = model.decode(batch["points"], model.encode(batch))
+        got = rebuilt.decode(batch["points"], rebuilt.encode(batch))
+    assert torch.equal(got, expected)
+    # a state_dict saved before the stage-1 config was stored still loads (strictly), from the path
+    state = {k: v for k, v in model.state_dict().items() if k != "_extra_state"}
+    fresh = _model(_save_stage1(run.parent / "stage1_again"))
+    fresh.load_state_dict(state)
+    assert fresh.init_occ_config is not None and torch.equal(fresh.decoder.fc_out.weight, model.decoder.fc_out.weight)
+    with pytest.raises(RuntimeError, match="extra state"):
+        fresh.load_state_dict({**state, "_extra_state": {"init_occ_config": 3}})
+
+
+def test_extract_with_a_stage2_run_whose_stage1_run_is_gone(orphan_stage2, tmp_path):
+    run, _ = orphan_stage2
+    data = tmp_path / "synth"
+    synthesize(data, 2, seed=4, workers=1, cfg=load_config(None, ["synth.image_size=64"]), progress=False)
+    summary = extract_folder(tmp_path / "meshes", model=run, dataset=data, split="all", limit=1, resolution=8,
+                             upsampling_steps=1, progress=False)  # fmt: skip
+    assert summary["finished"] and summary["totals"]["processed"] == 1
+    assert summary["settings"]["model_type"] == "ref_occ"
+    item = summary["items"][0]
+    assert item["status"] == "ok" or "no surface found" in item["message"]  # random weights: maybe no surface
+    assert item["hands"]["left"]["points_evaluated"] > 0
 
 
 # --- pixel features -----------------------------------------------------------------------
