@@ -231,7 +231,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
             args.out, model=args.model, images=args.images, keypoints=args.keypoints, dataset=args.dataset,
             split=args.split, resolution=args.resolution, upsampling_steps=args.upsampling_steps,
             threshold=args.threshold, device=args.device, points_batch_size=args.points_batch_size,
-            limit=args.limit, progress=not args.no_progress,
+            limit=args.limit, progress=not args.no_progress, estimator=args.estimator, refiner=args.refiner,
+            focal=args.focal,
         )
         return 1 if summary["totals"]["failed"] else 0
 
@@ -245,8 +246,15 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="training run folder or checkpoint (default: the shipped models)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", default=None, help="dataset folder (docs/data_format.md); with --split")
-    src.add_argument("--images", default=None, help="folder of NAME.jpg|png (with --keypoints)")
-    p.add_argument("--keypoints", default=None, help="folder of NAME.json keypoint files (docs/keypoints_format.md)")
+    src.add_argument("--images", default=None, help="folder of NAME.jpg|png (keypoints from --keypoints DIR, else estimated)")
+    p.add_argument("--keypoints", default=None,
+                   help="folder of NAME.json keypoint files (docs/keypoints_format.md), or 'auto': estimate them "
+                   "from the images (--images or --dataset) with --estimator")
+    p.add_argument("--estimator", default=None, help="keypoint estimator run folder or checkpoint (kpts_est; docs/estimator.md)")
+    p.add_argument("--refiner", default=None, help="optional keypoint refinement run or checkpoint (kpts_ref) for estimated keypoints")
+    p.add_argument("--focal", type=float, default=None,
+                   help="focal length in pixels of images without a camera (default: the estimator's "
+                   "model.kpts_est.default_focal_factor, 1.2, x the longer side)")
     p.add_argument("--split", default="test", help="dataset split (default test; 'all' for every sample)")
     p.add_argument("--resolution", type=int, default=32, help="MISE start resolution, cells per side (32)")
     p.add_argument("--upsampling-steps", type=int, default=3, help="MISE levels after the first (3: 256 cells)")

@@ -230,15 +230,92 @@ class KptsRefConfig:
 
 
 @dataclass
+class KptsEstConfig:
+    """Keypoint estimator from images alone (DIR-style decoupled iterative refinement, HDR's
+    amodal and visible masks); ``docs/estimator.md``."""
+
+    iterations: int = _range(3, 1, 8)
+    """Refinement iterations (joint space, then 2D feature space); each one is supervised."""
+    dim: int = _range(128, 8, 2048)
+    """Width of the joint features (3D joint-feature space); divisible by heads."""
+    feature_dim: int = _range(64, 4, 1024)
+    """Channels of the per-hand 2D visual feature maps (image side / 4)."""
+    graph_layers: int = _range(2, 0, 16)
+    """Skeleton graph residual blocks per iteration (intra-hand)."""
+    graph_order: int = _range(2, 1, 8)
+    """Chebyshev order of the graph convolutions."""
+    attention_layers: int = _range(1, 0, 16)
+    """Attention blocks over both hands' 42 joint features per iteration (inter-hand)."""
+    heads: int = _range(4, 1, 16)
+    """Attention heads."""
+    mlp_ratio: float = _range(2.0, 0.5, 8.0)
+    """FFN width of the attention blocks relative to dim."""
+    dropout: float = _range(0.0, 0.0, 1.0)
+    """Dropout in the joint-space blocks."""
+    conv_blocks: int = _range(1, 1, 8)
+    """Residual 3x3 conv blocks enhancing each hand's 2D map per iteration."""
+    splat_sigma: float = _range(1.5, 0.25, 16.0)
+    """Gaussian radius (feature-map pixels) with which joint features are projected back onto
+    the per-hand 2D maps."""
+    heatmap_sigma: float = _range(1.0, 0.25, 16.0)
+    """Radius (feature-map pixels) of the Gaussian target distribution of the heatmap loss."""
+    loss_2d: float = _range(0.1, 0.0, None)
+    """Weight of the 2D keypoint loss (mean Euclidean error, pixels)."""
+    loss_heatmap: float = _range(1.0, 0.0, None)
+    """Weight of the heatmap loss (KL divergence to a Gaussian around the true joint)."""
+    loss_3d: float = _range(0.1, 0.0, None)
+    """Weight of the root-relative 3D loss (mean Euclidean error, mm)."""
+    loss_rel: float = _range(0.02, 0.0, None)
+    """Weight of the relative-translation loss (left minus right wrist, Euclidean error, mm)."""
+    loss_mask: float = _range(1.0, 0.0, None)
+    """Weight of the amodal + visible mask losses (binary cross-entropy)."""
+    loss_presence: float = _range(0.1, 0.0, None)
+    """Weight of the hand-presence loss (binary cross-entropy)."""
+    presence_threshold: float = _range(0.5, 0.0, 1.0)
+    """Presence probability above which a hand counts as present."""
+    default_focal_factor: float = _range(1.2, 0.1, 20.0)
+    """Focal length assumed for plain images without a camera, times the longer image side."""
+    prior_weight: float = _range(4.0, 0.0, None)
+    """Weight of the predicted relative translation in the absolute placement (joints' worth)."""
+    freeze_encoder: bool = False
+    """Keep the image encoder fixed (e.g. loaded from encoder.weights)."""
+    augment: bool = True
+    """Augment training batches inside the model's forward (training mode only)."""
+    aug_scale_range: List[float] = field(default_factory=lambda: [0.8, 1.25])
+    """Zoom factors (log-uniform)."""
+    aug_rotation_deg: float = _range(30.0, 0.0, 180.0)
+    """Largest in-plane rotation (a camera roll; 3D targets rotate with it), degrees."""
+    aug_translate: float = _range(0.08, 0.0, 1.0)
+    """Largest shift per axis, fraction of the image side."""
+    aug_truncation_prob: float = _range(0.15, 0.0, 1.0)
+    """Probability of a shift that pushes part of the hands out of the image."""
+    aug_truncation_range: List[float] = field(default_factory=lambda: [0.05, 0.35])
+    """Fraction of the hands' box pushed out of the image when truncating."""
+    aug_color: float = _range(0.3, 0.0, 1.0)
+    """Brightness, contrast and saturation factors in [1 - aug_color, 1 + aug_color]."""
+    aug_hue: float = _range(0.05, 0.0, 0.5)
+    """Largest hue rotation, fraction of a turn."""
+    aug_blur_prob: float = _range(0.3, 0.0, 1.0)
+    """Probability of a Gaussian blur."""
+    aug_blur_sigma: List[float] = field(default_factory=lambda: [0.3, 1.5])
+    """Blur sigma range, pixels."""
+    aug_noise_std: float = _range(0.02, 0.0, 1.0)
+    """Largest standard deviation of additive pixel noise (images in [0, 1])."""
+    aug_erase_prob: float = _range(0.05, 0.0, 1.0)
+    """Probability of painting over one hand (its presence target becomes 0)."""
+
+
+@dataclass
 class ModelConfig:
     """Which model to build (``type``, a name in ``im2hands.registry.MODELS``) and its settings."""
 
     type: str = "init_occ"
-    """Registered model name: init_occ, ref_occ, kpts_ref (and kpts_est when it lands)."""
+    """Registered model name: init_occ, ref_occ, kpts_ref, kpts_est."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     init_occ: InitOccConfig = field(default_factory=InitOccConfig)
     ref_occ: RefOccConfig = field(default_factory=RefOccConfig)
     kpts_ref: KptsRefConfig = field(default_factory=KptsRefConfig)
+    kpts_est: KptsEstConfig = field(default_factory=KptsEstConfig)
 
 
 @dataclass

@@ -299,19 +299,37 @@ def _assemble(name: str, joints: dict[str, np.ndarray]) -> tuple[np.ndarray, tup
     return np.stack(kp), present  # (2, 21, 3)
 
 
-def load_item(src: ItemSource, *, hand_models: dict | None = None) -> Item:
+def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any = None) -> Item:
     """Read one item (keypoints, camera, image, and ground-truth meshes when ``hand_models`` is given).
 
     Args:
         src: from :func:`list_items`.
         hand_models: ``{"left", "right"}`` hand models; dataset items then also carry their
             ground-truth meshes (for :class:`~im2hands.extraction.oracle.MeshOccupancy`).
+        estimate: keypoints from the image instead of from files: a callable ``(image, K or
+            None) -> result`` with ``result.joints`` (side -> (21, 3)) and ``result.K``
+            (:class:`~im2hands.models.kpts_est.KeypointPipeline`); dataset items pass their camera.
 
     Raises:
-        DataError: anything wrong with this item's files.
+        DataError: anything wrong with this item's files, or no hand found in the image.
     """
     if src.problem:
         raise DataError(src.problem)
+    if estimate is not None:
+        K = None
+        if src.dataset is not None:
+            ann = fmt.read_annotation(src.dataset, src.sample_id)
+            K, path = np.asarray(ann.K, dtype=np.float64), src.dataset / ann.image
+        elif src.image is not None:
+            path = src.image
+        else:
+            raise DataError(f"{src.name}: no image to estimate keypoints from")
+        image = fmt.read_image(path)
+        found = estimate(image, K)
+        if not found.joints:
+            raise DataError(f"{src.name}: the keypoint estimator found no hand in {path}")
+        kp, present = _assemble(src.name, found.joints)
+        return Item(name=src.name, keypoints=kp, present=present, K=np.asarray(found.K, dtype=np.float64), image=image)
     if src.dataset is not None:
         ann = fmt.read_annotation(src.dataset, src.sample_id)
         joints = {s: h.keypoints for s, h in ann.hands.items() if h.valid}

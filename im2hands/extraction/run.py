@@ -53,9 +53,12 @@ NO_DEFAULT_MODEL = (
     "pass --model RUN_DIR_OR_CHECKPOINT (a training run folder or a .pt checkpoint)"
 )
 NO_ESTIMATOR = (
-    "keypoints from images need the built-in keypoint estimator, which is not available yet; "
-    "pass --keypoints DIR with one NAME.json per image NAME (docs/keypoints_format.md)"
+    "keypoints from images need the built-in keypoint estimator: pass --estimator RUN (a kpts_est training run "
+    "folder or checkpoint; no trained estimator is shipped yet), or --keypoints DIR with one NAME.json per image "
+    "NAME (docs/keypoints_format.md)"
 )
+AUTO_KEYPOINTS = "auto"
+"""``--keypoints auto``: estimate the keypoints from the images (docs/estimator.md)."""
 MAX_RESOLUTION = 512
 """Largest final grid (cells per side): two 513^3 float32 grids and masks take ~1.4 GB."""
 SUMMARY_EVERY_S = 1.0
@@ -256,6 +259,9 @@ def extract_folder(
     limit: int | None = None,
     progress: bool = True,
     overlay: bool = True,
+    estimator: Any = None,
+    refiner: Any = None,
+    focal: float | None = None,
     **extractor_kwargs: Any,
 ) -> dict[str, Any]:
     """Extract both hands' meshes for every item of a folder or dataset split.
@@ -265,8 +271,9 @@ def extract_folder(
         model: a run folder or checkpoint path (rebuilt with :func:`load_model`), or a model
             object with ``encode`` / ``decode`` (e.g. :mod:`~im2hands.extraction.oracle`);
             None: the shipped default models (none yet: an error).
-        images: folder of ``NAME.jpg|png`` (needs ``keypoints`` until the estimator lands).
-        keypoints: folder of ``NAME.json`` keypoint files (``docs/keypoints_format.md``).
+        images: folder of ``NAME.jpg|png``; without ``keypoints`` the estimator finds them.
+        keypoints: folder of ``NAME.json`` keypoint files (``docs/keypoints_format.md``), or
+            ``"auto"``: estimate them from ``images`` or the ``dataset`` images.
         dataset, split: a dataset folder (``docs/data_format.md``) and split name.
         resolution: MISE start resolution (cells per side); upsampling_steps: levels after it.
         threshold: iso-level; None: the model's ``threshold`` (0.5 stage 1, 0.45 stage 2).
@@ -275,6 +282,12 @@ def extract_folder(
         limit: process only the first ``limit`` items (sorted by name).
         progress: show a tqdm progress bar.
         overlay: write ``NAME.png`` for items with an image.
+        estimator: keypoint estimator (``kpts_est``) run folder or checkpoint, or a
+            :class:`~im2hands.models.kpts_est.KeypointPipeline`; needed when estimating.
+        refiner: optional keypoint refinement (``kpts_ref``) run folder, checkpoint or model,
+            applied to the estimated keypoints.
+        focal: focal length (pixels) of images without a camera (estimation only); None: the
+            estimator's ``default_focal_factor`` x the longer image side.
         **extractor_kwargs: more :class:`~im2hands.extraction.extractor.Extractor` options.
 
     Returns:
@@ -286,8 +299,13 @@ def extract_folder(
     """
     from tqdm import tqdm
 
-    if images is not None and keypoints is None and dataset is None:
+    auto = keypoints is not None and str(keypoints) == AUTO_KEYPOINTS
+    if auto and images is None and dataset is None:
+        raise Im2HandsError("--keypoints auto estimates keypoints from images: pass --images DIR or --dataset DIR")
+    estimate = auto or (images is not None and keypoints is None and dataset is None)
+    if estimate and estimator is None:
         raise Im2HandsError(NO_ESTIMATOR)
+    keypoints = None if auto else keypoints
     if images is None and keypoints is None and dataset is None:
         raise Im2HandsError("no inputs: pass --keypoints DIR (and --images DIR), or --dataset DIR --split NAME")
     if limit is not None and limit < 1:
@@ -315,6 +333,7 @@ def extract_folder(
             f"the model {model_name} reads images (model.init_occ.use_image=true); pass --images DIR with "
             "--keypoints DIR, or use a keypoint-only model (model.init_occ.use_image=false)"
         )
+    pipeline = _load_estimator(estimator, refiner, dev, focal) if estimate else None
     sources = list_items(images=images, keypoints=keypoints, dataset=dataset, split=split)
     listed = len(sources)
     if limit is not None:
@@ -335,7 +354,10 @@ def extract_folder(
     settings = {
         "model": model_name,
         "model_type": getattr(cfg.model, "type", None) if cfg is not None else getattr(model, "stage", None),
-        "inputs": {"images": _str(images), "keypoints": _str(keypoints), "dataset": _str(dataset), "split": split},
+        "inputs": {"images": _str(images), "keypoints": AUTO_KEYPOINTS if estimate else _str(keypoints),
+                   "dataset": _str(dataset), "split": split},
+        "estimator": _str(estimator) if isinstance(estimator, (str, os.PathLike)) else None,
+        "refiner": _str(refiner) if isinstance(refiner, (str, os.PathLike)) else None,
         "resolution0": resolution,
         "upsampling_steps": upsampling_steps,
         "resolution": extractor.resolution,
@@ -366,7 +388,8 @@ def extract_folder(
     last_write, finished = time.perf_counter(), False
     try:
         for src in bar:
-            records.append(_process(src, out, extractor, image_size, hand_models, overlay, crop=src.dataset is None))
+            records.append(_process(src, out, extractor, image_size, hand_models, overlay, crop=src.dataset is None,
+                                    estimate=pipeline))  # fmt: skip
             failed = sum(r["status"] == "failed" for r in records)
             bar.set_postfix(ok=len(records) - failed, failed=failed)
             if time.perf_counter() - last_write >= SUMMARY_EVERY_S:
@@ -381,18 +404,37 @@ def extract_folder(
     return summary
 
 
+def _load_estimator(estimator: Any, refiner: Any, device: torch.device, focal: float | None) -> Any:
+    """The image -> keypoints pipeline from run folders / checkpoints (or given objects)."""
+    from im2hands.engine.checkpoint import load_model as load_checkpoint_model
+    from im2hands.models.kpts_est import KeypointPipeline
+
+    if isinstance(estimator, KeypointPipeline):
+        return estimator
+    if isinstance(estimator, (str, os.PathLike)):
+        estimator, cfg = load_checkpoint_model(estimator, which="best", device=device)
+        if getattr(estimator, "stage", None) != "kpts_est":
+            raise Im2HandsError(f"--estimator: model.type '{cfg.model.type}' is not a keypoint estimator (kpts_est)")
+    if isinstance(refiner, (str, os.PathLike)):
+        refiner, cfg = load_checkpoint_model(refiner, which="best", device=device)
+        if getattr(refiner, "stage", None) != "kpts_ref":
+            raise Im2HandsError(f"--refiner: model.type '{cfg.model.type}' is not a keypoint refinement (kpts_ref)")
+    return KeypointPipeline(estimator.to(device), refiner=None if refiner is None else refiner.to(device), focal=focal)
+
+
 def _str(p: Any) -> str | None:
     return None if p is None else str(p)
 
 
 def _process(
-    src: ItemSource, out: Path, extractor: Extractor, image_size: int | None, hand_models: Any, overlay: bool, crop: bool
+    src: ItemSource, out: Path, extractor: Extractor, image_size: int | None, hand_models: Any, overlay: bool, crop: bool,
+    estimate: Any = None,
 ) -> dict[str, Any]:
     """Run one item; every failure becomes a record, nothing escapes but interrupts."""
     rec: dict[str, Any] = {"name": src.name, "status": "ok", "message": "", "hands": {}, "files": [], "seconds": {}}
     t0 = time.perf_counter()
     try:
-        item = load_item(src, hand_models=hand_models)
+        item = load_item(src, hand_models=hand_models, estimate=estimate)
         if image_size is not None and item.image is None:
             raise Im2HandsError(f"{src.name}: the model reads images but this item has none")
         batch = batch_from_item(item, image_size=image_size, crop=crop)

@@ -1,0 +1,544 @@
+"""Both hands' keypoints from one RGB image (``kpts_est``): DIR's decoupled iterative refinement
+with HDR's amodal and visible hand masks, plus absolute placement by perspective fitting.
+
+Network (``docs/estimator.md``):
+
+- **Encoder** (:class:`~im2hands.models.encoder.ImageEncoder`): ResNet stages and two upsampling
+  heads at ``S/4``. Its heatmap head gives the iteration-0 heatmaps (21 per hand), its mask head
+  the iteration-0 **amodal** masks (channels 0, 1), and a 1x1 conv on the mask head's features
+  the iteration-0 **visible** masks: four mask heads as in HDR.
+- **Visual map**: a 1x1 conv (BN, ReLU) over ``[layer1, heatmap features, mask features]``,
+  ``feature_dim`` channels at ``S/4``; the first iteration starts both hands from it.
+- **Iterations** (``iterations``, default 3; :class:`~im2hands.models.kpts_est_heads.RefineIteration`):
+  soft-argmax joints -> joint features sampled from each hand's own map -> intra-hand graph
+  convolution and inter-hand attention -> 3D joints, presence, relative translation -> joint
+  features splatted back onto each hand's own map, 2D convolutions -> new heatmaps and masks.
+
+Outputs (``forward``), per hand ``LEFT = 0``, ``RIGHT = 1``:
+
+- ``keypoints_2d`` (B, 2, 21, 2): pixels of the input image (soft-argmax x stride);
+- ``keypoints_3d`` (B, 2, 21, 3): relative to the hand's wrist, camera orientation, metres;
+- ``presence_logits`` (B, 2); ``rel_translation`` (B, 3): left wrist minus right wrist, metres;
+- ``masks_amodal_logits`` / ``masks_visible_logits`` (B, 2, S/4, S/4);
+- the same per iteration with suffix ``_it{t}`` (2D and masks for ``t = 0..T``, 3D, presence and
+  relative translation for ``t = 1..T``) and ``heatmaps_it{t}`` (B, 2, 21, S/4, S/4) logits;
+- in eval mode with ``batch["K"]``: ``keypoints`` (B, 2, 21, 3) absolute camera-frame keypoints
+  and ``wrist`` (B, 2, 3) from :func:`~im2hands.geometry.placement.place_hands`.
+
+Losses, each iteration supervised (averaged over iterations): 2D (Euclidean, pixels, joints
+inside the image), heatmap (KL to a Gaussian around the true joint), 3D (Euclidean, mm, wrist
+aligned), relative translation (mm), masks (BCE, amodal + visible), presence (BCE). Targets come
+from the batch, or from the augmented batch: in training mode ``forward`` augments the batch
+(:class:`~im2hands.data.augment.Augment`) and returns the augmented targets as ``target_*``
+outputs, which ``compute_loss`` prefers.
+
+:class:`KeypointPipeline` runs the model on whole images of any size (two passes: the whole
+image, then a crop around the hands found), places the hands for the image's intrinsics (or a
+default focal length) and optionally refines the keypoints with a stage-3 model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from im2hands.data.augment import Augment, presence_from_batch
+from im2hands.geometry.frames import m_to_mm
+from im2hands.geometry.placement import DEFAULT_FOCAL_FACTOR, DEFAULT_PRIOR_WEIGHT, default_intrinsics, place_hands
+from im2hands.hands.constants import LEFT, NUM_KEYPOINTS, RIGHT, SIDES
+from im2hands.metrics.keypoints import mpjpe_mcp_scaled, mpjpe_wrist
+from im2hands.models.base import HandsModel
+from im2hands.models.encoder import ImageEncoder
+from im2hands.models.kpts_est_heads import RefineIteration, heatmap_kl, soft_argmax
+from im2hands.registry import MODELS
+from im2hands.typing import Float, Tensor
+
+__all__ = ["KptsEstModel", "KeypointPipeline", "EstimatedHands", "border_weights"]
+
+MIN_DEPTH_M: float = 0.05
+"""Placed hands closer to the camera than this (metres) are rejected by :class:`KeypointPipeline`."""
+MAX_DEPTH_M: float = 20.0
+"""Placed hands farther than this (metres) are rejected by :class:`KeypointPipeline`."""
+_TARGETS = ("keypoints_2d", "keypoints", "masks_amodal", "masks_visible", "presence")
+
+
+def border_weights(uv: Float[Tensor, "... 2"], size: tuple[int, int], margin: float) -> Float[Tensor, "..."]:
+    """1 for 2D keypoints at least ``margin`` pixels inside an image of ``size = (H, W)``, else 0
+    (soft-argmax keeps joints outside the image on its border; they should not pull the placement)."""
+    H, W = size
+    u, v = uv[..., 0], uv[..., 1]
+    ok = (u > margin) & (u < W - margin) & (v > margin) & (v < H - margin)
+    return ok.to(uv.dtype)
+
+
+def _masked_mean(values: Tensor, mask: Tensor, empty: float = 0.0) -> Tensor:
+    w = mask.to(values.dtype)
+    n = w.sum()
+    mean = (values * w).sum() / n.clamp(min=1.0)
+    return torch.where(n > 0, mean, mean.new_tensor(empty))
+
+
+@MODELS.register("kpts_est")
+class KptsEstModel(HandsModel):
+    """The keypoint estimator behind the :class:`HandsModel` interface (module docstring).
+
+    Args:
+        encoder: the image encoder.
+        feature_dim: channels ``C`` of the per-hand visual maps.
+        dim: joint-feature width.
+        iterations: refinement iterations ``T`` (each supervised).
+        graph_layers, graph_order, attention_layers, heads, mlp_ratio, dropout, conv_blocks,
+            splat_sigma: see :class:`~im2hands.models.kpts_est_heads.RefineIteration`.
+        heatmap_sigma: Gaussian radius of the heatmap target, map cells.
+        loss_weights: weights of ``2d``, ``heatmap``, ``3d``, ``rel``, ``mask``, ``presence``.
+        augment: training augmentation applied in ``forward`` (training mode only); None: none.
+        presence_threshold: probability above which a hand counts as present.
+        default_focal_factor: focal length for plain images, times the longer side.
+        prior_weight: weight of the predicted relative translation in the placement.
+        freeze_encoder: keep the encoder's weights and BatchNorm statistics fixed.
+    """
+
+    stage = "kpts_est"
+    val_metric = "mpjpe_wrist_mm"
+    val_mode = "min"
+    data_fields = ("image", "masks")
+    """Dataset fields to load (cameras and keypoints always come)."""
+
+    LOSS_KEYS = ("2d", "heatmap", "3d", "rel", "mask", "presence")
+
+    def __init__(
+        self,
+        *,
+        encoder: ImageEncoder,
+        feature_dim: int = 64,
+        dim: int = 128,
+        iterations: int = 3,
+        graph_layers: int = 2,
+        graph_order: int = 2,
+        attention_layers: int = 1,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        conv_blocks: int = 1,
+        splat_sigma: float = 1.5,
+        heatmap_sigma: float = 1.0,
+        loss_weights: Optional[dict[str, float]] = None,
+        augment: Optional[Augment] = None,
+        presence_threshold: float = 0.5,
+        default_focal_factor: float = DEFAULT_FOCAL_FACTOR,
+        prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+        freeze_encoder: bool = False,
+    ) -> None:
+        super().__init__()
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        weights = {"2d": 0.1, "heatmap": 1.0, "3d": 0.1, "rel": 0.02, "mask": 1.0, "presence": 0.1}
+        unknown = set(loss_weights or {}) - set(weights)
+        if unknown:
+            raise ValueError(f"unknown loss weights {sorted(unknown)}; expected {sorted(weights)}")
+        weights.update(loss_weights or {})
+        self.loss_weights = {k: float(v) for k, v in weights.items()}
+        self.encoder = encoder
+        self.feature_dim, self.dim, self.num_iterations = int(feature_dim), int(dim), int(iterations)
+        self.heatmap_sigma = float(heatmap_sigma)
+        self.augment = augment
+        self.presence_threshold = float(presence_threshold)
+        self.default_focal_factor = float(default_focal_factor)
+        self.prior_weight = float(prior_weight)
+        self.freeze_encoder = bool(freeze_encoder)
+        fused_in = encoder.stage_channels[0] + 2 * encoder.head_channels
+        self.fuse = nn.Sequential(
+            nn.Conv2d(fused_in, feature_dim, 1, bias=False), nn.BatchNorm2d(feature_dim), nn.ReLU(inplace=True)
+        )
+        self.visible0 = nn.Conv2d(encoder.head_channels, 2, 1)  # iteration-0 visible masks (L, R)
+        self.iterations = nn.ModuleList(
+            RefineIteration(
+                channels=feature_dim, dim=dim, graph_layers=graph_layers, graph_order=graph_order,
+                attention_layers=attention_layers, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout,
+                conv_blocks=conv_blocks, splat_sigma=splat_sigma,
+            )
+            for _ in range(iterations)
+        )  # fmt: skip
+        if self.freeze_encoder:
+            self.encoder.requires_grad_(False)
+        self.encoder.query_conv.requires_grad_(False)  # feeds nothing here (no unused trainable parameters)
+
+    def train(self, mode: bool = True) -> "KptsEstModel":
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Predict keypoints, presence, relative translation and masks (module docstring)."""
+        out: dict[str, Tensor] = {}
+        if self.training and self.augment is not None:
+            batch = self.augment(batch)
+            for key in _TARGETS:
+                if key in batch:
+                    out[f"target_{key}"] = batch[key]
+            out["target_K"] = batch["K"]
+        image = batch["image"]
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(image.shape)}")
+        B, (H_img, W_img) = image.shape[0], image.shape[-2:]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            f = self.encoder(image)
+        h, w = f.heatmaps.shape[-2:]
+        stride = torch.tensor([W_img / w, H_img / h], device=image.device)
+        visual = self.fuse(torch.cat([f.layer1, f.heatmap_features, f.mask_features], 1))  # (B, C, h, w)
+        maps = visual[:, None].expand(B, 2, *visual.shape[1:])
+        heatmaps = f.heatmaps.view(B, 2, NUM_KEYPOINTS, h, w)
+        out["heatmaps_it0"] = heatmaps
+        out["keypoints_2d_it0"] = soft_argmax(heatmaps) * stride
+        out["masks_amodal_logits_it0"] = f.masks[:, :2]
+        out["masks_visible_logits_it0"] = self.visible0(f.mask_features)
+        tokens = None
+        for t, it in enumerate(self.iterations, 1):
+            r = it(maps, heatmaps, tokens)
+            maps, heatmaps, tokens = r.maps, r.heatmaps, r.tokens
+            out[f"heatmaps_it{t}"] = heatmaps
+            out[f"keypoints_2d_it{t}"] = soft_argmax(heatmaps) * stride
+            out[f"keypoints_3d_it{t}"] = r.joints_3d
+            out[f"presence_logits_it{t}"] = r.presence_logits
+            out[f"rel_translation_it{t}"] = r.rel_translation
+            out[f"masks_amodal_logits_it{t}"] = r.masks[:, :, 0]
+            out[f"masks_visible_logits_it{t}"] = r.masks[:, :, 1]
+        T = self.num_iterations
+        for key in ("keypoints_2d", "keypoints_3d", "presence_logits", "rel_translation",
+                    "masks_amodal_logits", "masks_visible_logits"):  # fmt: skip
+            out[key] = out[f"{key}_it{T}"]
+        if not self.training and "K" in batch:
+            placed = self.place(out, batch["K"], (H_img, W_img), stride=float(stride.max()))
+            out["keypoints"], out["wrist"] = placed.keypoints, placed.wrist
+        return out
+
+    def place(self, outputs: dict[str, Tensor], K: Tensor, image_size: tuple[int, int], stride: float = 4.0):
+        """Absolute keypoints for intrinsics ``K`` (B, 3, 3) of the input image (see
+        :func:`~im2hands.geometry.placement.place_hands`): joints on the image border get no
+        weight, hands below the presence threshold are placed from the relative translation."""
+        uv = outputs["keypoints_2d"].float()
+        present = torch.sigmoid(outputs["presence_logits"].float()) > self.presence_threshold
+        weights = border_weights(uv, image_size, margin=0.75 * stride)
+        return place_hands(
+            uv, outputs["keypoints_3d"].float(), K.float(), rel_translation=outputs["rel_translation"].float(),
+            prior_weight=self.prior_weight, weights=weights, valid=present,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ losses
+
+    @staticmethod
+    def _targets(batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Ground truth for the outputs: the augmented targets when present, else the batch."""
+        tg = {k: outputs.get(f"target_{k}", batch.get(k)) for k in _TARGETS}
+        if tg["presence"] is None:
+            tg["presence"] = presence_from_batch({**batch, **{k: v for k, v in tg.items() if v is not None}})
+        return tg
+
+    def compute_loss(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-iteration losses ``loss_<term>_it<t>``, their means ``loss_<term>``, and the weighted ``loss``."""
+        tg = self._targets(batch, outputs)
+        present = tg["presence"].bool()  # (B, 2)
+        kp2 = tg["keypoints_2d"].float()
+        H_img, W_img = batch["image"].shape[-2:]
+        h, w = outputs["heatmaps_it0"].shape[-2:]
+        stride = kp2.new_tensor([W_img / w, H_img / h])
+        inside = ((kp2 >= 0) & (kp2 < kp2.new_tensor([W_img, H_img]))).all(-1)  # (B, 2, 21)
+        joint_ok = present[..., None] & inside
+        gt_rel = m_to_mm(tg["keypoints"].float() - tg["keypoints"][:, :, :1].float())  # (B, 2, 21, 3) mm
+        gt_lr = m_to_mm(tg["keypoints"][:, LEFT, 0].float() - tg["keypoints"][:, RIGHT, 0].float())  # (B, 3)
+        both = present.all(-1)
+        masks_gt = {k: F.adaptive_avg_pool2d(tg[f"masks_{k}"].float(), (h, w)) if tg[f"masks_{k}"] is not None else None
+                    for k in ("amodal", "visible")}  # fmt: skip
+
+        losses: dict[str, Tensor] = {}
+        T = self.num_iterations
+        for t in range(T + 1):
+            err = (outputs[f"keypoints_2d_it{t}"].float() - kp2).square().sum(-1).add(1e-6).sqrt()  # (B, 2, 21)
+            losses[f"loss_2d_it{t}"] = _masked_mean(err, joint_ok)
+            kl = heatmap_kl(outputs[f"heatmaps_it{t}"], kp2 / stride, self.heatmap_sigma)  # (B, 2, 21)
+            losses[f"loss_heatmap_it{t}"] = _masked_mean(kl, joint_ok)
+            mask_terms = [
+                F.binary_cross_entropy_with_logits(outputs[f"masks_{k}_logits_it{t}"].float(), gt)
+                for k, gt in masks_gt.items() if gt is not None
+            ]  # fmt: skip
+            losses[f"loss_mask_it{t}"] = torch.stack(mask_terms).sum() if mask_terms else kp2.new_zeros(())
+            if t == 0:
+                continue
+            e3 = (m_to_mm(outputs[f"keypoints_3d_it{t}"].float()) - gt_rel).norm(dim=-1).mean(-1)  # (B, 2)
+            losses[f"loss_3d_it{t}"] = _masked_mean(e3, present)
+            er = (m_to_mm(outputs[f"rel_translation_it{t}"].float()) - gt_lr).norm(dim=-1)  # (B,)
+            losses[f"loss_rel_it{t}"] = _masked_mean(er, both)
+            losses[f"loss_presence_it{t}"] = F.binary_cross_entropy_with_logits(
+                outputs[f"presence_logits_it{t}"].float(), present.float()
+            )
+        total = kp2.new_zeros(())
+        for key in self.LOSS_KEYS:
+            its = [losses[f"loss_{key}_it{t}"] for t in range(T + 1) if f"loss_{key}_it{t}" in losses]
+            losses[f"loss_{key}"] = torch.stack(its).mean()
+            total = total + self.loss_weights[key] * losses[f"loss_{key}"]
+        losses["loss"] = total
+        return losses
+
+    # ------------------------------------------------------------------ metrics
+
+    @torch.no_grad()
+    def metrics(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, float]:
+        """Validation numbers (NaN where undefined, e.g. no present hand):
+
+        ``mpjpe_wrist_mm`` (wrist-aligned, no scale), ``mpjpe_mcp_mm`` (middle-MCP-aligned,
+        bone-length-scaled), ``mpjpe_wrist_mm_it{t}``; ``err_2d_px`` and ``err_2d_px_it{t}`` (all
+        joints of present hands); ``mrrpe_mm`` (predicted relative translation), with ``K``:
+        ``mrrpe_placed_mm`` and ``wrist_abs_mm`` (after placement); ``mask_iou_amodal``,
+        ``mask_iou_visible`` (image resolution, logits > 0); ``presence_acc``.
+        """
+        tg = self._targets(batch, outputs)
+        present = tg["presence"].bool().cpu().numpy()  # (B, 2)
+        gt = tg["keypoints"].double().cpu().numpy()  # (B, 2, 21, 3)
+        nan = float("nan")
+
+        def mean_over(values: np.ndarray, mask: np.ndarray) -> float:
+            return float(values[mask].mean()) if mask.any() else nan
+
+        out: dict[str, float] = {}
+        T = self.num_iterations
+        for t in range(1, T + 1):
+            pred = outputs[f"keypoints_3d_it{t}"].double().cpu().numpy()
+            out[f"mpjpe_wrist_mm_it{t}"] = mean_over(mpjpe_wrist(pred, gt), present)
+        pred = outputs["keypoints_3d"].double().cpu().numpy()
+        out["mpjpe_wrist_mm"] = out[f"mpjpe_wrist_mm_it{T}"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mcp = mpjpe_mcp_scaled(pred, gt)
+        out["mpjpe_mcp_mm"] = mean_over(mcp, present & np.isfinite(mcp))
+        kp2 = tg["keypoints_2d"].double().cpu().numpy()
+        for t in range(T + 1):
+            e2 = np.linalg.norm(outputs[f"keypoints_2d_it{t}"].double().cpu().numpy() - kp2, axis=-1).mean(-1)
+            out[f"err_2d_px_it{t}"] = mean_over(e2, present)
+        out["err_2d_px"] = out[f"err_2d_px_it{T}"]
+        both = present.all(-1)
+        gt_lr = gt[:, LEFT, 0] - gt[:, RIGHT, 0]
+        rel = outputs["rel_translation"].double().cpu().numpy()
+        out["mrrpe_mm"] = mean_over(1000.0 * np.linalg.norm(rel - gt_lr, axis=-1), both)
+        if "wrist" in outputs:
+            wr = outputs["wrist"].double().cpu().numpy()  # (B, 2, 3)
+            out["mrrpe_placed_mm"] = mean_over(1000.0 * np.linalg.norm(wr[:, LEFT] - wr[:, RIGHT] - gt_lr, axis=-1), both)
+            out["wrist_abs_mm"] = mean_over(1000.0 * np.linalg.norm(wr - gt[:, :, 0], axis=-1), present)
+        H_img, W_img = batch["image"].shape[-2:]
+        for kind in ("amodal", "visible"):
+            gt_m = tg[f"masks_{kind}"]
+            if gt_m is None:
+                continue
+            logits = F.interpolate(outputs[f"masks_{kind}_logits"].float(), size=(H_img, W_img), mode="bilinear",
+                                   align_corners=False)  # fmt: skip
+            pm, gm = logits > 0, gt_m.bool()
+            inter = (pm & gm).flatten(2).sum(-1).double()
+            union = (pm | gm).flatten(2).sum(-1).double()
+            iou = (inter / union.clamp(min=1)).cpu().numpy()
+            out[f"mask_iou_{kind}"] = mean_over(iou, (union > 0).cpu().numpy())
+        prob = torch.sigmoid(outputs["presence_logits"].float()).cpu().numpy()
+        out["presence_acc"] = float(((prob > self.presence_threshold) == present).mean())
+        return out
+
+    # ------------------------------------------------------------------ config
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "KptsEstModel":
+        """Build from an :class:`~im2hands.config.schema.ExperimentConfig` (``model.encoder``, ``model.kpts_est``)."""
+        ec, kc = cfg.model.encoder, cfg.model.kpts_est
+        encoder = ImageEncoder(
+            depth=ec.depth, width=ec.width, head_channels=ec.head_channels, feature_channels=ec.feature_channels,
+            image_size=ec.image_size, weights=ec.weights,
+        )  # fmt: skip
+        augment = None
+        if kc.augment:
+            augment = Augment(
+                scale_range=tuple(kc.aug_scale_range), rotation_deg=kc.aug_rotation_deg, translate=kc.aug_translate,
+                truncation_prob=kc.aug_truncation_prob, truncation_range=tuple(kc.aug_truncation_range),
+                color=kc.aug_color, hue=kc.aug_hue, blur_prob=kc.aug_blur_prob, blur_sigma=tuple(kc.aug_blur_sigma),
+                noise_std=kc.aug_noise_std, erase_prob=kc.aug_erase_prob,
+            )  # fmt: skip
+        weights = {"2d": kc.loss_2d, "heatmap": kc.loss_heatmap, "3d": kc.loss_3d, "rel": kc.loss_rel,
+                   "mask": kc.loss_mask, "presence": kc.loss_presence}  # fmt: skip
+        return cls(
+            encoder=encoder, feature_dim=kc.feature_dim, dim=kc.dim, iterations=kc.iterations,
+            graph_layers=kc.graph_layers, graph_order=kc.graph_order, attention_layers=kc.attention_layers,
+            heads=kc.heads, mlp_ratio=kc.mlp_ratio, dropout=kc.dropout, conv_blocks=kc.conv_blocks,
+            splat_sigma=kc.splat_sigma, heatmap_sigma=kc.heatmap_sigma, loss_weights=weights, augment=augment,
+            presence_threshold=kc.presence_threshold, default_focal_factor=kc.default_focal_factor,
+            prior_weight=kc.prior_weight, freeze_encoder=kc.freeze_encoder,
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- inference on images
+
+
+@dataclass
+class EstimatedHands:
+    """Keypoints estimated from one image by :class:`KeypointPipeline`.
+
+    Attributes:
+        joints: side -> ``(21, 3)`` float64 camera-frame metres, ``standard`` order, for the
+            hands judged present and placed plausibly (may be empty).
+        K: ``(3, 3)`` intrinsics used for the image (given, or the default).
+        keypoints: ``(2, 21, 3)`` both hands' placed keypoints (absent hands: a guess).
+        keypoints_2d: ``(2, 21, 2)`` pixels of the input image.
+        presence: ``(2,)`` presence probabilities.
+        reprojection_px: ``(2,)`` RMS reprojection error of the placement (NaN: not fitted).
+        refined: whether a stage-3 model refined the keypoints.
+    """
+
+    joints: dict[str, np.ndarray]
+    K: np.ndarray
+    keypoints: np.ndarray
+    keypoints_2d: np.ndarray
+    presence: np.ndarray
+    reprojection_px: np.ndarray
+    refined: bool = False
+
+
+def _crop(image: np.ndarray, x0: float, y0: float, side: float, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Square crop ``[x0, x0 + side)^2`` of ``image`` (zeros outside), resized to ``size``.
+
+    Returns the ``(3, size, size)`` float image and the affine ``(2, 3)`` map from image pixels
+    to crop pixels."""
+    from PIL import Image
+
+    x0i, y0i, s = int(math.floor(x0)), int(math.floor(y0)), max(1, int(math.ceil(side)))
+    crop = Image.fromarray(image).crop((x0i, y0i, x0i + s, y0i + s)).resize((size, size), Image.BILINEAR)
+    k = size / s
+    A = np.array([[k, 0.0, -k * x0i], [0.0, k, -k * y0i]])
+    tensor = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return tensor, A
+
+
+def _crop_K(K: np.ndarray, A: np.ndarray) -> np.ndarray:
+    K2 = np.array(K, dtype=np.float64)
+    K2[:2] = A[:, :2] @ K2[:2] + np.outer(A[:, 2], K2[2])
+    return K2
+
+
+class KeypointPipeline:
+    """Image (any size) -> both hands' absolute 3D keypoints, with a trained :class:`KptsEstModel`.
+
+    1. Pass 1: the whole image, padded to a centred square, resized to the encoder's side.
+    2. Pass 2 (``passes >= 2``): a square crop around the joints of the hands found (they cover
+       ``fill`` of its side, as in the training crops); its outputs are kept.
+    3. Placement (:func:`~im2hands.geometry.placement.place_hands`) for the image's ``K``, or
+       :func:`~im2hands.geometry.placement.default_intrinsics` with ``focal`` pixels or
+       ``focal_factor`` (default: the estimator's ``default_focal_factor``) x the longer side.
+    4. Optional stage-3 refinement: ``refiner`` is a model with ``encode(batch)`` and
+       ``refine(keypoints, features, hand_valid)`` (:class:`~im2hands.models.kpts_ref.KptsRefModel`),
+       run on a crop around the placed keypoints.
+
+    Args:
+        estimator: a trained :class:`KptsEstModel` (put in eval mode here).
+        refiner: optional stage-3 model.
+        focal: focal length in pixels for images without a camera.
+        focal_factor: else this times the longer side.
+        passes: 1 or 2.
+        fill: fraction of the crop side covered by the hands in pass 2 and refinement.
+    """
+
+    def __init__(
+        self,
+        estimator: KptsEstModel,
+        *,
+        refiner: Any = None,
+        focal: float | None = None,
+        focal_factor: float | None = None,
+        passes: int = 2,
+        fill: float = 0.8,
+    ) -> None:
+        if passes not in (1, 2):
+            raise ValueError(f"passes must be 1 or 2, got {passes}")
+        self.estimator = estimator.eval()
+        self.refiner = refiner.eval() if refiner is not None else None
+        self.focal = focal
+        self.focal_factor = estimator.default_focal_factor if focal_factor is None else float(focal_factor)
+        self.passes, self.fill = passes, float(fill)
+
+    @property
+    def device(self) -> torch.device:
+        return self.estimator.device
+
+    def _run(self, image: np.ndarray, K: np.ndarray, x0: float, y0: float, side: float) -> dict[str, np.ndarray]:
+        size = self.estimator.encoder.image_size
+        tensor, A = _crop(image, x0, y0, side, size)
+        Kc = _crop_K(K, A)
+        batch = {"image": tensor[None].to(self.device), "K": torch.as_tensor(Kc, dtype=torch.float32)[None].to(self.device)}
+        out = self.estimator(batch)
+        uv_crop = out["keypoints_2d"][0].double().cpu().numpy()  # (2, 21, 2)
+        k = A[0, 0]
+        return {
+            "uv": (uv_crop - A[:, 2]) / k,  # back to image pixels
+            "keypoints": out["keypoints"][0].double().cpu().numpy(),
+            "presence": torch.sigmoid(out["presence_logits"][0].float()).cpu().numpy(),
+            "rel_translation": out["rel_translation"][0].double().cpu().numpy(),
+            "side": np.array(side),
+        }
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, K: np.ndarray | None = None) -> EstimatedHands:
+        """Estimate both hands in an ``(H, W, 3)`` uint8 image with intrinsics ``K`` (or the default)."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+        h, w = image.shape[:2]
+        K = default_intrinsics(h, w, self.focal_factor, focal=self.focal, dtype=torch.float64).numpy() if K is None else np.asarray(K, np.float64)
+        side = float(max(h, w))
+        r = self._run(image, K, (w - side) / 2.0, (h - side) / 2.0, side)
+        present = r["presence"] > self.estimator.presence_threshold
+        if self.passes == 2 and present.any():
+            pts = r["uv"][present].reshape(-1, 2)
+            lo, hi = pts.min(0), pts.max(0)
+            side2 = max(float((hi - lo).max()) / self.fill, 16.0)
+            c = (lo + hi) / 2.0
+            r = self._run(image, K, c[0] - side2 / 2.0, c[1] - side2 / 2.0, side2)
+            present = r["presence"] > self.estimator.presence_threshold
+        keypoints = r["keypoints"]
+        present &= self._plausible(keypoints, K, h, w)
+        refined = False
+        if self.refiner is not None and present.any():
+            keypoints = self._refine(image, K, keypoints, present)
+            refined = True
+            present &= self._plausible(keypoints, K, h, w)
+        uvw = keypoints.reshape(-1, 3) @ K.T
+        reproj = np.linalg.norm(uvw[:, :2] / uvw[:, 2:] - r["uv"].reshape(-1, 2), axis=-1).reshape(2, NUM_KEYPOINTS)
+        rms = np.where(present, np.sqrt((reproj**2).mean(-1)), np.nan)
+        joints = {SIDES[i]: keypoints[i].copy() for i in range(2) if present[i]}
+        return EstimatedHands(joints=joints, K=K, keypoints=keypoints, keypoints_2d=r["uv"], presence=r["presence"],
+                              reprojection_px=rms, refined=refined)  # fmt: skip
+
+    @staticmethod
+    def _plausible(keypoints: np.ndarray, K: np.ndarray, h: int, w: int) -> np.ndarray:
+        """(2,) hands whose placed joints lie in front of the camera (``MIN_DEPTH_M`` to
+        ``MAX_DEPTH_M``) and project near the image (within one image size of it); others are
+        dropped (an untrained or confused estimator)."""
+        z = keypoints[..., 2]
+        ok = (z.min(-1) > MIN_DEPTH_M) & (z.max(-1) < MAX_DEPTH_M)
+        uvw = keypoints.reshape(-1, 3) @ K.T
+        uv = (uvw[:, :2] / np.clip(uvw[:, 2:], 1e-6, None)).reshape(2, NUM_KEYPOINTS, 2)
+        near = (uv > -np.array([w, h])) & (uv < 2 * np.array([w, h]))
+        return ok & near.all(-1).all(-1)
+
+    def _refine(self, image: np.ndarray, K: np.ndarray, keypoints: np.ndarray, present: np.ndarray) -> np.ndarray:
+        size = int(self.refiner.encoder.image_size)
+        uvw = keypoints[present].reshape(-1, 3) @ K.T
+        uv = uvw[:, :2] / np.clip(uvw[:, 2:], 1e-6, None)
+        lo, hi = uv.min(0), uv.max(0)
+        side = max(float((hi - lo).max()) / self.fill, 16.0)
+        c = (lo + hi) / 2.0
+        tensor, A = _crop(image, c[0] - side / 2.0, c[1] - side / 2.0, side, size)
+        dev = self.refiner.device
+        batch = {"image": tensor[None].to(dev), "K": torch.as_tensor(_crop_K(K, A), dtype=torch.float32)[None].to(dev)}
+        features = self.refiner.encode(batch)
+        kp = torch.as_tensor(keypoints, dtype=torch.float32)[None].to(dev)
+        valid = torch.as_tensor(present)[None].to(dev)
+        return self.refiner.refine(kp, features, valid)[0].double().cpu().numpy()
