@@ -84,6 +84,8 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     from im2hands.data.synthetic import synthesize
 
     cfg = load_config(args.config, args.overrides)
+    if args.device is not None:
+        cfg.synth.device = args.device  # checked by synthesize; written into config.yaml
     summary = synthesize(args.out, args.num, seed=args.seed, workers=args.workers, cfg=cfg)
     log.info(
         "%s: %d written, %d already there, %d failed, %.1f samples/s",
@@ -123,6 +125,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--num", type=int, required=True, help="number of samples")
     s.add_argument("--seed", type=int, default=0, help="run seed; sample i depends only on (seed, i)")
     s.add_argument("--workers", type=int, default=1, help="worker processes")
+    s.add_argument("--device", default=None, metavar="DEVICE",
+                   help="where the meshes are posed and rasterized: cpu, cuda, cuda:N or auto (cuda when available); "
+                   "default: synth.device of the config (cpu)")
     s.add_argument("--config", default=None, help="YAML config (synth and hand_model sections)")
     s.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. synth.image_size=128")
     s.set_defaults(func=_cmd_data_synth)

@@ -23,3 +23,46 @@ def test_bad_override_is_one_clear_line(capsys):
 def test_python_dash_m_works():
     res = subprocess.run([sys.executable, "-m", "im2hands", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and "im2hands" in res.stdout
+
+
+def test_data_synth_then_show(tmp_path, capsys):
+    """``im2hands data synth --out DIR --num 3 --seed 0 --workers 1`` writes a complete dataset
+    (about 3 s), and ``im2hands data show`` draws one of its samples (about 4 s)."""
+    import numpy as np
+    from PIL import Image
+
+    from im2hands.config import load_config
+    from im2hands.data import format as fmt
+
+    root = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(root), "--num", "3", "--seed", "0", "--workers", "1"]) == 0
+    ids = ["0000000", "0000001", "0000002"]
+    assert fmt.list_samples(root) == ids
+    meta = fmt.read_meta(root)
+    assert meta["num_samples"] == 3 and meta["seed"] == 0 and meta["source"] == "synthetic"
+    assert sorted(sum((fmt.list_samples(root, s) for s in ("train", "val", "test")), [])) == ids
+    cfg = load_config(root / "config.yaml")  # the resolved config, written into the output folder
+    assert cfg.synth.image_size == 256
+    for sid in ids:
+        ann = fmt.read_annotation(root, sid)
+        image = fmt.read_image(root / ann.image)
+        masks = fmt.read_masks(root / ann.mask)
+        depth = fmt.read_depth(root / ann.depth)
+        assert image.shape == (256, 256, 3) and depth.shape == (256, 256)
+        for side in ("left", "right"):
+            visible, amodal = masks[f"{side}_visible"], masks[f"{side}_amodal"]
+            assert amodal.any() and not (visible & ~amodal).any(), (sid, side)
+        seen = masks["left_visible"] | masks["right_visible"]
+        assert (depth[seen] > 0).all() and (depth[~seen] == 0).all(), sid
+    assert not [p for p in root.rglob("*") if ".tmp" in p.name]  # atomic writes left nothing behind
+
+    picture = tmp_path / "show.png"
+    assert main(["data", "show", str(root), "--index", "2", "--out", str(picture)]) == 0
+    with Image.open(picture) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    assert pixels.shape[0] > 256 and pixels.shape[1] > 256 and pixels.std() > 10
+    capsys.readouterr()
+    assert main(["data", "show", str(root), "--index", "3", "--out", str(tmp_path / "bad.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--index 3" in err[0] and str(root) in err[0]
+    assert not (tmp_path / "bad.png").exists()

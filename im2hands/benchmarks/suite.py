@@ -21,7 +21,9 @@ Measures (medians over ``repeats`` runs each; every run is kept in ``measures``)
   100k points) comparing the 256-cell extracted meshes with the ground-truth meshes.
 - ``synth_samples_per_s``: :func:`~im2hands.data.synthetic.synthesize` end to end with 2
   worker processes (pool start-up, posing, rendering with masks and depth, writing the files),
-  and ``synth_samples_per_s_1_worker`` with 1.
+  160 samples per run so that the pool's start-up (about 1.6 s) does not dominate the rate; and
+  ``synth_samples_per_s_1_worker`` with 1 (in process, no start-up; 48 samples per run). Both
+  on the CPU (``synth.device`` cpu).
 - ``peak_rss_mb``: the larger of the maximum resident set size of this process and of its
   largest finished child (``resource.getrusage``), at the end of the run.
 
@@ -72,11 +74,12 @@ TARGETS: dict[str, tuple[str, float, str]] = {
 
 _FULL = dict(
     resolution0=32, upsampling_steps=3, extract_repeats=3, decoder_chunk=65536, decoder_chunks=2, decoder_repeats=5,
-    eval_points=100_000, eval_repeats=3, synth_num=48, synth_repeats=3, synth_image_size=256,
+    eval_points=100_000, eval_repeats=3, synth_num=160, synth_num_1_worker=48, synth_repeats=3,
+    synth_image_size=256,
 )  # fmt: skip
 _QUICK = dict(
     resolution0=8, upsampling_steps=1, extract_repeats=1, decoder_chunk=2048, decoder_chunks=1, decoder_repeats=2,
-    eval_points=2000, eval_repeats=1, synth_num=2, synth_repeats=1, synth_image_size=32,
+    eval_points=2000, eval_repeats=1, synth_num=2, synth_num_1_worker=2, synth_repeats=1, synth_image_size=32,
 )  # fmt: skip
 
 
@@ -426,9 +429,9 @@ def run_bench(
         ev = bench_eval(ext["extraction"], batch, n_points=sizes["eval_points"], repeats=sizes["eval_repeats"])
 
         synth = {}
-        for workers in (2, 1):
-            note(f"synthetic data, {workers} worker{'s' if workers > 1 else ''}")
-            synth[workers] = bench_synth(workers=workers, num=sizes["synth_num"], repeats=sizes["synth_repeats"],
+        for workers, num in ((2, sizes["synth_num"]), (1, sizes["synth_num_1_worker"])):
+            note(f"synthetic data, {workers} worker{'s' if workers > 1 else ''}, {num} samples per run")
+            synth[workers] = bench_synth(workers=workers, num=num, repeats=sizes["synth_repeats"],
                                          image_size=sizes["synth_image_size"], seed=seed)  # fmt: skip
         rss = peak_rss_mb()
     finally:
@@ -466,7 +469,8 @@ def run_bench(
     except OSError:
         pass
     result["machine"] = machine
-    result["settings"] = {"quick": bool(quick), "seed": int(seed), "config": str(cfg_path), **sizes}
+    result["settings"] = {"quick": bool(quick), "seed": int(seed), "config": str(cfg_path), "device": str(dev),
+                          "threads": int(threads), **sizes}  # fmt: skip
     result["measures"] = {
         "decoder": dec, "extraction": ed, "eval_item": ev, "synth_2_workers": synth[2], "synth_1_worker": synth[1],
         "peak_rss_mb": rss,

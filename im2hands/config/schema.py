@@ -54,6 +54,11 @@ class SynthConfig:
     """Largest allowed interpenetration volume of the two hands, cm^3; more is rejected."""
     max_tries: int = _range(20, 1, None)
     """Attempts at a placement before a sample's poses are redrawn."""
+    device: str = "cpu"
+    """Device that poses the final meshes and rasterizes them: cpu, cuda, cuda:N or auto (cuda
+    when available). Sampling and placing the poses stays on the CPU, so the stored parameters
+    and camera do not depend on it; images, masks, depth and keypoints made on CUDA match the
+    CPU's up to float rounding (a few edge pixels). Set by ``im2hands data synth --device``."""
 
 
 @dataclass
@@ -118,6 +123,15 @@ class InitOccConfig:
     aux_weight: float = _range(0.0, 0.0, None)
     """Weight of the auxiliary 2D loss on the encoder's heads (keypoint heatmaps, amodal hand
     masks); 0 disables it (the original starts from a pretrained encoder instead)."""
+    coord_scale: float = _range(1.0, 1e-3, 1e3)
+    """Multiplier of the canonical coordinates fed to the part MLPs (1: HALO's unit of 0.4 m,
+    where a finger is about 0.05 wide). Training from scratch converges much faster with inputs
+    of order 1 (10: a unit of 4 cm); the CPU configs use 10."""
+    init_decoders: Optional[str] = None
+    """Stage-1 run folder or checkpoint (e.g. a keypoint-only ``init_occ_halo_cpu`` run) whose
+    part decoders initialise this model's, both hands (the image-feature rows of layer 2 start
+    at zero), as the original initialised stage 1 from HALO's weights. Read at the start of a
+    fresh training run only."""
 
 
 @dataclass

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from im2hands.config.load import save_config
+from im2hands.config.schema import ExperimentConfig
 from im2hands.data import format as fmt
 from im2hands.data.interhand_io import (
     HAND_TYPES,
@@ -411,7 +413,9 @@ def prepare_interhand(
         Summary dict: ``split``, ``hand_type``, ``annotations``, ``dropped`` (per reason),
         ``kept``, ``assigned`` (this shard), ``skipped`` (already complete), ``written``,
         ``dark`` (ids), ``failed`` (id -> message), ``complete`` (the split's complete samples
-        in ``out``), ``seconds``, ``seconds_per_sample``, ``report`` (its JSON file).
+        in ``out``), ``seconds``, ``seconds_per_sample``, ``report`` (its JSON file). ``out``
+        also gets ``config.yaml``: the resolved config (defaults, with ``hand_model.mano_dir``
+        the MANO folder used).
 
     Raises:
         Im2HandsError: bad arguments, a missing root, annotation file, image folder or MANO folder.
@@ -444,6 +448,9 @@ def prepare_interhand(
              time.perf_counter() - t_read)
     tasks = index.tasks if shard_in is None else index.tasks[shard_in[0]::shard_in[1]]
     out.mkdir(parents=True, exist_ok=True)
+    cfg = ExperimentConfig()
+    cfg.hand_model.mano_dir = str(models_dir)  # the only config this job reads
+    save_config(cfg, out)  # atomic; the last run into a shared folder rewrites it
     meta["interhand"]["splits"][split] = {"hand_type": hand_type, "annotations": index.num_annotations,
                                           "kept": len(index.tasks), "dropped": index.dropped,
                                           "id_base": split_id_range(split)[0], "limit": limit}

@@ -10,13 +10,22 @@ format of ``docs/data_format.md``.
 
 Sample ``i`` of a run with seed ``s`` is a pure function of ``(s, i)``: the same on any
 machine and with any number of workers, so an interrupted run continues where it stopped.
+
+Device (``synth.device``, ``--device``): sampling and placing the poses and framing the camera
+always run on the CPU; the final posing of both meshes, the keypoints and the rasterization run
+on ``synth.device``. On the CPU (the default) the above holds bit for bit. On CUDA the stored
+parameters and camera are the same as on the CPU, while images, masks, depth and keypoints
+agree with the CPU's up to float rounding (a few pixels on edges; CUDA's atomic adds in the
+vertex normals make the shading reproducible only to rounding from run to run).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing as mp
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -51,6 +60,50 @@ class Sample:
     depth: np.ndarray  # (H, W) float32 metres
 
 
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``synth.device`` (``--device``) as a torch device: ``cpu``, ``cuda``, ``cuda:N``, or
+    ``auto`` (CUDA when available, else the CPU); ``cuda`` means the current CUDA device.
+
+    Raises:
+        Im2HandsError: an unknown name, or a CUDA device that is not available.
+    """
+    text = str(name).strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise Im2HandsError(f"synth.device (--device) {name!r}: expected cpu, cuda, cuda:N or auto")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise Im2HandsError(f"synth.device (--device) {name!r}: CUDA is not available here; use cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= torch.cuda.device_count():
+            raise Im2HandsError(f"synth.device (--device) {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+_ON_DEVICE: "weakref.WeakKeyDictionary[HandModel, dict[str, HandModel]]" = weakref.WeakKeyDictionary()
+
+
+def _models_on(models: dict[str, HandModel], device: torch.device) -> dict[str, HandModel]:
+    """``models`` themselves when they are on ``device``, else copies there (made once per model
+    and device, kept while the original lives)."""
+    out = {}
+    for side, model in models.items():
+        if model.device == device:
+            out[side] = model
+            continue
+        copies = _ON_DEVICE.setdefault(model, {})
+        if str(device) not in copies:
+            copies[str(device)] = copy.deepcopy(model).to(device)
+        out[side] = copies[str(device)]
+    return out
+
+
 def _rngs(seed: int, index: int) -> tuple[np.random.Generator, torch.Generator]:
     seq = np.random.SeedSequence([seed, index])
     rng = np.random.default_rng(seq)
@@ -64,8 +117,20 @@ def _shapes(rng: np.random.Generator, std: float) -> np.ndarray:
     return np.clip(per_hand, -3.0, 3.0)
 
 
-def generate_sample(index: int, seed: int, cfg: SynthConfig, models: dict[str, HandModel]) -> Sample:
-    """Generate sample ``index`` of a run seeded with ``seed`` (pure function of both)."""
+def generate_sample(index: int, seed: int, cfg: SynthConfig, models: dict[str, HandModel],
+                    device: str | torch.device | None = None) -> Sample:
+    """Generate sample ``index`` of a run seeded with ``seed`` (pure function of both).
+
+    Args:
+        index: sample index; with ``seed`` it fixes every random draw.
+        seed: run seed.
+        cfg: the ``synth`` config section.
+        models: ``{"left", "right"}`` hand models on the CPU (the placement runs there).
+        device: where the final meshes are posed and rasterized (see :func:`resolve_device`);
+            None: ``cfg.device``. Copies of ``models`` are moved there once and reused.
+    """
+    dev = resolve_device(cfg.device if device is None else device)
+    posers = _models_on(models, dev)
     rng, tgen = _rngs(seed, index)
     size = int(cfg.image_size)
     shapes = torch.as_tensor(_shapes(rng, cfg.shape_std), dtype=torch.float32)
@@ -96,7 +161,7 @@ def generate_sample(index: int, seed: int, cfg: SynthConfig, models: dict[str, H
     shift = rng.uniform(-cfg.center_jitter, cfg.center_jitter, size=2)
     t_cam, K = fit_camera(verts - centre, focal, size, fill, shift)
     pair = rotate_pair(pair, np.zeros(3), models["right"], models["left"], translation=t_cam - centre)
-    out = pose_pair(pair, models["right"], models["left"])
+    out = pose_pair(pair, posers["right"], posers["left"])  # on dev from here on
 
     K_t = torch.as_tensor(K, dtype=torch.float32)
     meshes, hands = [], {}
@@ -104,10 +169,10 @@ def generate_sample(index: int, seed: int, cfg: SynthConfig, models: dict[str, H
     for h, side in ((LEFT, "left"), (RIGHT, "right")):
         v = out[side].vertices[0]
         f = out[side].faces
-        colors = skin_colors(v.numpy(), rng, base=tone)
+        colors = skin_colors(v.cpu().numpy(), rng, base=tone)
         tone = colors.mean(0) * rng.uniform(0.95, 1.05, size=3) if tone is None else tone
-        meshes.append((v, f, torch.as_tensor(colors, dtype=torch.float32)))
-        kp = out[side].keypoints[0]
+        meshes.append((v, f, torch.as_tensor(colors, dtype=torch.float32, device=dev)))
+        kp = out[side].keypoints[0].cpu()
         hands[side] = fmt.HandAnnotation(
             valid=True,
             pose=pair.pose[h].numpy().astype(np.float64),
@@ -120,14 +185,14 @@ def generate_sample(index: int, seed: int, cfg: SynthConfig, models: dict[str, H
     bg = torch.as_tensor(background(rng, size), dtype=torch.float32)
     res = render(meshes, K_t, (size, size), light_dir=light.direction, ambient=light.ambient,
                  background=bg, specular=float(rng.uniform(0.0, 0.15)), amodal=True)
-    rgb = res.rgb.numpy()
+    rgb = res.rgb.cpu().numpy()
     rgb = rgb + rng.normal(0.0, rng.uniform(0.0, 0.015), size=rgb.shape)  # sensor noise
     image = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     masks = {
-        "left_amodal": res.amodal_masks[LEFT].numpy(),
-        "right_amodal": res.amodal_masks[RIGHT].numpy(),
-        "left_visible": res.masks[LEFT].numpy(),
-        "right_visible": res.masks[RIGHT].numpy(),
+        "left_amodal": res.amodal_masks[LEFT].cpu().numpy(),
+        "right_amodal": res.amodal_masks[RIGHT].cpu().numpy(),
+        "left_visible": res.masks[LEFT].cpu().numpy(),
+        "right_visible": res.masks[RIGHT].cpu().numpy(),
     }
     ann = fmt.Annotation(
         id=fmt.sample_id(index), K=K, R=np.eye(3), t=np.zeros(3), width=size, height=size,
@@ -135,7 +200,7 @@ def generate_sample(index: int, seed: int, cfg: SynthConfig, models: dict[str, H
         extra={"template": pair.template, "penetration_cm3": round(float(pair.penetration_cm3), 4),
                "contact_gap_m": round(float(pair.contact_gap_m), 5), "seed": [int(seed), int(index)]},
     )
-    return Sample(annotation=ann, image=image, masks=masks, depth=res.depth.numpy())
+    return Sample(annotation=ann, image=image, masks=masks, depth=res.depth.cpu().numpy())
 
 
 # --------------------------------------------------------------------------- workers
@@ -192,13 +257,18 @@ def synthesize(
         out_dir: dataset folder (created; an existing one made with the same settings is continued).
         num: number of samples (ids ``0 .. num-1``).
         seed: run seed; sample ``i`` depends only on ``(seed, i)``.
-        workers: processes (each single-threaded); 1 runs in this process.
-        cfg: experiment config (``synth`` and ``hand_model`` sections are read).
+        workers: processes (each single-threaded; spawned, so CUDA works in them); 1 runs in
+            this process.
+        cfg: experiment config (``synth`` and ``hand_model`` sections are read; ``synth.device``
+            picks where meshes are posed and rasterized).
         progress: show a progress bar.
 
     Returns:
         Summary dict: ``written``, ``skipped`` (already complete), ``failed`` (index -> message),
-        ``seconds``, ``samples_per_s``.
+        ``seconds``, ``samples_per_s``, ``device``.
+
+    Raises:
+        Im2HandsError: a bad ``num``, ``workers`` or ``synth.device``, or a folder holding another run.
     """
     from tqdm import tqdm
 
@@ -207,6 +277,9 @@ def synthesize(
         raise Im2HandsError(f"--num must be at least 1, got {num}")
     if workers < 1:
         raise Im2HandsError(f"--workers must be at least 1, got {workers}")
+    device = resolve_device(cfg.synth.device)
+    if device.type != "cpu":
+        log.info("synth: posing and rasterizing on %s", device)
     root = Path(out_dir)
     models = load_hand_models(cfg.hand_model.mano_dir)
     size = int(cfg.synth.image_size)
@@ -234,7 +307,7 @@ def synthesize(
     seconds = time.perf_counter() - start
     written = len(todo) - len(failed)
     return {"written": written, "skipped": num - len(todo), "failed": failed, "seconds": seconds,
-            "samples_per_s": written / seconds if seconds > 0 else 0.0}
+            "samples_per_s": written / seconds if seconds > 0 else 0.0, "device": str(device)}
 
 
 def _run(todo: list[int], workers: int, cfg: ExperimentConfig, seed: int, root: Path,
@@ -249,7 +322,7 @@ def _run(todo: list[int], workers: int, cfg: ExperimentConfig, seed: int, root: 
         finally:
             torch.set_num_threads(threads)
         return
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("spawn")  # spawn, not fork: CUDA cannot be used in forked children
     with ctx.Pool(workers, initializer=_init_worker,
                   initargs=(cfg.hand_model.mano_dir, cfg.synth, seed, str(root))) as pool:
         yield from pool.imap_unordered(_work, todo, chunksize=4)

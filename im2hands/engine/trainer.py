@@ -174,7 +174,11 @@ class Trainer:
         t.out_dir = str(self.run_dir)
 
         seed_everything(cfg.seed + info.rank)
-        self.raw = builders.build_model(cfg).to(self.device)
+        self.raw = builders.build_model(cfg)
+        if ckpt is None:  # a fresh run: initialisation from other trained weights (none on resume)
+            for line in getattr(self.raw, "initialize_from_config", lambda _cfg: [])(cfg):
+                log.info("initialised %s", line)
+        self.raw = self.raw.to(self.device)
         for name in ("val_metric", "val_mode"):
             if not isinstance(getattr(self.raw, name, None), str):
                 raise TypeError(f"{type(self.raw).__name__}.{name} must be a string")

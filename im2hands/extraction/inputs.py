@@ -36,6 +36,7 @@ from im2hands.utils.io import write_json
 
 __all__ = [
     "KEYPOINT_ORDERS",
+    "KEYPOINT_SOURCES",
     "IMAGE_SUFFIXES",
     "MAX_COORDINATE_M",
     "KeypointFile",
@@ -62,6 +63,8 @@ CROP_FILL = 0.8
 """Fraction of the model's input side covered by the hands' projected keypoints (IntagHand's crop)."""
 PLACEHOLDER_OFFSET_M = 0.3
 """How far along x the stand-in for an absent hand is moved from the present hand (metres)."""
+KEYPOINT_SOURCES: tuple[str, ...] = ("file", "dataset", "estimator", "refined")
+"""Values of :attr:`Item.keypoints_source`."""
 
 
 # --------------------------------------------------------------------------- keypoint files
@@ -206,6 +209,9 @@ class Item:
         K: ``(3, 3)`` intrinsics of ``image`` or None.
         image: ``(H, W, 3)`` uint8 or None.
         vertices, faces: ground-truth meshes ``(2, V, 3)`` / ``(2, F, 3)`` (dataset items, when asked).
+        keypoints_source: where ``keypoints`` came from, one of :data:`KEYPOINT_SOURCES`:
+            ``file`` (a keypoint file), ``dataset`` (the dataset's annotation), ``estimator``
+            (estimated from the image) or ``refined`` (estimated, then refined by stage 3).
     """
 
     name: str
@@ -215,6 +221,7 @@ class Item:
     image: np.ndarray | None = None
     vertices: np.ndarray | None = None
     faces: np.ndarray | None = None
+    keypoints_source: str = "file"
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
@@ -307,8 +314,9 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
         hand_models: ``{"left", "right"}`` hand models; dataset items then also carry their
             ground-truth meshes (for :class:`~im2hands.extraction.oracle.MeshOccupancy`).
         estimate: keypoints from the image instead of from files: a callable ``(image, K or
-            None) -> result`` with ``result.joints`` (side -> (21, 3)) and ``result.K``
-            (:class:`~im2hands.models.kpts_est.KeypointPipeline`); dataset items pass their camera.
+            None) -> result`` with ``result.joints`` (side -> (21, 3)), ``result.K`` and
+            optionally ``result.refined`` (:class:`~im2hands.models.kpts_est.KeypointPipeline`);
+            dataset items pass their camera.
 
     Raises:
         DataError: anything wrong with this item's files, or no hand found in the image.
@@ -329,12 +337,15 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
         if not found.joints:
             raise DataError(f"{src.name}: the keypoint estimator found no hand in {path}")
         kp, present = _assemble(src.name, found.joints)
-        return Item(name=src.name, keypoints=kp, present=present, K=np.asarray(found.K, dtype=np.float64), image=image)
+        source = "refined" if getattr(found, "refined", False) else "estimator"
+        return Item(name=src.name, keypoints=kp, present=present, K=np.asarray(found.K, dtype=np.float64), image=image,
+                    keypoints_source=source)  # fmt: skip
     if src.dataset is not None:
         ann = fmt.read_annotation(src.dataset, src.sample_id)
         joints = {s: h.keypoints for s, h in ann.hands.items() if h.valid}
         kp, present = _assemble(src.name, joints)
-        item = Item(name=src.name, keypoints=kp, present=present, K=np.asarray(ann.K, dtype=np.float64))
+        item = Item(name=src.name, keypoints=kp, present=present, K=np.asarray(ann.K, dtype=np.float64),
+                    keypoints_source="dataset")  # fmt: skip
         if ann.image:
             item.image = fmt.read_image(src.dataset / ann.image)
         if hand_models is not None:
@@ -350,7 +361,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
         raise DataError(f"{src.name}: no keypoint file")
     parsed = read_keypoints(src.keypoints)
     kp, present = _assemble(src.name, parsed.joints)
-    item = Item(name=src.name, keypoints=kp, present=present, K=parsed.K)
+    item = Item(name=src.name, keypoints=kp, present=present, K=parsed.K, keypoints_source="file")
     if src.image is not None:
         if parsed.K is None:
             raise DataError(f"{src.keypoints}: 'camera.K' is required when an image is given (to place the meshes over it)")

@@ -3,14 +3,22 @@
 Per item ``NAME`` in ``out``:
 
 - ``NAME_left.obj``, ``NAME_right.obj``: camera frame (OpenCV), metres, outward normals;
+- ``NAME_keypoints.json``: the keypoints the meshes were made from (the given keypoints, or
+  the estimator's / refiner's output), in the keypoint-file format (``docs/keypoints_format.md``:
+  order ``standard``, ``camera.K`` when known, camera frame, metres; an absent hand is left
+  out), which ``im2hands eval`` reads for MPJPE and MRRPE;
 - ``NAME.png`` when the item has an image: the input next to the meshes drawn over it (left
   orange, right blue, :data:`~im2hands.data.show.HAND_COLORS`);
 - ``summary.json``: settings, one record per item (status ``ok`` / ``failed`` and message;
-  seconds: load, encode, decode, mise, marching, write (OBJ), overlay, total; per hand:
-  status, vertex and face counts, watertight, components, volume, points evaluated) and
-  totals. Rewritten as items finish (at most once a second) and when the job
-  stops, also on Ctrl-C, so an interrupted run leaves a valid summary of what finished
-  (``"finished": false``).
+  where the keypoints came from, ``keypoints_source``: ``file``, ``dataset``, ``estimator``
+  or ``refined``; seconds: load, encode, decode, mise, marching, write (keypoints, OBJ),
+  overlay, total; per hand: status, vertex and face counts, watertight, components, volume,
+  points evaluated) and totals. Rewritten as items finish (at most once a second) and when
+  the job stops, also on Ctrl-C, so an interrupted run leaves a valid summary of what
+  finished (``"finished": false``);
+- the resolved configs of the models loaded from run folders or checkpoints
+  (:data:`CONFIG_FILES`): ``config.yaml`` (the occupancy model), ``config_init_occ.yaml`` (the
+  frozen stage 1 inside a stage-2 model), ``config_estimator.yaml``, ``config_refiner.yaml``.
 
 Every file is written through a temporary name and renamed. A bad item (unreadable image,
 malformed JSON, NaN keypoints, no surface found...) is recorded as failed and the job goes on.
@@ -28,19 +36,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from im2hands.config import config_to_yaml
 from im2hands.extraction.extractor import Extraction, Extractor, resolve_threshold
-from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image
+from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
 from im2hands.hands.constants import SIDES
 from im2hands.utils.errors import Im2HandsError
-from im2hands.utils.io import atomic_path, write_json
+from im2hands.utils.io import atomic_path, write_json, write_text
 
 __all__ = [
     "SUMMARY_FORMAT",
+    "CONFIG_FILES",
+    "KEYPOINTS_SUFFIX",
     "load_model",
     "model_uses_image",
     "resolve_device",
     "batch_from_item",
     "write_obj",
+    "write_item_keypoints",
+    "write_configs",
     "extract_folder",
 ]
 
@@ -65,6 +78,15 @@ SUMMARY_EVERY_S = 1.0
 """``summary.json`` is rewritten after an item when this many seconds passed since the last write."""
 OVERLAY_MAX_SIDE = 1024
 """Overlay pictures of larger images are drawn at this longest side."""
+KEYPOINTS_SUFFIX = "_keypoints.json"
+"""``NAME_keypoints.json``: the keypoints an item's meshes were made from (read by ``im2hands eval``)."""
+CONFIG_FILES: dict[str, str] = {
+    "model": "config.yaml",
+    "init_occ": "config_init_occ.yaml",
+    "estimator": "config_estimator.yaml",
+    "refiner": "config_refiner.yaml",
+}
+"""Role -> file name of the resolved model configs written into the output folder."""
 
 
 # --------------------------------------------------------------------------- model and device
@@ -176,6 +198,44 @@ def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, 
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
     return path
+
+
+def write_item_keypoints(path: str | os.PathLike, item: Item) -> Path:
+    """Write the keypoints an item's meshes were made from, atomically, as a keypoint file.
+
+    ``{"order": "standard", "camera": {"K": ...}, "left": {"joints": 21 x [x, y, z]}, "right": ...}``:
+    camera frame (OpenCV), metres, ``standard`` order; ``camera`` only when the item has a
+    ``K``; an absent hand is left out (its stand-in is not written). The format of
+    ``docs/keypoints_format.md``, read back by :func:`~im2hands.extraction.inputs.read_keypoints`
+    and by ``im2hands eval`` (:func:`~im2hands.metrics.evaluator.read_keypoint_file`).
+    """
+    joints = {side: item.keypoints[h] for h, side in enumerate(SIDES) if item.present[h]}
+    return write_keypoints(path, joints, item.K, order="standard")
+
+
+def write_configs(out: str | os.PathLike, configs: dict[str, str | None]) -> list[str]:
+    """Write resolved model configs (YAML text) into ``out`` atomically, as :data:`CONFIG_FILES`.
+
+    Args:
+        out: the output folder.
+        configs: role (a key of :data:`CONFIG_FILES`) -> YAML text, or None when unknown.
+
+    Returns:
+        The names of the files written. A file of a role without a config (left by an earlier
+        run into the same folder, with other models) is removed, so the folder's configs are
+        this run's.
+    """
+    out = Path(out)
+    written = []
+    for role, name in CONFIG_FILES.items():
+        text = configs.get(role)
+        path = out / name
+        if text:
+            write_text(path, text if text.endswith("\n") else text + "\n")
+            written.append(name)
+        elif path.exists():
+            path.unlink()
+    return written
 
 
 def _write_overlay(path: Path, item: Item, extraction: Extraction) -> Path:
@@ -333,7 +393,7 @@ def extract_folder(
             f"the model {model_name} reads images (model.init_occ.use_image=true); pass --images DIR with "
             "--keypoints DIR, or use a keypoint-only model (model.init_occ.use_image=false)"
         )
-    pipeline = _load_estimator(estimator, refiner, dev, focal) if estimate else None
+    pipeline, estimator_configs = _load_estimator(estimator, refiner, dev, focal) if estimate else (None, {})
     sources = list_items(images=images, keypoints=keypoints, dataset=dataset, split=split)
     listed = len(sources)
     if limit is not None:
@@ -351,6 +411,8 @@ def extract_folder(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    config_files = write_configs(out, {"model": config_to_yaml(cfg) if cfg is not None else None,
+                                       "init_occ": getattr(model, "init_occ_config", None), **estimator_configs})
     settings = {
         "model": model_name,
         "model_type": getattr(cfg.model, "type", None) if cfg is not None else getattr(model, "stage", None),
@@ -371,6 +433,7 @@ def extract_folder(
         "points_batch_size": points_batch_size,
         "limit": limit,
         "frame": "camera (OpenCV: +x right, +y down, +z forward), metres",
+        "config_files": config_files,
     }
     records: list[dict[str, Any]] = []
     t_job = time.perf_counter()
@@ -404,22 +467,29 @@ def extract_folder(
     return summary
 
 
-def _load_estimator(estimator: Any, refiner: Any, device: torch.device, focal: float | None) -> Any:
-    """The image -> keypoints pipeline from run folders / checkpoints (or given objects)."""
+def _load_estimator(
+    estimator: Any, refiner: Any, device: torch.device, focal: float | None
+) -> tuple[Any, dict[str, str]]:
+    """The image -> keypoints pipeline from run folders / checkpoints (or given objects), and
+    the resolved configs (YAML text) of those loaded from files: ``{"estimator", "refiner"}``."""
     from im2hands.engine.checkpoint import load_model as load_checkpoint_model
     from im2hands.models.kpts_est import KeypointPipeline
 
+    configs: dict[str, str] = {}
     if isinstance(estimator, KeypointPipeline):
-        return estimator
+        return estimator, configs
     if isinstance(estimator, (str, os.PathLike)):
         estimator, cfg = load_checkpoint_model(estimator, which="best", device=device)
         if getattr(estimator, "stage", None) != "kpts_est":
             raise Im2HandsError(f"--estimator: model.type '{cfg.model.type}' is not a keypoint estimator (kpts_est)")
+        configs["estimator"] = config_to_yaml(cfg)
     if isinstance(refiner, (str, os.PathLike)):
         refiner, cfg = load_checkpoint_model(refiner, which="best", device=device)
         if getattr(refiner, "stage", None) != "kpts_ref":
             raise Im2HandsError(f"--refiner: model.type '{cfg.model.type}' is not a keypoint refinement (kpts_ref)")
-    return KeypointPipeline(estimator.to(device), refiner=None if refiner is None else refiner.to(device), focal=focal)
+        configs["refiner"] = config_to_yaml(cfg)
+    refiner = None if refiner is None else refiner.to(device)
+    return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal), configs
 
 
 def _str(p: Any) -> str | None:
@@ -431,7 +501,8 @@ def _process(
     estimate: Any = None,
 ) -> dict[str, Any]:
     """Run one item; every failure becomes a record, nothing escapes but interrupts."""
-    rec: dict[str, Any] = {"name": src.name, "status": "ok", "message": "", "hands": {}, "files": [], "seconds": {}}
+    rec: dict[str, Any] = {"name": src.name, "status": "ok", "message": "", "keypoints_source": None, "hands": {},
+                           "files": [], "seconds": {}}  # fmt: skip
     t0 = time.perf_counter()
     try:
         item = load_item(src, hand_models=hand_models, estimate=estimate)
@@ -439,8 +510,11 @@ def _process(
             raise Im2HandsError(f"{src.name}: the model reads images but this item has none")
         batch = batch_from_item(item, image_size=image_size, crop=crop)
         t_load = time.perf_counter() - t0
+        rec["keypoints_source"] = item.keypoints_source
         result = extractor.extract(batch)
         t = time.perf_counter()
+        # the keypoints first: an item whose meshes are on disk always has its keypoints too
+        rec["files"].append(write_item_keypoints(out / f"{src.name}{KEYPOINTS_SUFFIX}", item).name)
         problems = []
         for side in SIDES:
             r = result.hands[side]

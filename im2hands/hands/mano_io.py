@@ -105,6 +105,12 @@ def resolve_mano_dir(mano_dir: str | os.PathLike | None = None) -> Path:
         "and MANO_LEFT.pkl; with neither set, the open model in im2hands/assets/handmodel/ is used "
         "(reinstall im2hands if it is missing)"
     )
+    return _check_mano_dir(path, origin, fix)
+
+
+def _check_mano_dir(path: Path, origin: str, fix: str) -> Path:
+    """``path`` if it is a folder holding both sides' files, else :class:`HandModelError`
+    naming the path, ``origin`` (where the path came from) and ``fix`` (what to do)."""
     if not path.is_dir():
         kind = "is a file, not a folder" if path.exists() else "does not exist"
         raise HandModelError(f"hand-model folder {path} (from {origin}) {kind}; {fix}")
@@ -336,7 +342,9 @@ def fix_left_shapedirs(left: dict[str, Any], right: dict[str, Any], *, source: s
     return fixed
 
 
-def convert_mano(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+def convert_mano(
+    src_dir: str | os.PathLike | None, out_dir: str | os.PathLike, *, src_name: str = "--src"
+) -> list[Path]:
     """Write plain-numpy copies of ``MANO_LEFT`` and ``MANO_RIGHT`` from ``src_dir`` to ``out_dir``.
 
     The copies are pickles (protocol 4) of dicts of numpy arrays and strings: plain
@@ -345,14 +353,26 @@ def convert_mano(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list
     ``model_name`` added. Each file is written atomically.
 
     Args:
-        src_dir: folder holding the licensed (or any MANO-format) files.
+        src_dir: folder holding the licensed (or any MANO-format) files; ``None`` or ``""``:
+            the folder :func:`resolve_mano_dir` gives (``$IM2HANDS_MANO_DIR``, else the open model).
         out_dir: destination folder, created if needed; may equal ``src_dir``.
+        src_name: how the user gave ``src_dir``, named in the error messages. The default is
+            the option of ``im2hands mano convert``; Python callers may pass ``"src_dir"``.
 
     Returns:
         The written paths, ``[out_dir/MANO_LEFT.pkl, out_dir/MANO_RIGHT.pkl]``.
+
+    Raises:
+        HandModelError: the source folder or one of its files is missing (the message names
+            the path and ``src_name``), or a file is unreadable (the message names the file).
     """
-    src_dir = resolve_mano_dir(src_dir)
-    arrays = {side: load_mano_file(model_file(src_dir, side)) for side in SIDES}  # read both first
+    if src_dir is None or str(src_dir) == "":
+        src = resolve_mano_dir(None)
+    else:
+        hint = f"{src_name} <folder>" if src_name.startswith("-") else f"{src_name}=<folder>"
+        fix = f"pass {hint}: the folder holding the licensed MANO_RIGHT.pkl and MANO_LEFT.pkl"
+        src = _check_mano_dir(Path(src_dir).expanduser(), src_name, fix)
+    arrays = {side: load_mano_file(model_file(src, side)) for side in SIDES}  # read both first
     written = []
     for side in SIDES:
         dst = Path(out_dir) / f"{side_file_stem(side)}.pkl"

@@ -2,9 +2,10 @@
 
 Inputs (camera frame, metres):
 
-- ``pred_dir``: per item ``NAME_left.obj`` and ``NAME_right.obj`` (what ``im2hands extract``
-  writes), and optionally ``NAME_keypoints.json`` (the keypoint JSON format of
-  ``im2hands extract``: ``{"order": ..., "left": {"joints": [[x, y, z] x 21]}, "right": ...}``).
+- ``pred_dir``: per item ``NAME_left.obj`` and ``NAME_right.obj``, and optionally
+  ``NAME_keypoints.json`` (the keypoint-file format, ``docs/keypoints_format.md``:
+  ``{"order": ..., "left": {"joints": [[x, y, z] x 21]}, "right": ...}``); ``im2hands extract``
+  writes all three (its keypoints are the ones the meshes were made from).
 - ``gt_dir``: either a dataset folder in the toolkit's format (meshes rebuilt from the stored
   hand-model parameters, keypoints from the annotations, items = the ids of ``split``, by
   default ``test`` as for ``im2hands extract``), or a folder of mesh files named like the
@@ -18,7 +19,8 @@ units: ``docs/metrics.md``.
 
 An item fails (and is skipped, reported, and makes the exit code non-zero) when a file it
 needs is missing or unreadable: a predicted mesh for a hand the ground truth has, a malformed
-keypoint file, an unreadable annotation. Every random draw is a pure function of
+keypoint file, an unreadable annotation; or when anything else goes wrong while evaluating
+it (the exception's type and message are its ``error``). The other items go on. Every random draw is a pure function of
 ``(seed, NAME, hand)``, so results do not depend on item order and repeat exactly.
 
 Outputs in ``out_dir`` (each written atomically): ``per_item.csv``, ``summary.json``,
@@ -654,9 +656,18 @@ def _run_item(name, gt, pred_dir, n_points, seed, thresholds_mm, curve_mm, worke
         res.update(name=name, status="ok", error="")
     except (DataError, ValueError) as exc:  # bad input files, degenerate (zero-area) meshes
         log.warning("item %s failed: %s", name, exc)
-        res = {"name": name, "status": "failed", "error": str(exc), "hands": {}, **{k: math.nan for k in _ITEM_KEYS}}
+        res = _failed(name, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one broken item must not stop the run; the row says what broke
+        log.warning("item %s failed: %s: %s", name, type(exc).__name__, exc)
+        log.debug("item %s failed", name, exc_info=True)
+        res = _failed(name, f"{type(exc).__name__}: {exc}")
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def _failed(name: str, error: str) -> dict[str, Any]:
+    """The result row of an item that could not be evaluated."""
+    return {"name": name, "status": "failed", "error": error, "hands": {}, **{k: math.nan for k in _ITEM_KEYS}}
 
 
 def _fmt(x) -> str:

@@ -73,3 +73,11 @@ class HandsModel(nn.Module):
     @classmethod
     def from_config(cls, cfg: Any) -> "HandsModel":
         raise NotImplementedError
+
+    def initialize_from_config(self, cfg: Any) -> list[str]:
+        """Training-time initialisation from other trained weights named in the config (e.g.
+        stage 1's decoders from a keypoint-only run). The trainer calls it for a fresh run only:
+        never on resume, and never when a trained model is rebuilt from its checkpoint, so a run
+        does not depend on the files it started from. Returns what was loaded, one line each.
+        The default loads nothing."""
+        return []

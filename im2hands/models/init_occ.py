@@ -46,6 +46,7 @@ from im2hands.models.base import HandsModel
 from im2hands.models.encoder import ImageEncoder, ImageFeatures
 from im2hands.registry import MODELS
 from im2hands.typing import Bool, Float, Tensor
+from im2hands.utils.errors import Im2HandsError
 
 __all__ = ["UNIT", "PartDecoder", "Stage1Features", "InitOccNet"]
 
@@ -83,6 +84,10 @@ class PartDecoder(nn.Module):
         length_code: width of the bone-length code (16; its MLP is ``K -> length_hidden -> length_code``).
         length_hidden: hidden width of the bone-length MLP (40).
         pose_code: width of each part's pose code (8; ``Linear(3 K -> pose_code)`` per part).
+        coord_scale: multiplier of the canonical coordinates fed to layer 0 (1: HALO's unit of
+            0.4 m, where a finger is about 0.05 wide). A larger value (10: a unit of 4 cm) gives
+            layer 0 inputs of order 1, so Adam's steps move the surface as fast as the other
+            layers' features; folded into layer 0's coordinate rows, so it costs nothing.
     """
 
     def __init__(
@@ -94,10 +99,12 @@ class PartDecoder(nn.Module):
         length_code: int = 16,
         length_hidden: int = 40,
         pose_code: int = 8,
+        coord_scale: float = 1.0,
     ) -> None:
         super().__init__()
         K, H = parts, hidden
         self.parts, self.hidden, self.feature_dim = K, H, feature_dim
+        self.coord_scale = float(coord_scale)
         self.code_dim = 1 + length_code + pose_code
         """Width of :meth:`part_codes` (25): ``[l_k, length code, pose code_k]``."""
         self.length_mlp = nn.Sequential(
@@ -118,6 +125,40 @@ class PartDecoder(nn.Module):
                 nn.init.constant_(p, _BIAS_INIT)
             else:  # (K, in, out): xavier-normal per part
                 nn.init.normal_(p, std=math.sqrt(2.0 / (p.shape[1] + p.shape[2])))
+
+    @torch.no_grad()
+    def load_from(self, other: "PartDecoder") -> None:
+        """Copy another decoder's weights (e.g. a keypoint-only one into an image-conditioned one).
+
+        Both must have the same parts, width and codes; layer 0's coordinate rows are rescaled
+        by ``other.coord_scale / self.coord_scale``, so the function is the same. The image-feature rows of layer 2
+        (``w2[:, H:]``) are copied when both decoders take a feature of the same width, zeroed
+        when only this one takes it (the output then starts equal to ``other``'s), and dropped
+        when only ``other`` takes it.
+
+        Raises:
+            ValueError: the decoders differ in parts, width or code size, or in feature width
+                where both take a feature.
+        """
+        K, H, Fd = self.parts, self.hidden, self.feature_dim
+        if (other.parts, other.hidden, other.code_dim) != (K, H, self.code_dim):
+            raise ValueError(
+                f"decoder shapes differ: parts/hidden/codes {other.parts}/{other.hidden}/{other.code_dim} "
+                f"-> {K}/{H}/{self.code_dim}"
+            )
+        if Fd and other.feature_dim and other.feature_dim != Fd:
+            raise ValueError(f"image feature widths differ: {other.feature_dim} -> {Fd}")
+        theirs = dict(other.named_parameters())
+        for name, p in self.named_parameters():
+            if name == "w0":
+                p.copy_(theirs[name])
+                p[:, :3] *= other.coord_scale / self.coord_scale
+            elif name == "w2":
+                p[:, :H] = theirs[name][:, :H]
+                if Fd:
+                    p[:, H:] = theirs[name][:, H:] if other.feature_dim else 0.0
+            else:
+                p.copy_(theirs[name])
 
     def part_codes(
         self, bone_lengths: Float[Tensor, "B K"], part_translations: Float[Tensor, "B K 3"]
@@ -186,7 +227,7 @@ class PartDecoder(nn.Module):
         ``pre_0 = p @ M + c`` with ``M = R^T W_p`` ``(K, B, 3, H)`` and
         ``c = t W_p + codes W_c + b_0`` ``(K, B, H)``."""
         R, t = to_canonical[..., :3].float(), to_canonical[..., 3].float()  # (B, K, 3, 3), (B, K, 3)
-        w0p, w0c = self.w0[:, :3].float(), self.w0[:, 3:].float()  # (K, 3, H), (K, C, H)
+        w0p, w0c = self.w0[:, :3].float() * self.coord_scale, self.w0[:, 3:].float()  # (K, 3, H), (K, C, H)
         M = torch.einsum("bkij,kih->kbjh", R, w0p)  # (K, B, 3, H)
         c = torch.einsum("bki,kih->kbh", t, w0p) + torch.einsum("bkc,kch->kbh", codes.float(), w0c)
         return M, c + self.b0.float()[:, None]  # (K, B, 3, H), (K, B, H)
@@ -311,6 +352,7 @@ class InitOccNet(HandsModel):
         loss: ``"mse"`` (the original: squared error of probabilities) or ``"bce"`` (on the
             max-over-parts logit).
         aux_weight: weight of the 2D auxiliary loss on the encoder heads (0: off).
+        coord_scale: :class:`PartDecoder`'s multiplier of the canonical coordinates (1: HALO's).
         decode_chunk: without autograd, :meth:`decode` works through ``decode_chunk`` points
             (over the batch) at a time to keep the ``(16, n, H)`` intermediates in cache.
     """
@@ -332,6 +374,7 @@ class InitOccNet(HandsModel):
         loss: str = "mse",
         aux_weight: float = 0.0,
         decode_chunk: int = 2048,
+        coord_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if loss not in ("mse", "bce"):
@@ -342,7 +385,7 @@ class InitOccNet(HandsModel):
         self.use_image = encoder is not None
         self.threshold, self.loss, self.aux_weight, self.decode_chunk = threshold, loss, aux_weight, decode_chunk
         feature_dim = 3 + point_dim if self.use_image else 0
-        self.decoders = nn.ModuleList([PartDecoder(hidden=hidden, feature_dim=feature_dim) for _ in (LEFT, RIGHT)])
+        self.decoders = nn.ModuleList([PartDecoder(hidden=hidden, feature_dim=feature_dim, coord_scale=coord_scale) for _ in (LEFT, RIGHT)])
         self.image_attention: nn.ModuleList | None = None
         if encoder is not None:
             kw = dict(feature_channels=encoder.feature_channels, feature_size=encoder.feature_size,
@@ -507,6 +550,22 @@ class InitOccNet(HandsModel):
 
     # ------------------------------------------------------------------ config
 
+    def initialize_from_config(self, cfg: Any) -> list[str]:
+        """``model.init_occ.init_decoders``: both hands' part decoders from that stage-1 run or
+        checkpoint (:meth:`PartDecoder.load_from`); everything else keeps its initialisation."""
+        source = cfg.model.init_occ.init_decoders
+        if not source:
+            return []
+        from im2hands.models.ref_occ import load_stage1  # ref_occ imports this module
+
+        other = load_stage1(source)
+        try:
+            for mine, theirs in zip(self.decoders, other.decoders):
+                mine.load_from(theirs)
+        except ValueError as exc:
+            raise Im2HandsError(f"model.init_occ.init_decoders={source}: {exc}") from None
+        return [f"part decoders (both hands) from {source}"]
+
     @classmethod
     def from_config(cls, cfg: Any) -> "InitOccNet":
         """Build from an :class:`~im2hands.config.schema.ExperimentConfig` (``model.encoder``,
@@ -521,5 +580,5 @@ class InitOccNet(HandsModel):
         return cls(
             encoder=encoder, hidden=occ.hidden, point_dim=occ.point_dim, patch_grid=occ.patch_grid,
             heads=occ.heads, dropout=occ.dropout, threshold=occ.threshold, loss=occ.loss,
-            aux_weight=occ.aux_weight if occ.use_image else 0.0,
+            aux_weight=occ.aux_weight if occ.use_image else 0.0, coord_scale=occ.coord_scale,
         )  # fmt: skip

@@ -41,6 +41,12 @@ def test_run_bench_quick_returns_every_key_finite_and_positive(quick_run):
     m = result["measures"]
     assert m["extraction"]["repeats"] == len(m["extraction"]["runs_s"]) >= 1
     assert m["synth_2_workers"]["workers"] == 2 and m["synth_1_worker"]["workers"] == 1
+    settings = result["settings"]
+    assert settings["device"] == "cpu" and settings["threads"] == 2 and settings["synth_num"] == 2  # --quick: tiny
+    assert m["synth_2_workers"]["samples_per_run"] == settings["synth_num"]
+    assert m["synth_1_worker"]["samples_per_run"] == settings["synth_num_1_worker"]
+    assert m["synth_2_workers"]["pool_startup_s"] > 0 and "samples_per_s_without_startup" in m["synth_2_workers"]
+    assert suite._FULL["synth_num"] >= 160  # full runs: the pool's start-up must not dominate the 2-worker rate
     assert all(math.isfinite(v) and v > 0 for v in result["ratios"].values())
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from im2hands.cli import main
+from im2hands.config import load_config
 from im2hands.data import format as fmt
 from im2hands.data.dataset import HandsDataset, mesh_in_camera
 from im2hands.data.interhand import (
@@ -87,6 +88,8 @@ def test_kept_count_dark_and_report(ih, prepared):
     assert meta["interhand"]["splits"]["test"]["kept"] == 6
     report = json.loads((out / "reports" / "interhand_test.json").read_text())
     assert report["dark"] == s["dark"] and report["seconds_per_sample"] > 0
+    saved = load_config(out / "config.yaml")  # the resolved config: the MANO folder it used
+    assert Path(saved.hand_model.mano_dir).resolve() == Path(ih.mano_dir).resolve()
     assert not list(out.rglob("*.tmp*"))
 
 

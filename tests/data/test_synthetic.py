@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from im2hands.cli import main
 from im2hands.config import load_config
 from im2hands.data import format as fmt
-from im2hands.data.synthetic import generate_sample, synthesize
+from im2hands.data.synthetic import generate_sample, resolve_device, synthesize
 from im2hands.geometry.frames import project
 from im2hands.hands.layer import load_hand_models
 from im2hands.utils.errors import DataError, Im2HandsError
@@ -58,6 +59,8 @@ def test_sample_is_pure_function_of_seed_and_index():
     assert np.array_equal(a.image, b.image)
     assert a.annotation.extra == b.annotation.extra
     assert not np.array_equal(a.image, c.image)
+    d = generate_sample(3, 11, cfg, models, device="cpu")  # the explicit device takes the same path
+    assert np.array_equal(a.image, d.image) and np.array_equal(a.depth, d.depth)
 
 
 def test_resume_regenerates_only_missing(tmp_path):
@@ -90,3 +93,46 @@ def test_two_workers_match_one(tmp_path):
         ja = json.loads((tmp_path / "a" / "annotations" / f"{sid}.json").read_text())
         jb = json.loads((tmp_path / "b" / "annotations" / f"{sid}.json").read_text())
         assert ja == jb
+
+
+def test_device_option_is_accepted_and_checked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device(" CPU ") == torch.device("cpu")
+    out = tmp_path / "auto"
+    assert main(["data", "synth", "--out", str(out), "--num", "1", "--device", "auto", "synth.image_size=32"]) == 0
+    assert fmt.list_samples(out, "all") == ["0000000"]
+    assert load_config(out / "config.yaml").synth.device == "auto"  # the resolved config records it
+    capsys.readouterr()  # drop the progress bar
+    for bad, message in (("tpu", "expected cpu, cuda, cuda:N or auto"), ("cuda", "CUDA is not available")):
+        folder = tmp_path / bad
+        assert main(["data", "synth", "--out", str(folder), "--num", "1", "--device", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "synth.device (--device)" in err and repr(bad) in err and message in err
+        assert not folder.exists()  # checked before anything is written
+    with pytest.raises(Im2HandsError, match="synth.device .* 'gpu'"):
+        synthesize(tmp_path / "cfg", 1, cfg=load_config(None, ["synth.device=gpu"]), progress=False)
+
+
+@pytest.mark.gpu
+def test_cuda_samples_match_cpu():
+    cfg = load_config(None, ["synth.image_size=96"]).synth
+    models = load_hand_models()
+    for index in range(3):
+        cpu = generate_sample(index, 5, cfg, models, device="cpu")
+        gpu = generate_sample(index, 5, cfg, models, device="cuda")
+        a, b = cpu.annotation, gpu.annotation
+        assert np.array_equal(a.K, b.K) and a.extra == b.extra  # placement and camera stay on the CPU
+        for side in ("left", "right"):
+            ha, hb = a.hands[side], b.hands[side]
+            for name in ("pose", "shape", "trans"):
+                assert np.array_equal(getattr(ha, name), getattr(hb, name)), name
+            assert np.abs(ha.keypoints - hb.keypoints).max() < 2e-5  # metres
+            assert np.abs(ha.keypoints_2d - hb.keypoints_2d).max() < 1e-2  # pixels
+        assert gpu.image.dtype == np.uint8 and gpu.image.shape == cpu.image.shape
+        diff = np.abs(cpu.image.astype(np.int16) - gpu.image.astype(np.int16))
+        assert diff.mean() < 1.0 and (diff > 2).mean() < 0.01  # rounding, plus a few edge pixels
+        for key, mask in cpu.masks.items():
+            assert gpu.masks[key].dtype == mask.dtype and gpu.masks[key].shape == mask.shape
+            assert (gpu.masks[key] != mask).mean() < 0.005, key
+        assert gpu.depth.dtype == cpu.depth.dtype
+        assert np.isclose(gpu.depth, cpu.depth, rtol=0, atol=1e-4).mean() > 0.99

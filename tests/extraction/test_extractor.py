@@ -96,6 +96,38 @@ def test_memory_backoff_and_no_surface(batch):
     assert "no surface" in out.hands["left"].message
 
 
+def test_memory_cap_shrinks_chunks_not_the_mesh(batch):
+    """``max_memory_mb`` caps the decode chunk at ``cap / (2 x decode_bytes_per_point)`` points
+    per hand (never below 1024); the mesh is the same as without the cap."""
+    from im2hands.extraction import extractor as ext_mod
+
+    def run(**kwargs):
+        model = Counting(SkeletonOccupancy())
+        ex = Extractor(model, resolution0=16, upsampling_steps=2, **kwargs)
+        return ex, model, ex.extract(batch)
+
+    free_ex, free_model, free = run()  # 1024 MB: 131,072 points, so the 100k batch size rules
+    assert free_ex.chunk == 100_000
+    capped_ex, capped_model, capped = run(max_memory_mb=12.0)  # 12 MiB / (2 x 4096 B) = 1536 points
+    assert ext_mod.DEFAULT_BYTES_PER_POINT == 4096 and capped_ex.chunk == 1536
+    assert max(s[2] for s in capped_model.shapes) == 1536 < max(s[2] for s in free_model.shapes)
+    # the same points were decoded, only in more calls
+    assert sum(s[2] for s in capped_model.shapes) == sum(s[2] for s in free_model.shapes)
+    assert len(capped_model.shapes) > len(free_model.shapes)
+    for side in ("left", "right"):
+        a, b = free.hands[side], capped.hands[side]
+        assert a.status == b.status == "ok"
+        np.testing.assert_array_equal(a.vertices, b.vertices)
+        np.testing.assert_array_equal(a.faces, b.faces)
+        assert a.points_evaluated == b.points_evaluated
+    # a model's own bytes per point count; the cap never goes below 1024 points
+    heavy = Counting(SkeletonOccupancy())
+    heavy.decode_bytes_per_point = 8192
+    assert Extractor(heavy, max_memory_mb=32.0).chunk == 2048  # 32 MiB / (2 x 8192 B)
+    assert Extractor(heavy, max_memory_mb=12.0).chunk == 1024  # 768 points, raised to the floor
+    assert Extractor(heavy, max_memory_mb=64.0, points_batch_size=3000).chunk == 3000  # the smaller limit wins
+
+
 def test_rejects_bad_batches(batch):
     ex = Extractor(SkeletonOccupancy(), resolution0=8, upsampling_steps=0)
     with pytest.raises(ValueError, match="keypoints"):

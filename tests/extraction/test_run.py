@@ -2,13 +2,14 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from im2hands.cli import main
-from im2hands.config import load_config
+from im2hands.config import config_to_yaml, load_config
 from im2hands.data import format as fmt
 from im2hands.data.synthetic import synthesize
 from im2hands.engine.builders import build_model
@@ -213,6 +214,15 @@ def test_checkpoint_models(tmp_path, kp_dir):
             assert summary["settings"]["model_type"] == "init_occ"
             assert summary["items"][0]["status"] in ("ok", "failed")  # random weights: any outcome, no crash
             assert "hands" in summary["items"][0] and summary["items"][0]["hands"]["left"]["points_evaluated"] > 0
+            # the resolved config of the model used, next to the meshes
+            assert summary["settings"]["config_files"] == ["config.yaml"]
+            assert (tmp_path / "o1" / "config.yaml").read_text() == config_to_yaml(cfg)
+            again = load_config(tmp_path / "o1" / "config.yaml")
+            assert again.model.init_occ.use_image is False and again.model.init_occ.hidden == 8
+            assert not leftovers(tmp_path / "o1")
+    # a model object has no stored config: a stale config.yaml of an earlier run is removed
+    summary = extract_folder(tmp_path / "o1", model=SkeletonOccupancy(), keypoints=kp_dir, limit=1, **FAST)
+    assert summary["settings"]["config_files"] == [] and not (tmp_path / "o1" / "config.yaml").exists()
     with pytest.raises(Im2HandsError, match="no run folder or checkpoint"):
         load_model(tmp_path / "nothing")
 
@@ -257,3 +267,130 @@ def test_model_uses_image_rules():
     assert run_mod.model_uses_image(WithEncoder()) is True
     assert run_mod.model_uses_image(SkeletonOccupancy()) is False
     assert run_mod.model_uses_image(nn.Identity(), load_config(None, ["model.init_occ.use_image=true"])) is True
+
+
+# --------------------------------------------------------------------------- keypoints for eval
+
+
+def _eval(pred, gt, out):
+    """``im2hands eval`` on an extraction folder (dataset ground truth, every sample)."""
+    code = main(["eval", "--pred", str(pred), "--gt", str(gt), "--split", "all", "--out", str(out),
+                 "--points", "2000", "--no-plots"])  # fmt: skip
+    return code, json.loads((Path(out) / "summary.json").read_text())
+
+
+def test_extract_writes_the_keypoints_eval_reads(tmp_path, synth):
+    """Dataset input (ground-truth keypoints) -> the oracle's meshes and NAME_keypoints.json ->
+    eval: IoU near 1 and every keypoint metric 0 mm."""
+    out = tmp_path / "pred"
+    summary = extract_folder(out, model=MeshOccupancy(), dataset=synth, split="all", overlay=False, **FAST)
+    ids = fmt.list_samples(synth)
+    assert [r["status"] for r in summary["items"]] == ["ok"] * len(ids)
+    for rec, sid in zip(summary["items"], ids):
+        assert rec["keypoints_source"] == "dataset" and f"{sid}_keypoints.json" in rec["files"]
+        ann = fmt.read_annotation(synth, sid)
+        data = json.loads((out / f"{sid}_keypoints.json").read_text())
+        assert data["order"] == "standard" and np.allclose(data["camera"]["K"], ann.K)
+        written = read_keypoints(out / f"{sid}_keypoints.json")  # the input format, valid as input
+        assert set(written.joints) == {"left", "right"}
+        for side, hand in ann.hands.items():
+            np.testing.assert_allclose(written.joints[side], hand.keypoints, atol=1e-6)
+    assert not leftovers(out)
+    code, ev = _eval(out, synth, tmp_path / "eval")
+    assert code == 0 and ev["counts"]["evaluated"] == len(ids)
+    assert ev["counts"]["mpjpe_hands"] == {"left": len(ids), "right": len(ids)}
+    assert ev["counts"]["mrrpe_items"] == len(ids)
+    assert ev["mpjpe_wrist_mm"] == pytest.approx(0.0, abs=1e-3)  # 7-decimal (0.1 um) rounding only
+    assert ev["mpjpe_mcp_scaled_mm"] == pytest.approx(0.0, abs=1e-3)
+    assert ev["mrrpe_mm"] == pytest.approx(0.0, abs=1e-3)
+    assert ev["iou"] > 0.7
+
+
+def test_extract_shifted_keypoints_give_known_errors(tmp_path, synth, monkeypatch):
+    """Keypoint files with the left hand moved 10 mm and each pinky tip 5 mm, through both CLI
+    commands: MPJPE (both protocols) 5/21 mm per hand, MRRPE 10 mm."""
+    hand_shift, tip_shift = np.array([0.010, 0.0, 0.0]), np.array([0.0, 0.005, 0.0])
+    kp = tmp_path / "kp"
+    ids = fmt.list_samples(synth)
+    given = {}
+    for sid in ids:
+        ann = fmt.read_annotation(synth, sid)
+        joints = {s: np.array(h.keypoints, dtype=np.float64) for s, h in ann.hands.items()}
+        joints["left"] += hand_shift
+        for j in joints.values():
+            j[20] += tip_shift  # the pinky tip (standard order)
+        given[sid] = joints
+        write_keypoints(kp / f"{sid}.json", joints, ann.K, order="interhand")  # read back as standard
+    monkeypatch.setattr(run_mod, "load_model", lambda path, device="cpu": (SkeletonOccupancy(), None))
+    out = tmp_path / "pred"
+    assert main(["extract", "--model", "stand-in", "--keypoints", str(kp), "--out", str(out),
+                 "--resolution", "16", "--upsampling-steps", "2", "--device", "cpu", "--no-progress"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["keypoints_source"] for r in summary["items"]} == {"file"}
+    for sid in ids:
+        written = read_keypoints(out / f"{sid}_keypoints.json")
+        for side in ("left", "right"):
+            np.testing.assert_allclose(written.joints[side], given[sid][side], atol=1e-6)
+    code, ev = _eval(out, synth, tmp_path / "eval")
+    assert code == 0 and ev["counts"]["evaluated"] == len(ids)
+    expected = 5.0 / 21.0  # mm: one of 21 joints off by 5 mm; the wrist and middle MCP are exact
+    for side in ("left", "right"):
+        assert ev[side]["mpjpe_wrist_mm"] == pytest.approx(expected, abs=1e-3)
+        assert ev[side]["mpjpe_mcp_scaled_mm"] == pytest.approx(expected, abs=1e-3)
+    assert ev["mrrpe_mm"] == pytest.approx(10.0, abs=1e-3)
+    rows = (tmp_path / "eval" / "per_item.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    for row in rows[1:]:
+        cells = dict(zip(header, row.split(",")))
+        assert float(cells["mrrpe_mm"]) == pytest.approx(10.0, abs=1e-3)
+        assert float(cells["left_mpjpe_wrist_mm"]) == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("refined", [False, True])
+def test_estimated_keypoints_are_written_with_their_source(tmp_path, synth, monkeypatch, refined):
+    """``--keypoints auto``: the estimator's (or refiner's) keypoints go to NAME_keypoints.json,
+    an absent hand is left out, and summary.json says where they came from."""
+    sid = fmt.list_samples(synth)[0]
+    ann = fmt.read_annotation(synth, sid)
+    right = np.array(ann.hands["right"].keypoints) + [0.0, 0.0, 0.02]
+    seen = []
+
+    def fake_pipeline(image, K):
+        seen.append(K)
+        return SimpleNamespace(joints={"right": right}, K=np.asarray(K), refined=refined)
+
+    monkeypatch.setattr(run_mod, "_load_estimator", lambda *args: (fake_pipeline, {}))
+    out = tmp_path / "pred"
+    summary = extract_folder(out, model=SkeletonOccupancy(), dataset=synth, split="all", keypoints="auto",
+                             estimator="stand-in", limit=1, overlay=False, **FAST)  # fmt: skip
+    rec = summary["items"][0]
+    assert rec["status"] == "ok" and rec["keypoints_source"] == ("refined" if refined else "estimator")
+    assert len(seen) == 1 and np.allclose(seen[0], ann.K)  # dataset items pass their camera
+    data = json.loads((out / f"{sid}_keypoints.json").read_text())
+    assert "left" not in data and rec["hands"]["left"]["status"] == "skipped"
+    np.testing.assert_allclose(read_keypoints(out / f"{sid}_keypoints.json").joints["right"], right, atol=1e-6)
+
+
+def test_write_configs(tmp_path):
+    """One file per model config given; a role without one loses its stale file."""
+    (tmp_path / "config_refiner.yaml").write_text("stale: 1\n")
+    written = run_mod.write_configs(tmp_path, {"model": "a: 1\n", "init_occ": "b: 2", "estimator": None})
+    assert written == ["config.yaml", "config_init_occ.yaml"]
+    assert (tmp_path / "config.yaml").read_text() == "a: 1\n"
+    assert (tmp_path / "config_init_occ.yaml").read_text() == "b: 2\n"
+    assert not (tmp_path / "config_refiner.yaml").exists() and not leftovers(tmp_path)
+
+    class Stage2Like(SkeletonOccupancy):
+        init_occ_config = "model:\n  type: init_occ\n"  # what a stage-2 model carries for its stage 1
+
+    out = tmp_path / "out"
+    summary = extract_folder(out, model=Stage2Like(), keypoints=_one_keypoint_file(tmp_path), **FAST)
+    assert summary["settings"]["config_files"] == ["config_init_occ.yaml"]
+    assert (out / "config_init_occ.yaml").read_text() == Stage2Like.init_occ_config
+
+
+def _one_keypoint_file(tmp_path):
+    rng = np.random.default_rng(3)
+    d = tmp_path / "kp1"
+    write_keypoints(d / "x.json", {"right": rng.normal(0, 0.03, (21, 3)) + [0, 0, 0.5]})
+    return d

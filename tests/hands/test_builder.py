@@ -11,8 +11,11 @@ import smplx
 import torch
 import trimesh
 
+from im2hands.cli import main
 from im2hands.hands import anatomy, builder
 from im2hands.hands.constants import MANO_KINTREE_PARENTS
+from im2hands.hands.layer import load_hand_models
+from im2hands.hands.mano_io import load_mano_file
 from im2hands.hands.render_docs import measure_hand_model, named_pose, self_intersections
 from im2hands.utils.errors import HandModelError
 
@@ -23,9 +26,11 @@ MIRROR = np.array([-1.0, 1.0, 1.0])
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """One fresh build of both files (about 1.5 s)."""
-    out = Path(tmp_path_factory.mktemp("handmodel"))
-    builder.write_hand_model(out)
+    """One fresh build of both files (about 1.5 s), through the command
+    ``im2hands handmodel build --out DIR`` (which calls ``builder.write_hand_model``), so the
+    tests below, the comparison with the committed files included, cover the command too."""
+    out = Path(tmp_path_factory.mktemp("handmodel")) / "built"
+    assert main(["handmodel", "build", "--out", str(out)]) == 0
     return out
 
 
@@ -91,6 +96,22 @@ def test_rebuild_matches_committed_files(model_dir):
         assert (ASSETS / name).stat().st_size < 3_000_000
         if (model_dir / name).read_bytes() != (ASSETS / name).read_bytes():
             _assert_same_contents(model_dir / name, ASSETS / name)
+
+
+def test_build_command_output_loads_through_the_package(model_dir):
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(NAMES)  # no temporaries left
+    models = load_hand_models(model_dir, dtype=torch.float64)
+    committed = load_hand_models(ASSETS, dtype=torch.float64)
+    pose = torch.randn(2, 48, dtype=torch.float64) * 0.3
+    shape, trans = torch.randn(2, 10, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
+    for side, model in models.items():
+        assert model.model_name == builder.MODEL_NAME and not model.shapedirs_fixed
+        file_vertices = len(load_mano_file(model_dir / f"MANO_{side.upper()}.pkl")["v_template"])
+        assert model.num_vertices == committed[side].num_vertices == file_vertices
+        assert model.wrist_loop.numel() == 0  # closed at build time: no cap vertex added
+        out, ref = model(pose, shape, trans), committed[side](pose, shape, trans)
+        torch.testing.assert_close(out.vertices, ref.vertices, rtol=0, atol=1e-6)
+        torch.testing.assert_close(out.faces, ref.faces, rtol=0, atol=0)
 
 
 def test_schema(models):

@@ -171,6 +171,39 @@ def test_bad_files_fail_their_item_only(data, tmp_path):
     assert s["iou"] == 1.0
 
 
+def test_unexpected_error_fails_its_item_only(data, tmp_path, monkeypatch):
+    """Any exception while evaluating one item is reported in its row; the rest go on; exit code 1."""
+    from im2hands.metrics import evaluator
+
+    _, items = data
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    names = sorted(items)
+    for name in names:
+        _write_item(gt, name, items[name][0])
+        _write_item(pred, name, items[name][0])
+    real, calls = evaluator.evaluate_item, []
+
+    def broken_for_first(pred_hands, gt_hands, **kwargs):  # items run in name order
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("kd-tree exploded")
+        return real(pred_hands, gt_hands, **kwargs)
+
+    monkeypatch.setattr(evaluator, "evaluate_item", broken_for_first)
+    out = tmp_path / "out"
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--points", str(POINTS),
+                 "--no-plots"]) == 1  # fmt: skip
+    s = json.loads((out / "summary.json").read_text())
+    assert s["counts"]["failed"] == 1 and s["counts"]["evaluated"] == len(names) - 1
+    assert s["failed"] == {names[0]: "RuntimeError: kd-tree exploded"}
+    assert s["iou"] == 1.0  # the other items were evaluated as usual
+    rows = list(csv.DictReader((out / "per_item.csv").open()))
+    assert [r["status"] for r in rows] == ["failed"] + ["ok"] * (len(names) - 1)
+    assert rows[0]["error"] == "RuntimeError: kd-tree exploded" and rows[0]["left_iou"] == ""
+
+
 def test_read_obj_variants(tmp_path):
     p = tmp_path / "quad.obj"
     p.write_text("# a quad\no thing\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvn 0 0 1\nf 1//1 2//1 3//1 4//1\nf -4 -3 -2\n")

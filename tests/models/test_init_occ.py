@@ -22,6 +22,7 @@ CONFIGS = [
     "configs/init_occ.yaml",
     "configs/init_occ_cpu.yaml",
     "configs/init_occ_halo.yaml",
+    "configs/init_occ_halo_cpu.yaml",
 ]
 S = 64  # image side of the tiny models
 
@@ -117,6 +118,7 @@ def naive_part_logits(dec: PartDecoder, points, to_canonical, codes, feature):
     for k in range(d.parts):
         R, t = to_canonical[:, k, :, :3], to_canonical[:, k, :, 3]
         x = points @ R.transpose(-1, -2) + t[:, None]  # (B, N, 3) canonical coordinates
+        x = x * d.coord_scale
         h = F.leaky_relu(torch.cat([x, codes[:, k, None].expand(B, N, -1)], -1) @ d.w0[k] + d.b0[k], 0.1)
         h = h + F.leaky_relu(h @ d.w1[k] + d.b1[k], 0.1)
         h2 = h if feature is None else torch.cat([h, feature.double()], -1)
@@ -126,9 +128,9 @@ def naive_part_logits(dec: PartDecoder, points, to_canonical, codes, feature):
     return torch.cat(outs, -1)  # (B, N, K)
 
 
-@pytest.mark.parametrize("feature_dim", [0, 19])
-def test_batched_parts_equal_per_part_loop(feature_dim):
-    dec = PartDecoder(hidden=32, feature_dim=feature_dim)
+@pytest.mark.parametrize("feature_dim, coord_scale", [(0, 1.0), (19, 1.0), (19, 10.0)])
+def test_batched_parts_equal_per_part_loop(feature_dim, coord_scale):
+    dec = PartDecoder(hidden=32, feature_dim=feature_dim, coord_scale=coord_scale)
     B, N = 2, 300
     points = 0.1 * torch.randn(B, N, 3)
     to_canonical = torch.randn(B, 16, 3, 4)
@@ -355,3 +357,63 @@ def test_original_sizes():
     assert n(model.image_attention[LEFT].point_mlp) == 656
     assert model.encoder.stage_channels == (256, 512, 1024, 2048)
     assert model.image_attention[LEFT].token_dim == 19
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def test_keypoint_only_decoders_initialise_an_image_model(hands, tmp_path):
+    """init_decoders: the image model starts with the keypoint-only model's occupancy (the image
+    feature's rows of layer 2 are zero), both hands; a fresh training run applies it, rebuilding
+    from the checkpoint does not need the source run."""
+    from im2hands.engine.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    cfg_halo = load_config(REPO / "configs/smoke/init_occ.yaml", ["model.init_occ.use_image=false"])
+    halo = InitOccNet.from_config(cfg_halo).eval()
+    save_checkpoint(tmp_path / "last.pt", model=halo, optimizer=None, scheduler=None, cfg=cfg_halo,
+                    state={"step": 1}, rng=[])  # fmt: skip
+    cfg = load_config(REPO / "configs/smoke/init_occ.yaml", [f"model.init_occ.init_decoders={tmp_path}"])
+    model = InitOccNet.from_config(cfg).eval()
+    batch = make_batch(hands, B=2, N=64)
+    with torch.no_grad():
+        before = model(batch)["logits"]
+        assert model.initialize_from_config(cfg) == [f"part decoders (both hands) from {tmp_path}"]
+        after, reference = model(batch)["logits"], halo(batch)["logits"]
+    assert not torch.allclose(before, reference, atol=1e-3)
+    torch.testing.assert_close(after, reference, atol=1e-5, rtol=1e-5)
+    H = model.decoders[LEFT].hidden
+    for h in (LEFT, RIGHT):
+        assert model.decoders[h].w2[:, H:].abs().max() == 0
+        assert torch.equal(model.decoders[h].w1, halo.decoders[h].w1)
+
+
+def test_decoder_load_from_feature_rows_and_mismatch():
+    src, dst = PartDecoder(hidden=16, feature_dim=7), PartDecoder(hidden=16, feature_dim=7)
+    dst.load_from(src)
+    for (name, a), b in zip(dst.named_parameters(), src.parameters()):
+        assert torch.equal(a, b), name
+    plain = PartDecoder(hidden=16)
+    plain.load_from(src)  # the feature rows are dropped
+    torch.testing.assert_close(plain.w2, src.w2[:, :16])
+    scaled = PartDecoder(hidden=16, feature_dim=7, coord_scale=4.0)
+    scaled.load_from(src)  # the same function with 4x larger coordinates: layer 0's rows / 4
+    B, N = 2, 50
+    points, to_canonical = 0.1 * torch.randn(B, N, 3), torch.randn(B, 16, 3, 4)
+    codes, feature = torch.randn(B, 16, src.code_dim), torch.randn(B, N, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(points, to_canonical, codes, feature), src(points, to_canonical, codes, feature),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="hidden"):
+        PartDecoder(hidden=8).load_from(src)
+    with pytest.raises(ValueError, match="feature widths"):
+        PartDecoder(hidden=16, feature_dim=5).load_from(src)
+
+
+def test_init_decoders_missing_run_names_the_path(tmp_path):
+    from im2hands.utils.errors import Im2HandsError
+
+    cfg = load_config(REPO / "configs/smoke/init_occ.yaml", [f"model.init_occ.init_decoders={tmp_path / 'nope'}"])
+    model = InitOccNet.from_config(cfg)  # building does not read it
+    with pytest.raises(Im2HandsError, match="nope"):
+        model.initialize_from_config(cfg)
