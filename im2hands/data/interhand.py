@@ -335,7 +335,7 @@ def _resolve_models_dir(mano_dir: str | os.PathLike | None) -> Path:
                 f"NeuralAnnot fits are MANO parameters) or set {ENV_MANO_DIR}"
             )
         mano_dir = os.environ[ENV_MANO_DIR]
-    return resolve_mano_dir(mano_dir)
+    return resolve_mano_dir(mano_dir, source="--mano-dir")
 
 
 def _merge_meta(out: Path, split: str, hand_type: str, model_name: str, size: int) -> dict:

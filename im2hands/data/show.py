@@ -62,7 +62,7 @@ def show_sample(root: str | Path, index: int, out: str | Path, mano_dir: str | N
     image = fmt.read_image(root / ann.image)
     masks = fmt.read_masks(root / ann.mask)
     depth = fmt.read_depth(root / ann.depth)
-    models = load_hand_models(mano_dir)
+    models = load_hand_models(mano_dir, source="--mano-dir")
     meshes = {s: (mesh_in_camera(models[s], ann.hands[s], ann.R, ann.t), models[s].closed_faces)
               for s in SIDES if s in ann.hands}
 

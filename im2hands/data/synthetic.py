@@ -281,7 +281,7 @@ def synthesize(
     if device.type != "cpu":
         log.info("synth: posing and rasterizing on %s", device)
     root = Path(out_dir)
-    models = load_hand_models(cfg.hand_model.mano_dir)
+    models = load_hand_models(cfg.hand_model.mano_dir, source="hand_model.mano_dir")
     size = int(cfg.synth.image_size)
     meta = {"source": "synthetic", "seed": int(seed), "hand_model": {"name": models["right"].model_name},
             "image_size": [size, size]}

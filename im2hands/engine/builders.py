@@ -150,7 +150,7 @@ def build_datasets(cfg: Any, *, fields: Sequence[str] | None = None) -> tuple[Ha
     if {"mesh", "occupancy"} & set(fields):  # load the hand model once for both datasets
         from im2hands.hands.layer import load_hand_models
 
-        models = load_hand_models(cfg.hand_model.mano_dir)
+        models = load_hand_models(cfg.hand_model.mano_dir, source="hand_model.mano_dir")
     common = dict(hand_models=models, mano_dir=cfg.hand_model.mano_dir, box_side=d.box_side,
                   surface_sigma=d.surface_sigma, fields=fields)
     train = HandsDataset(root, d.split, num_points=d.num_points, uniform_ratio=d.uniform_ratio, seed=d.seed, **common)

@@ -403,7 +403,7 @@ def extract_folder(
     if getattr(model, "needs_ground_truth", False):
         from im2hands.hands.layer import load_hand_models
 
-        hand_models = load_hand_models(cfg.hand_model.mano_dir if cfg is not None else None)
+        hand_models = load_hand_models(cfg.hand_model.mano_dir if cfg is not None else None, source="hand_model.mano_dir")
     extractor = Extractor(
         model, resolution0=resolution, upsampling_steps=upsampling_steps, threshold=threshold,
         points_batch_size=points_batch_size, device=dev, **extractor_kwargs,

@@ -303,18 +303,19 @@ class HandModel(torch.nn.Module):
 
 
 def load_hand_models(
-    model_dir: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32
+    model_dir: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32, source: str = "model_dir"
 ) -> dict[str, HandModel]:
     """Load both hands from one folder (read once; MANO's left-hand fix applied if needed).
 
     Args:
         model_dir: hand-model folder, or ``None`` (see :func:`~im2hands.hands.mano_io.resolve_mano_dir`).
         dtype: floating dtype of the buffers.
+        source: how the user gave ``model_dir`` (e.g. ``--mano-dir``), named in errors.
 
     Returns:
         ``{"left": HandModel, "right": HandModel}``.
     """
-    folder = resolve_mano_dir(model_dir)
+    folder = resolve_mano_dir(model_dir, source=source)
     paths = {side: model_file(folder, side) for side in SIDES}
     data = {side: load_mano_file(path) for side, path in paths.items()}
     left = fix_left_shapedirs(data["left"], data["right"], source=str(paths["left"]))

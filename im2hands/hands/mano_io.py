@@ -81,11 +81,13 @@ def model_file(mano_dir: str | os.PathLike, side: str) -> Path:
     )
 
 
-def resolve_mano_dir(mano_dir: str | os.PathLike | None = None) -> Path:
+def resolve_mano_dir(mano_dir: str | os.PathLike | None = None, *, source: str = "model_dir") -> Path:
     """The hand-model folder: ``mano_dir``, else ``$IM2HANDS_MANO_DIR``, else the open model.
 
     Args:
         mano_dir: folder holding ``MANO_RIGHT.pkl`` and ``MANO_LEFT.pkl`` (or ``None``).
+        source: how the user gave ``mano_dir`` (a command-line option such as ``--mano-dir``, a
+            config key such as ``hand_model.mano_dir``, or an argument name), named in errors.
 
     Returns:
         The folder, as given (``~`` expanded).
@@ -95,13 +97,14 @@ def resolve_mano_dir(mano_dir: str | os.PathLike | None = None) -> Path:
             the path, where it came from, and how to fix it.
     """
     if mano_dir is not None and str(mano_dir) != "":
-        path, origin = Path(mano_dir).expanduser(), "the model_dir argument"
+        path, origin = Path(mano_dir).expanduser(), source
     elif os.environ.get(ENV_MANO_DIR):
         path, origin = Path(os.environ[ENV_MANO_DIR]).expanduser(), f"${ENV_MANO_DIR}"
     else:
         path, origin = DEFAULT_MODEL_DIR, "the default (the open hand model shipped with im2hands)"
+    hint = f"{source} <folder>" if source.startswith("-") else f"{source}=<folder>"
     fix = (
-        f"pass model_dir=<folder> or set {ENV_MANO_DIR}=<folder> to a folder holding MANO_RIGHT.pkl "
+        f"pass {hint} or set {ENV_MANO_DIR}=<folder> to a folder holding MANO_RIGHT.pkl "
         "and MANO_LEFT.pkl; with neither set, the open model in im2hands/assets/handmodel/ is used "
         "(reinstall im2hands if it is missing)"
     )

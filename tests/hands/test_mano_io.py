@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse
 
 from im2hands.hands import mano_io
+from im2hands.hands.layer import load_hand_models
 from im2hands.hands.mano_io import convert_mano, load_mano_file, resolve_mano_dir
 from im2hands.utils.errors import HandModelError
 
@@ -171,6 +172,10 @@ def test_resolve_mano_dir_order_and_errors(tmp_path, hand_dir, monkeypatch):
     (other / "MANO_RIGHT.pkl").write_bytes((hand_dir / "MANO_RIGHT.pkl").read_bytes())
     with pytest.raises(HandModelError, match=r"MANO_LEFT\.pkl"):
         resolve_mano_dir(other)
+    with pytest.raises(HandModelError, match=r"from --mano-dir\).*pass --mano-dir <folder>"):
+        resolve_mano_dir(other, source="--mano-dir")  # the option the user typed is named
+    with pytest.raises(HandModelError, match=r"from hand_model\.mano_dir\).*pass hand_model\.mano_dir=<folder>"):
+        load_hand_models(other, source="hand_model.mano_dir")
     monkeypatch.setenv(mano_io.ENV_MANO_DIR, str(tmp_path / "nowhere"))
     with pytest.raises(HandModelError, match=r"nowhere.*\$IM2HANDS_MANO_DIR"):
         resolve_mano_dir(None)
