@@ -292,6 +292,32 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_curves(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from im2hands.engine.curves import curves_table, load_runs, plot_curves
+
+        logs = load_runs(args.runs, args.labels)
+        table = curves_table(logs, metric=args.metric)  # checks the metric before anything is written
+        out = plot_curves(logs, args.out, metric=args.metric, by_time=args.time)
+        sys.stdout.write(table + "\n")
+        log.info("wrote %s", out)
+        return 0
+
+    p = sub.add_parser(
+        "curves", help="learning curves of training runs (PNG) and a markdown table of their numbers",
+        description="Reads RUN/metrics.jsonl of each run: training loss (left) and a validation metric (right) "
+        "against step or wall time; prints per run the steps, wall minutes, last loss and best value. "
+        "See docs/training.md.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="training run folders (each holds metrics.jsonl)")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--labels", nargs="+", default=None, help="one legend label per run (default: the folder names)")
+    p.add_argument("--metric", default=None,
+                   help="validation metric, e.g. iou or mpjpe_mm (default: the runs' best metric)")
+    p.add_argument("--time", action="store_true", help="x axis in wall-time minutes instead of steps")
+    p.set_defaults(func=run)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_config,
     _add_data,
@@ -302,6 +328,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_eval,
     _add_extract,
     _add_bench,
+    _add_curves,
 ]
 
 
