@@ -256,3 +256,25 @@ def test_runs_without_tensorboard(make_cfg, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
     res = train(make_cfg("train.max_steps=1", "train.tensorboard=true"), progress=False)
     assert not (res.run_dir / "tb").exists() and (res.run_dir / "metrics.jsonl").is_file()
+
+
+def test_initialization_from_config_runs_on_fresh_runs_only(make_cfg, monkeypatch):
+    """``model.initialize_from_config`` (e.g. stage 1's init_decoders) is applied before the first
+    step of a fresh run, and never on resume (the checkpoint already holds the result)."""
+    from tiny_models import TinyOcc  # the module conftest registers (imported by that name)
+
+    calls = []
+
+    def init(self, cfg):
+        calls.append(cfg.train.out_dir)
+        with torch.no_grad():
+            self.net[-1].bias.fill_(3.0)  # a mark the first step's state starts from
+        return ["marked output bias"]
+
+    monkeypatch.setattr(TinyOcc, "initialize_from_config", init)
+    common = ("model.type=test_tiny_occ", "train.lr=1e-6", "train.val_every=100", "train.checkpoint_every=100")
+    first = train(make_cfg(*common, "train.max_steps=2"), progress=False)
+    assert len(calls) == 1
+    assert abs(float(first.model.net[-1].bias.detach()) - 3.0) < 1e-3  # trained 2 tiny steps from the mark
+    resumed = train(make_cfg(*common, "train.max_steps=4"), resume=first.run_dir, progress=False)
+    assert len(calls) == 1 and resumed.summary["resumed_from_step"] == 2
