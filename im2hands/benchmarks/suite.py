@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from im2hands.models.base import HandsModel
+from im2hands.utils.device import resolve_device as _resolve_device
 from im2hands.utils.errors import Im2HandsError
 
 __all__ = ["HEADLINE_KEYS", "TARGETS", "run_bench", "format_table", "main"]
@@ -88,18 +89,6 @@ _QUICK = dict(
 
 def _median(values: list[float]) -> float:
     return float(statistics.median(values))
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    name = str(device).strip().lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise Im2HandsError(f"--device {name}: CUDA is not available here (use cpu or auto)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise Im2HandsError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or auto)") from None
 
 
 def _sync(device: torch.device) -> None:

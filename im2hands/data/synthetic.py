@@ -43,6 +43,7 @@ from im2hands.geometry.raster import render
 from im2hands.hands.constants import LEFT, RIGHT, SIDES
 from im2hands.hands.interactions import TEMPLATES, pose_pair, rotate_pair, sample_interaction
 from im2hands.hands.layer import HandModel, load_hand_models
+from im2hands.utils.device import resolve_device as _resolve_device
 from im2hands.utils.errors import DataError, Im2HandsError
 
 log = logging.getLogger(__name__)
@@ -61,29 +62,12 @@ class Sample:
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """``synth.device`` (``--device``) as a torch device: ``cpu``, ``cuda``, ``cuda:N``, or
-    ``auto`` (CUDA when available, else the CPU); ``cuda`` means the current CUDA device.
+    """``synth.device`` (``--device``) as a torch device (:func:`im2hands.utils.device.resolve_device`).
 
     Raises:
         Im2HandsError: an unknown name, or a CUDA device that is not available.
     """
-    text = str(name).strip().lower()
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise Im2HandsError(f"synth.device (--device) {name!r}: expected cpu, cuda, cuda:N or auto")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise Im2HandsError(f"synth.device (--device) {name!r}: CUDA is not available here; use cpu or auto")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        elif device.index >= torch.cuda.device_count():
-            raise Im2HandsError(f"synth.device (--device) {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    return _resolve_device(name, source="synth.device (--device)")
 
 
 _ON_DEVICE: "weakref.WeakKeyDictionary[HandModel, dict[str, HandModel]]" = weakref.WeakKeyDictionary()

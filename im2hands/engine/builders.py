@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from im2hands.data.dataset import ALL_FIELDS, HandsDataset
 from im2hands.registry import MODELS
+from im2hands.utils.device import resolve_device
 from im2hands.utils.errors import ConfigError, DataError, Im2HandsError
 
 log = logging.getLogger(__name__)
@@ -86,21 +87,7 @@ def build_device(cfg: Any, local_rank: int = 0) -> torch.device:
     Raises:
         ConfigError: CUDA requested but not available, or an unknown device name.
     """
-    name = str(cfg.train.device).strip().lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device '{cfg.train.device}': expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={cfg.train.device} but CUDA is not available; use train.device=cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    elif device.type != "cpu":
-        raise ConfigError(f"train.device '{cfg.train.device}': expected auto, cpu, cuda or cuda:N")
-    return device
+    return resolve_device(cfg.train.device, source="train.device", error=ConfigError, cuda_index=local_rank)
 
 
 # --------------------------------------------------------------------------- data

@@ -40,6 +40,7 @@ from im2hands.config import config_to_yaml
 from im2hands.extraction.extractor import Extraction, Extractor, resolve_threshold
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
 from im2hands.hands.constants import SIDES
+from im2hands.utils.device import resolve_device as _resolve_device
 from im2hands.utils.errors import Im2HandsError
 from im2hands.utils.io import atomic_path, write_json, write_text
 
@@ -93,23 +94,12 @@ CONFIG_FILES: dict[str, str] = {
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    """``--device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``) as a torch device.
 
     Raises:
         Im2HandsError: unknown name, or CUDA asked for but not available.
     """
-    text = str(name).strip().lower()
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise Im2HandsError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise Im2HandsError(f"--device {name}: CUDA is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise Im2HandsError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
-    return device
+    return _resolve_device(name, source="--device")
 
 
 def load_model(run_or_checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, Any]:

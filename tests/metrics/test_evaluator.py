@@ -154,7 +154,8 @@ def test_mesh_folder_ground_truth_and_known_errors(data, tmp_path):
     assert {r["left_iou_box"] for r in rows} == {"bbox"}
 
 
-def test_bad_files_fail_their_item_only(data, tmp_path):
+def _perfect_folders(data, tmp_path):
+    """Ground-truth and prediction folders holding the same meshes for every item."""
     _, items = data
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()
@@ -163,6 +164,11 @@ def test_bad_files_fail_their_item_only(data, tmp_path):
     for name in names:
         _write_item(gt, name, items[name][0])
         _write_item(pred, name, items[name][0])
+    return gt, pred, items, names
+
+
+def test_bad_files_fail_their_item_only(data, tmp_path):
+    gt, pred, items, names = _perfect_folders(data, tmp_path)
     (pred / f"{names[0]}_left.obj").write_bytes(b"garbage\x00\xff\xfe not an obj\n")
     (pred / f"{names[1]}_keypoints.json").write_text("{not json")
     s = evaluate_folder(pred, gt, tmp_path / "out", n_points=POINTS, plots=False, progress=False)
@@ -175,14 +181,7 @@ def test_unexpected_error_fails_its_item_only(data, tmp_path, monkeypatch):
     """Any exception while evaluating one item is reported in its row; the rest go on; exit code 1."""
     from im2hands.metrics import evaluator
 
-    _, items = data
-    gt, pred = tmp_path / "gt", tmp_path / "pred"
-    gt.mkdir()
-    pred.mkdir()
-    names = sorted(items)
-    for name in names:
-        _write_item(gt, name, items[name][0])
-        _write_item(pred, name, items[name][0])
+    gt, pred, items, names = _perfect_folders(data, tmp_path)
     real, calls = evaluator.evaluate_item, []
 
     def broken_for_first(pred_hands, gt_hands, **kwargs):  # items run in name order
