@@ -108,12 +108,6 @@ def resolve_mano_dir(mano_dir: str | os.PathLike | None = None, *, source: str =
         "and MANO_LEFT.pkl; with neither set, the open model in im2hands/assets/handmodel/ is used "
         "(reinstall im2hands if it is missing)"
     )
-    return _check_mano_dir(path, origin, fix)
-
-
-def _check_mano_dir(path: Path, origin: str, fix: str) -> Path:
-    """``path`` if it is a folder holding both sides' files, else :class:`HandModelError`
-    naming the path, ``origin`` (where the path came from) and ``fix`` (what to do)."""
     if not path.is_dir():
         kind = "is a file, not a folder" if path.exists() else "does not exist"
         raise HandModelError(f"hand-model folder {path} (from {origin}) {kind}; {fix}")
@@ -369,12 +363,7 @@ def convert_mano(
         HandModelError: the source folder or one of its files is missing (the message names
             the path and ``src_name``), or a file is unreadable (the message names the file).
     """
-    if src_dir is None or str(src_dir) == "":
-        src = resolve_mano_dir(None)
-    else:
-        hint = f"{src_name} <folder>" if src_name.startswith("-") else f"{src_name}=<folder>"
-        fix = f"pass {hint}: the folder holding the licensed MANO_RIGHT.pkl and MANO_LEFT.pkl"
-        src = _check_mano_dir(Path(src_dir).expanduser(), src_name, fix)
+    src = resolve_mano_dir(src_dir, source=src_name)
     arrays = {side: load_mano_file(model_file(src, side)) for side in SIDES}  # read both first
     written = []
     for side in SIDES:

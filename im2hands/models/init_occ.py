@@ -131,8 +131,8 @@ class PartDecoder(nn.Module):
         """Copy another decoder's weights (e.g. a keypoint-only one into an image-conditioned one).
 
         Both must have the same parts, width and codes; layer 0's coordinate rows are rescaled
-        by ``other.coord_scale / self.coord_scale``, so the function is the same. The image-feature rows of layer 2
-        (``w2[:, H:]``) are copied when both decoders take a feature of the same width, zeroed
+        by ``other.coord_scale / self.coord_scale``, so the function is the same. The
+        image-feature rows of layer 2 (``w2[:, H:]``) are copied when both decoders take a feature of the same width, zeroed
         when only this one takes it (the output then starts equal to ``other``'s), and dropped
         when only ``other`` takes it.
 
@@ -385,7 +385,8 @@ class InitOccNet(HandsModel):
         self.use_image = encoder is not None
         self.threshold, self.loss, self.aux_weight, self.decode_chunk = threshold, loss, aux_weight, decode_chunk
         feature_dim = 3 + point_dim if self.use_image else 0
-        self.decoders = nn.ModuleList([PartDecoder(hidden=hidden, feature_dim=feature_dim, coord_scale=coord_scale) for _ in (LEFT, RIGHT)])
+        dec = dict(hidden=hidden, feature_dim=feature_dim, coord_scale=coord_scale)
+        self.decoders = nn.ModuleList([PartDecoder(**dec) for _ in (LEFT, RIGHT)])
         self.image_attention: nn.ModuleList | None = None
         if encoder is not None:
             kw = dict(feature_channels=encoder.feature_channels, feature_size=encoder.feature_size,
