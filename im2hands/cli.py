@@ -162,15 +162,21 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from im2hands.demo import run_demo
 
-    run_demo(args.out, num=args.num, workers=args.workers)
+    run_demo(args.out, num=args.num, workers=args.workers, progress=not args.no_progress)
     return 0
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job on built-in defaults (see README)")
+    p = sub.add_parser(
+        "demo", help="the main job on built-in defaults: synthetic images -> shipped models -> meshes -> metrics",
+        description="Generates a small held-out synthetic set, extracts both hands' meshes from its images with the "
+        "shipped weights (and, for reference, from its ground-truth keypoints), evaluates them and writes pictures "
+        "and a results table into --out. See README.md.",
+    )
     p.add_argument("--out", default="demo_out", help="output folder")
-    p.add_argument("--num", type=int, default=16, help="synthetic samples to generate")
-    p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.add_argument("--num", type=int, default=8, help="synthetic samples to generate (8)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes for the synthesis")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -206,7 +212,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
         summary = evaluate_folder(
             args.pred, args.gt, args.out, split=args.split, n_points=args.points, seed=args.seed,
-            mano_dir=args.mano_dir, plots=not args.no_plots,
+            mano_dir=args.mano_dir, plots=not args.no_plots, align=args.align,
         )
         log.info("wrote %s/summary.json, per_item.csv and plots", args.out)
         return 1 if summary["counts"]["failed"] else 0
@@ -225,6 +231,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed; item NAME's draws depend only on (seed, NAME)")
     p.add_argument("--mano-dir", default=None, help="hand-model folder (default: IM2HANDS_MANO_DIR or the open model)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--align", default="none", choices=("none", "root"),
+                   help="root: move each predicted hand onto the ground truth's middle-finger MCP before the shape "
+                   "metrics (image-only protocol; needs NAME_keypoints.json); none: camera frame as given (default)")
     p.set_defaults(func=run)
 
 
@@ -248,15 +257,20 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
         "docs/keypoints_format.md.",
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", default=None, help="training run folder or checkpoint (default: the shipped models)")
+    p.add_argument("--model", default=None,
+                   help="training run folder or checkpoint (default: the shipped stage 2 with images, the shipped "
+                   "keypoint-only stage 1 without)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", default=None, help="dataset folder (docs/data_format.md); with --split")
     src.add_argument("--images", default=None, help="folder of NAME.jpg|png (keypoints from --keypoints DIR, else estimated)")
     p.add_argument("--keypoints", default=None,
                    help="folder of NAME.json keypoint files (docs/keypoints_format.md), or 'auto': estimate them "
                    "from the images (--images or --dataset) with --estimator")
-    p.add_argument("--estimator", default=None, help="keypoint estimator run folder or checkpoint (kpts_est; docs/estimator.md)")
-    p.add_argument("--refiner", default=None, help="optional keypoint refinement run or checkpoint (kpts_ref) for estimated keypoints")
+    p.add_argument("--estimator", default=None,
+                   help="keypoint estimator run folder or checkpoint (kpts_est; docs/estimator.md; default: the shipped one)")
+    p.add_argument("--refiner", default=None,
+                   help="keypoint refinement run or checkpoint (kpts_ref) for estimated keypoints; 'none': no refinement "
+                   "(default: the shipped refiner with the shipped estimator, none with --estimator)")
     p.add_argument("--focal", type=float, default=None,
                    help="focal length in pixels of images without a camera (default: the estimator's "
                    "model.kpts_est.default_focal_factor, 1.2, x the longer side)")
@@ -318,6 +332,52 @@ def _add_curves(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    def run_list(args: argparse.Namespace) -> int:
+        from im2hands.engine.weights import SHIPPED, WEIGHTS_DIR, read_manifest
+
+        files = read_manifest().get("files", {})
+        for role, name in SHIPPED.items():
+            path = WEIGHTS_DIR / name
+            info = files.get(name, {})
+            size = f"{path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "missing"
+            sys.stdout.write(f"{role:14s} {name:18s} {size:>9s}  {info.get('trained_with', '')}\n")
+        return 0
+
+    def run_export(args: argparse.Namespace) -> int:
+        from im2hands.engine.weights import export_weights
+
+        info = export_weights(args.run, args.out, dtype=args.dtype, trained_with=args.trained_with)
+        log.info("wrote %s (%.1f MB, %s, step %s)", info["path"], info["bytes"] / 1e6, info["dtype"], info["step"])
+        return 0
+
+    p = sub.add_parser("weights", help="the shipped weights: list them, or export a run as an inference-only file")
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    ls = wsub.add_parser("list", help="the shipped weights files, their sizes and the commands that trained them")
+    ls.set_defaults(func=run_list)
+    ex = wsub.add_parser("export", help="write a run's best (else last) checkpoint without its training state")
+    ex.add_argument("run", help="training run folder or checkpoint file")
+    ex.add_argument("--out", required=True, help="output .pt file")
+    ex.add_argument("--dtype", default="float16", choices=("float16", "float32"),
+                    help="storage type of the weights (float16: half the size; evaluated in float32)")
+    ex.add_argument("--trained-with", default=None, metavar="COMMAND",
+                    help="the command that trained the run: records the file in the MANIFEST.json beside --out")
+    ex.set_defaults(func=run_export)
+
+    def run_check(args: argparse.Namespace) -> int:
+        from im2hands.demo import check_weights
+
+        check_weights(args.out, num=args.num, write=args.write, progress=not args.no_progress)
+        return 0
+
+    ck = wsub.add_parser("check", help="held-out numbers of the shipped weights (the demo's steps on its seed)")
+    ck.add_argument("--out", required=True, help="output folder (data, meshes, evaluations)")
+    ck.add_argument("--num", type=int, default=8, help="held-out synthetic samples (8, as make demo)")
+    ck.add_argument("--write", action="store_true", help="record the numbers in the shipped MANIFEST.json")
+    ck.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ck.set_defaults(func=run_check)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_config,
     _add_data,
@@ -329,6 +389,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_extract,
     _add_bench,
     _add_curves,
+    _add_weights,
 ]
 
 

@@ -96,6 +96,9 @@ class EncoderConfig:
     image_size: int = _range(256, 32, 2048)
     """Side of the square input image, pixels (a multiple of 32); the heads' maps are
     image_size / 4 (64 for 256) and layer4 is image_size / 32."""
+    skips: bool = False
+    """Lateral connections from the backbone (S/16, S/8, S/4) into both upsampling heads (a
+    feature pyramid); the keypoint estimator's CPU config uses them (faster 2D learning)."""
     weights: Optional[str] = None
     """Optional file with encoder weights to load at construction."""
 
@@ -289,6 +292,10 @@ class KptsEstConfig:
     """Presence probability above which a hand counts as present."""
     default_focal_factor: float = _range(1.2, 0.1, 20.0)
     """Focal length assumed for plain images without a camera, times the longer image side."""
+    passes: int = _range(1, 1, 2)
+    """Image passes when estimating from images (``KeypointPipeline``): 1, or 2 (again on a crop
+    around the joints found; for converged estimators: an unconverged one's huddled joints make
+    the crop zoom into part of the hands, docs/estimator.md)."""
     prior_weight: float = _range(4.0, 0.0, None)
     """Weight of the predicted relative translation in the absolute placement (joints' worth)."""
     freeze_encoder: bool = False
@@ -338,6 +345,10 @@ class TrainConfig:
 
     out_dir: Optional[str] = None
     """Run folder; None: runs/<name>/<timestamp>."""
+    init_weights: Optional[str] = None
+    """A run folder or checkpoint of the same model whose weights start a fresh run (new
+    optimizer, schedule and step count: fine-tuning, or a warm restart of a finished
+    schedule); not read on --resume."""
     batch_size: int = _range(8, 1, None)
     """Samples per step (per process under torchrun)."""
     lr: float = _range(1e-4, 0.0, None)

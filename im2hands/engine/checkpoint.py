@@ -200,3 +200,25 @@ def load_model(run_or_file: str | os.PathLike, which: str = "best", device: str 
     model = from_checkpoint(cfg, ckpt["model"]) if from_checkpoint is not None else cls.from_config(cfg)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg
+
+
+def load_init_weights(model: torch.nn.Module, run_or_file: str | os.PathLike, model_type: str) -> str:
+    """Load the model weights of a run (best, else last) or checkpoint into ``model`` (strict),
+    for ``train.init_weights``; ``model_type`` is this run's ``model.type``, which the
+    checkpoint's must equal. Returns what was loaded, for the log.
+
+    Raises:
+        Im2HandsError: no checkpoint, another model type, or weights that do not fit.
+    """
+    path = find_checkpoint(run_or_file, "best")
+    ckpt = load_checkpoint(path)
+    theirs = (ckpt.get("config") or {}).get("model", {}).get("type")
+    if theirs != model_type:
+        raise Im2HandsError(f"train.init_weights: {path} holds a {theirs} model, this run trains {model_type}")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise Im2HandsError(f"train.init_weights: {path} does not fit this model ({first})") from None
+    step = (ckpt.get("state") or {}).get("step", (ckpt.get("weights") or {}).get("step"))
+    return f"{path} (step {step})"

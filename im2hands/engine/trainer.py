@@ -38,6 +38,7 @@ from im2hands.engine import builders
 from im2hands.engine import distributed as du
 from im2hands.engine.checkpoint import (
     BEST, LAST, capture_rng_state, config_dict, load_checkpoint, restore_rng_state, save_checkpoint,
+    load_init_weights,
 )  # fmt: skip
 from im2hands.engine.logging import METRICS_FILE, MetricsLogger, truncate_events
 from im2hands.utils.errors import Im2HandsError
@@ -178,6 +179,8 @@ class Trainer:
         if ckpt is None:  # a fresh run: initialisation from other trained weights (none on resume)
             for line in getattr(self.raw, "initialize_from_config", lambda _cfg: [])(cfg):
                 log.info("initialised %s", line)
+            if cfg.train.init_weights:
+                log.info("initialised the model from %s", load_init_weights(self.raw, cfg.train.init_weights, cfg.model.type))
         self.raw = self.raw.to(self.device)
         for name in ("val_metric", "val_mode"):
             if not isinstance(getattr(self.raw, name, None), str):

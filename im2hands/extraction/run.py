@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from im2hands.config import config_to_yaml
+from im2hands.engine.weights import shipped_path
 from im2hands.extraction.extractor import Extraction, Extractor, resolve_threshold
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
 from im2hands.hands.constants import SIDES
@@ -62,15 +63,9 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FORMAT = "im2hands-extract-summary"
 SUMMARY_VERSION = 1
-NO_DEFAULT_MODEL = (
-    "no default model is shipped yet (a later release ships trained models); "
-    "pass --model RUN_DIR_OR_CHECKPOINT (a training run folder or a .pt checkpoint)"
-)
-NO_ESTIMATOR = (
-    "keypoints from images need the built-in keypoint estimator: pass --estimator RUN (a kpts_est training run "
-    "folder or checkpoint; no trained estimator is shipped yet), or --keypoints DIR with one NAME.json per image "
-    "NAME (docs/keypoints_format.md)"
-)
+NO_REFINER = "none"
+"""``--refiner none``: no stage-3 refinement of estimated keypoints (the shipped refiner is used
+by default with the shipped estimator)."""
 AUTO_KEYPOINTS = "auto"
 """``--keypoints auto``: estimate the keypoints from the images (docs/estimator.md)."""
 MAX_RESOLUTION = 512
@@ -320,7 +315,8 @@ def extract_folder(
         out: output folder (created).
         model: a run folder or checkpoint path (rebuilt with :func:`load_model`), or a model
             object with ``encode`` / ``decode`` (e.g. :mod:`~im2hands.extraction.oracle`);
-            None: the shipped default models (none yet: an error).
+            None: the shipped weights (:mod:`im2hands.engine.weights`): stage 2 with its stage 1
+            when there are images, the keypoint-only stage 1 for keypoint files alone.
         images: folder of ``NAME.jpg|png``; without ``keypoints`` the estimator finds them.
         keypoints: folder of ``NAME.json`` keypoint files (``docs/keypoints_format.md``), or
             ``"auto"``: estimate them from ``images`` or the ``dataset`` images.
@@ -333,9 +329,10 @@ def extract_folder(
         progress: show a tqdm progress bar.
         overlay: write ``NAME.png`` for items with an image.
         estimator: keypoint estimator (``kpts_est``) run folder or checkpoint, or a
-            :class:`~im2hands.models.kpts_est.KeypointPipeline`; needed when estimating.
-        refiner: optional keypoint refinement (``kpts_ref``) run folder, checkpoint or model,
-            applied to the estimated keypoints.
+            :class:`~im2hands.models.kpts_est.KeypointPipeline`; None: the shipped one.
+        refiner: keypoint refinement (``kpts_ref``) run folder, checkpoint or model, applied to
+            the estimated keypoints; ``"none"``: no refinement; None: the shipped refiner when
+            the estimator is the shipped one, else no refinement.
         focal: focal length (pixels) of images without a camera (estimation only); None: the
             estimator's ``default_focal_factor`` x the longer image side.
         **extractor_kwargs: more :class:`~im2hands.extraction.extractor.Extractor` options.
@@ -344,8 +341,8 @@ def extract_folder(
         The summary dict also written to ``out/summary.json``.
 
     Raises:
-        Im2HandsError: unusable arguments (no model, images without keypoints, a model that
-            needs images without them, no inputs); per-item problems are only recorded.
+        Im2HandsError: unusable arguments (a missing model, a model that needs images without
+            them, no inputs); per-item problems are only recorded.
     """
     from tqdm import tqdm
 
@@ -353,8 +350,10 @@ def extract_folder(
     if auto and images is None and dataset is None:
         raise Im2HandsError("--keypoints auto estimates keypoints from images: pass --images DIR or --dataset DIR")
     estimate = auto or (images is not None and keypoints is None and dataset is None)
-    if estimate and estimator is None:
-        raise Im2HandsError(NO_ESTIMATOR)
+    if estimate and estimator is None:  # the shipped estimator, and with it the shipped refiner
+        estimator = shipped_path("estimator")
+        refiner = shipped_path("refiner") if refiner is None else refiner
+    refiner = None if isinstance(refiner, str) and refiner == NO_REFINER else refiner
     keypoints = None if auto else keypoints
     if images is None and keypoints is None and dataset is None:
         raise Im2HandsError("no inputs: pass --keypoints DIR (and --images DIR), or --dataset DIR --split NAME")
@@ -367,8 +366,8 @@ def extract_folder(
         )
     if points_batch_size < 1:
         raise Im2HandsError(f"--points-batch-size must be at least 1, got {points_batch_size}")
-    if model is None:
-        raise Im2HandsError(NO_DEFAULT_MODEL)
+    if model is None:  # shipped: stage 2 (with its stage 1) given images, else the keypoint-only stage 1
+        model = shipped_path("model" if images is not None or dataset is not None else "keypoint_only")
     dev = resolve_device(device)
     cfg = None
     if isinstance(model, (str, os.PathLike)):

@@ -145,6 +145,22 @@ def camera_to_world(
     return (p_cam - t[..., None, :]) @ R
 
 
+def orbit_view(
+    points: Float[Tensor, "N 3"], center: Float[Tensor, "3"], angle_deg: float
+) -> Float[Tensor, "N 3"]:
+    """Camera-frame points as seen by the camera orbited by ``angle_deg`` about the vertical
+    (camera y) axis through ``center`` (for side views in pictures; metres in, metres out).
+
+    The camera keeps its distance to ``center`` and looks at it; positive angles move it to
+    the right (+x): at 90 degrees a point at ``center + (d, 0, 0)`` is ``d`` nearer to it.
+    """
+    a = torch.deg2rad(torch.tensor(float(angle_deg), dtype=points.dtype))
+    c, s = torch.cos(a), torch.sin(a)
+    zero, one = torch.zeros_like(c), torch.ones_like(c)
+    R = torch.stack([torch.stack([c, zero, s]), torch.stack([zero, one, zero]), torch.stack([-s, zero, c])])
+    return (points - center) @ R.T + center
+
+
 def m_to_mm(x: Tensor) -> Tensor:
     """Metres to millimetres (the only ``* 1000`` in the library)."""
     return x * 1000.0

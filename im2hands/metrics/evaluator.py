@@ -55,6 +55,13 @@ from im2hands.metrics.penetration import LINE_SPACING, penetration_volume_cm3
 from im2hands.utils.errors import DataError
 from im2hands.utils.io import atomic_path, write_json, write_text
 
+ALIGN_MODES = ("none", "root")
+"""``--align``: ``none`` (camera frame as given) or ``root`` (each predicted hand moved onto the
+ground truth's root joint before the shape metrics; :func:`evaluate_item`)."""
+ALIGN_JOINT = 9
+"""The root joint of ``--align root``: the middle-finger MCP (standard order), as in the
+bone-length-scaled keypoint protocol (docs/metrics.md)."""
+
 __all__ = [
     "SUMMARY_KEYS",
     "HandMesh",
@@ -327,6 +334,7 @@ def evaluate_item(
     curve_mm: Sequence[float] | None = CURVE_THRESHOLDS_MM,
     workers: int = -1,
     torch_threads: int | None = 1,
+    align: str = "none",
 ) -> dict[str, Any]:
     """Every metric of one item (two hands); hands absent from ``gt`` are not evaluated.
 
@@ -341,6 +349,12 @@ def evaluate_item(
         torch_threads: torch intra-op threads while evaluating (restored afterwards; None:
             leave as is). The torch work here is small element-wise maths, for which one
             thread is as fast on an idle machine and several times faster on a busy one.
+        align: ``none`` (the meshes as given, camera frame) or ``root``: before the shape
+            metrics (IoU, Chamfer, normals, F-scores), each predicted hand is translated so that
+            its predicted root joint (:data:`ALIGN_JOINT`, the middle-finger MCP) lands on the
+            ground truth's, as image-only methods that predict root-relative hands are compared.
+            Keypoint metrics align by their own definitions; MRRPE and penetration use the
+            meshes as given. Needs both keypoint sets (else the item fails).
 
     Returns:
         ``{"hands": {side: {metric: value}}, "mrrpe_mm", "penetration_cm3",
@@ -348,7 +362,7 @@ def evaluate_item(
         hand only).
     """
     with _torch_threads(torch_threads):
-        return _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers)
+        return _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers, align)
 
 
 @contextlib.contextmanager
@@ -364,7 +378,9 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers) -> dict[str, Any]:
+def _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers, align="none") -> dict[str, Any]:
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
     hands: dict[str, dict[str, Any]] = {}
     for h, side in enumerate(SIDES):
         if side not in gt:
@@ -372,6 +388,12 @@ def _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers) -
         if side not in pred:
             raise DataError(f"no predicted {side} hand")
         p, g = pred[side], gt[side]
+        shift = np.zeros(3)
+        if align == "root":
+            if p.keypoints is None or g.keypoints is None:
+                raise DataError(f"--align root needs predicted and ground-truth keypoints ({side} hand)")
+            shift = g.keypoints[ALIGN_JOINT] - p.keypoints[ALIGN_JOINT]
+            p = HandMesh(p.vertices + shift, p.faces, p.keypoints + shift)
         if g.keypoints is not None:
             points = palm_box_points(g.keypoints, side == "left", n_points, _sub_seed(seed, 0, h))
             box = "palm"
@@ -386,6 +408,7 @@ def _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers) -
         res["mpjpe_wrist_mm"] = float(mpjpe_wrist(p.keypoints, g.keypoints)) if known else math.nan
         res["mpjpe_mcp_scaled_mm"] = float(mpjpe_mcp_scaled(p.keypoints, g.keypoints)) if known else math.nan
         res["iou_box"] = box
+        res["align_shift_mm"] = float(m_to_mm(np.linalg.norm(shift)))
         res["pred_vertices"], res["pred_faces"] = int(len(p.vertices)), int(len(p.faces))
         res["pred_closed"] = bool(is_closed(p.faces))
         hands[side] = res
@@ -474,7 +497,7 @@ def summarize(results: list[dict[str, Any]], thresholds_mm: Sequence[float] = DE
 
 def _csv_text(results: list[dict[str, Any]], thresholds_mm: Sequence[float]) -> str:
     hand_cols = [*_hand_keys(thresholds_mm), "accuracy_mm", "completeness_mm", "iou_box",
-                 "pred_vertices", "pred_faces", "pred_closed"]
+                 "pred_vertices", "pred_faces", "pred_closed", "align_shift_mm"]
     header = ["name", "status", "error", "seconds", *[f"{s}_{k}" for s in SIDES for k in hand_cols], *_ITEM_KEYS]
 
     def cell(x) -> str:
@@ -573,6 +596,7 @@ def evaluate_folder(
     plots: bool = True,
     progress: bool | None = None,
     workers: int = -1,
+    align: str = "none",
 ) -> dict[str, Any]:
     """Evaluate every ground-truth item; write ``per_item.csv``, ``summary.json`` and plots.
 
@@ -592,6 +616,7 @@ def evaluate_folder(
         plots: write the PNG plots.
         progress: show a progress bar (None: when stderr is a terminal).
         workers: cKDTree query threads (-1: all cores).
+        align: ``none`` or ``root`` (:func:`evaluate_item`; recorded in the summary's settings).
 
     Returns:
         The summary dict (also written to ``summary.json``); ``summary["counts"]["failed"]``
@@ -603,6 +628,8 @@ def evaluate_folder(
     pred_dir, gt_dir, out = Path(pred_dir), Path(gt_dir), Path(out_dir)
     if n_points < 1:
         raise DataError(f"--points must be at least 1, got {n_points}")
+    if align not in ALIGN_MODES:
+        raise DataError(f"--align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
     if not pred_dir.is_dir():
         raise DataError(f"prediction folder not found: {pred_dir}")
     if not gt_dir.is_dir():
@@ -624,14 +651,14 @@ def evaluate_folder(
     show = sys.stderr.isatty() if progress is None else progress
     with logging_redirect_tqdm() if show else contextlib.nullcontext():
         for name in tqdm(gt.names, desc="eval", unit="item", disable=not show):
-            results.append(_run_item(name, gt, pred_dir, n_points, seed, thresholds_mm, curve_mm, workers))
+            results.append(_run_item(name, gt, pred_dir, n_points, seed, thresholds_mm, curve_mm, workers, align))
 
     summary = summarize(results, thresholds_mm, curve_mm)
     summary["counts"]["unmatched_predictions"] = len(unmatched)
     summary["timing"]["seconds_total"] = time.perf_counter() - t_start
     summary["settings"] = {
         "pred": str(pred_dir), "gt": str(gt_dir), "gt_kind": gt.kind, "split": split, "points": int(n_points),
-        "seed": int(seed), "fscore_thresholds_mm": [float(t) for t in thresholds_mm],
+        "seed": int(seed), "align": align, "fscore_thresholds_mm": [float(t) for t in thresholds_mm],
         "penetration": {"method": "lines", "spacing_mm": float(m_to_mm(LINE_SPACING))},
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -646,13 +673,13 @@ def evaluate_folder(
     return summary
 
 
-def _run_item(name, gt, pred_dir, n_points, seed, thresholds_mm, curve_mm, workers) -> dict[str, Any]:
+def _run_item(name, gt, pred_dir, n_points, seed, thresholds_mm, curve_mm, workers, align="none") -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         gt_hands = gt.load(name)
         pred_hands = _load_prediction(pred_dir, name, list(gt_hands))
         res = evaluate_item(pred_hands, gt_hands, n_points=n_points, seed=item_seed(seed, name),
-                            thresholds_mm=thresholds_mm, curve_mm=curve_mm, workers=workers)
+                            thresholds_mm=thresholds_mm, curve_mm=curve_mm, workers=workers, align=align)
         res.update(name=name, status="ok", error="")
     except (DataError, ValueError) as exc:  # bad input files, degenerate (zero-area) meshes
         log.warning("item %s failed: %s", name, exc)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -111,18 +111,31 @@ def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
 
 class UpsampleHead(nn.Module):
     """IntagHand-style "simple baseline" head: 1x1 conv at S/32, ``steps`` x (bilinear x2, 3x3
-    conv, BN, ReLU), then a 1x1 output conv."""
+    conv, BN, ReLU), then a 1x1 output conv.
 
-    def __init__(self, in_ch: int, ch: int, out_ch: int, steps: int = 3) -> None:
+    With ``skip_channels`` (the backbone's channels at S/16, S/8, S/4, coarse to fine), each
+    upsampled map first gets a 1x1 projection of the backbone map of its size added (a feature
+    pyramid's lateral connections), which carries the fine detail that S/32 lacks.
+    """
+
+    def __init__(self, in_ch: int, ch: int, out_ch: int, steps: int = 3,
+                 skip_channels: Sequence[int] | None = None) -> None:
         super().__init__()
         self.flat = _conv_bn_relu(in_ch, ch, 1)
         self.up = nn.ModuleList([_conv_bn_relu(ch, ch, 3) for _ in range(steps)])
+        if skip_channels is not None and len(skip_channels) != steps:
+            raise ValueError(f"skip_channels needs one entry per step ({steps}), got {list(skip_channels)}")
+        self.lateral = None if skip_channels is None else nn.ModuleList([nn.Conv2d(c, ch, 1) for c in skip_channels])
         self.out = nn.Conv2d(ch, out_ch, 1)
 
-    def forward(self, x: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+    def forward(self, x: Tensor, skips: Sequence[Tensor] = ()) -> tuple[tuple[Tensor, ...], Tensor]:
+        """``x`` at S/32; ``skips``: the backbone maps at S/16, S/8, S/4 (used with lateral convs)."""
         maps = [self.flat(x)]
-        for conv in self.up:
-            maps.append(conv(F.interpolate(maps[-1], scale_factor=2.0, mode="bilinear", align_corners=False)))
+        for i, conv in enumerate(self.up):
+            up = F.interpolate(maps[-1], scale_factor=2.0, mode="bilinear", align_corners=False)
+            if self.lateral is not None:
+                up = up + self.lateral[i](skips[i])
+            maps.append(conv(up))
         return tuple(maps), self.out(maps[-1])
 
 
@@ -193,6 +206,7 @@ class ImageEncoder(nn.Module):
         feature_channels: channels ``C`` of ``query_features``.
         image_size: input side ``S`` in pixels, a multiple of 32.
         with_global: also compute ``global_feature`` (stage 2).
+        skips: lateral connections from the backbone into both heads (:class:`UpsampleHead`).
         weights: optional file to load (strict) after initialisation.
     """
 
@@ -205,6 +219,7 @@ class ImageEncoder(nn.Module):
         feature_channels: int = 32,
         image_size: int = 256,
         with_global: bool = False,
+        skips: bool = False,
         weights: str | Path | None = None,
     ) -> None:
         super().__init__()
@@ -234,8 +249,10 @@ class ImageEncoder(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.stage_channels = tuple(width * 2**i * block.expansion for i in range(4))
 
-        self.heatmap_head = UpsampleHead(in_ch, head_channels, HEATMAP_CHANNELS)
-        self.mask_head = UpsampleHead(in_ch, head_channels, MASK_CHANNELS)
+        self.skips = skips
+        lateral = tuple(reversed(self.stage_channels[:3])) if skips else None
+        self.heatmap_head = UpsampleHead(in_ch, head_channels, HEATMAP_CHANNELS, skip_channels=lateral)
+        self.mask_head = UpsampleHead(in_ch, head_channels, MASK_CHANNELS, skip_channels=lateral)
         self.query_conv = nn.Conv2d(2 * head_channels, feature_channels, 1)
         self.global_conv = nn.Conv2d(head_channels, head_channels, image_size // 32) if with_global else None
         self.reset_parameters()
@@ -298,8 +315,9 @@ class ImageEncoder(nn.Module):
         c2 = self.layer2(c1)  # (B, C2, S/8, S/8)
         c3 = self.layer3(c2)  # (B, C3, S/16, S/16)
         c4 = self.layer4(c3)  # (B, C4, S/32, S/32)
-        hm_maps, heatmaps = self.heatmap_head(c4)
-        mk_maps, masks = self.mask_head(c4)
+        fine = (c3, c2, c1) if self.skips else ()
+        hm_maps, heatmaps = self.heatmap_head(c4, fine)
+        mk_maps, masks = self.mask_head(c4, fine)
         query = self.query_conv(torch.cat([hm_maps[-1], mk_maps[-1]], 1))  # (B, C, S/4, S/4)
         glob = None
         if self.global_conv is not None:

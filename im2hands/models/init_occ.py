@@ -576,7 +576,7 @@ class InitOccNet(HandsModel):
         if occ.use_image:
             encoder = ImageEncoder(
                 depth=enc.depth, width=enc.width, head_channels=enc.head_channels,
-                feature_channels=enc.feature_channels, image_size=enc.image_size, weights=enc.weights,
+                feature_channels=enc.feature_channels, image_size=enc.image_size, skips=enc.skips, weights=enc.weights,
             )  # fmt: skip
         return cls(
             encoder=encoder, hidden=occ.hidden, point_dim=occ.point_dim, patch_grid=occ.patch_grid,

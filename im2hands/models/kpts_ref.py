@@ -419,7 +419,7 @@ class KptsRefModel(HandsModel):
         nc = kc.noise
         encoder = ImageEncoder(
             depth=ec.depth, width=ec.width, head_channels=ec.head_channels, feature_channels=ec.feature_channels,
-            image_size=ec.image_size, weights=ec.weights,
+            image_size=ec.image_size, skips=ec.skips, weights=ec.weights,
         )  # fmt: skip
         refiner = KeypointRefiner(
             feature_channels=kc.feature_dim, feature_size=encoder.feature_size, dim=kc.dim, layers=kc.layers,

@@ -517,7 +517,7 @@ class RefOccNet(HandsModel):
         weights = None if stored else enc.weights
         encoder = ImageEncoder(
             depth=enc.depth, width=enc.width, head_channels=enc.head_channels, feature_channels=enc.feature_channels,
-            image_size=enc.image_size, with_global=True, weights=weights,
+            image_size=enc.image_size, with_global=True, skips=enc.skips, weights=weights,
         )  # fmt: skip
         anchor = dict(bone_samples=r.anchor_bone_samples, rays=r.anchor_rays, ray_length=r.anchor_ray_length,
                       ray_steps=r.anchor_ray_steps, bisections=r.anchor_bisections)  # fmt: skip

@@ -278,3 +278,18 @@ def test_initialization_from_config_runs_on_fresh_runs_only(make_cfg, monkeypatc
     assert abs(float(first.model.net[-1].bias.detach()) - 3.0) < 1e-3  # trained 2 tiny steps from the mark
     resumed = train(make_cfg(*common, "train.max_steps=4"), resume=first.run_dir, progress=False)
     assert len(calls) == 1 and resumed.summary["resumed_from_step"] == 2
+
+
+def test_init_weights_starts_a_fresh_run_from_trained_weights(make_cfg):
+    """``train.init_weights=RUN``: the weights of RUN, a new step count and schedule; another
+    model type is refused by name."""
+    first = train(make_cfg("train.max_steps=3", run="a"), progress=False)
+    still = ("train.max_steps=1", "train.lr=0")  # one step that moves nothing
+    second = train(make_cfg(*still, f"train.init_weights={first.run_dir}", run="b"), progress=False)
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[key], value), key
+    assert second.summary.get("resumed_from_step") is None
+    fresh = train(make_cfg(*still, run="c"), progress=False)
+    assert any(not torch.equal(fresh.model.state_dict()[k], v) for k, v in first.model.state_dict().items())
+    with pytest.raises(Im2HandsError, match="holds a test_tiny_kpts model, this run trains test_tiny_occ"):
+        train(make_cfg("model.type=test_tiny_occ", f"train.init_weights={first.run_dir}", run="d"), progress=False)

@@ -14,6 +14,7 @@ from im2hands.data import format as fmt
 from im2hands.data.synthetic import synthesize
 from im2hands.engine.builders import build_model
 from im2hands.engine.checkpoint import save_checkpoint
+from im2hands.engine.weights import shipped_path
 from im2hands.extraction import run as run_mod
 from im2hands.extraction.inputs import (
     KEYPOINT_ORDERS,
@@ -182,14 +183,18 @@ def test_absent_hand_missing_image_and_bad_image(tmp_path, synth):
     assert summary["totals"]["hands_skipped"] == 1
 
 
+def test_default_model_is_the_shipped_keypoint_only_stage1(tmp_path, kp_dir):
+    """Keypoint files without images and without --model: the shipped keypoint-only stage 1."""
+    summary = extract_folder(tmp_path / "o", keypoints=kp_dir, limit=1, **FAST)
+    assert summary["settings"]["model"] == str(shipped_path("keypoint_only"))
+    assert summary["settings"]["model_type"] == "init_occ" and summary["totals"]["ok"] == 1
+    assert "use_image: false" in (tmp_path / "o" / "config.yaml").read_text()
+
+
 def test_clear_errors(tmp_path, kp_dir, capsys):
-    with pytest.raises(Im2HandsError, match="no default model is shipped yet.*--model"):
-        extract_folder(tmp_path / "o", keypoints=kp_dir, progress=False)
-    assert main(["extract", "--keypoints", str(kp_dir), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no default model" in err[0]
     assert main(["extract", "--images", str(kp_dir), "--out", str(tmp_path / "o"), "--model", "x"]) == 2
-    assert "keypoint estimator" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no run folder or checkpoint file at x" in err[0]
     with pytest.raises(Im2HandsError, match="no .json files"):
         list_items(keypoints=tmp_path)
 

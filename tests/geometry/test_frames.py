@@ -197,3 +197,19 @@ def test_palm_frame_dtype_grad_and_errors():
         palm_frame(torch.zeros(2, 16, 3), False)
     with pytest.raises(ValueError, match=r"is_left"):
         palm_frame(torch.zeros(2, 21, 3), torch.tensor([True, False, True]))
+
+
+def test_orbit_view_keeps_distances_and_turns_about_the_centre():
+    from im2hands.geometry.frames import orbit_view
+
+    center = torch.tensor([0.05, -0.02, 0.6])
+    pts = center + torch.randn(50, 3) * 0.05
+    for angle in (0.0, 35.0, 90.0, -120.0):
+        q = orbit_view(pts, center, angle)
+        assert torch.allclose((q[:, None] - q[None]).norm(dim=-1), (pts[:, None] - pts[None]).norm(dim=-1), atol=1e-6)
+        assert torch.allclose((q - center).norm(dim=-1), (pts - center).norm(dim=-1), atol=1e-6)
+        assert torch.allclose(q[:, 1], pts[:, 1])  # about the vertical axis
+    assert torch.allclose(orbit_view(pts, center, 0.0), pts)
+    # camera moved to +x by 90 degrees: a point on the +x side of the centre comes nearer
+    q = orbit_view(center + torch.tensor([[0.1, 0.0, 0.0]]), center, 90.0)
+    assert torch.allclose(q, center + torch.tensor([[0.0, 0.0, -0.1]]), atol=1e-6)

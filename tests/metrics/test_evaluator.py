@@ -229,3 +229,34 @@ def test_read_keypoint_file(tmp_path):
         p.write_text(json.dumps(bad))
         with pytest.raises(DataError, match=msg):
             read_keypoint_file(p)
+
+
+def test_align_root_undoes_a_per_hand_translation(data, tmp_path):
+    """Ground truth moved by 2 cm (left) and 3 cm (right), keypoints with it: camera-frame IoU
+    collapses, root-aligned IoU is back at 1, and MRRPE still sees the 5 cm relative move."""
+    root, items = data
+    name = sorted(items)[0]
+    meshes, kps = items[name]
+    shifts = {"left": np.array([0.02, 0.0, 0.0]), "right": np.array([0.0, -0.03, 0.0])}
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    _write_item(pred, name, {s: (v + shifts[s], f) for s, (v, f) in meshes.items()},
+                {s: kp + shifts[s] for s, kp in kps.items()})
+    (gt := tmp_path / "gt").mkdir()
+    _write_item(gt, name, meshes, kps)
+    plain = evaluate_folder(pred, gt, tmp_path / "plain", n_points=POINTS, plots=False, progress=False)
+    aligned = evaluate_folder(pred, gt, tmp_path / "aligned", n_points=POINTS, plots=False, progress=False,
+                              align="root")
+    assert plain["iou"] < 0.3 and plain["chamfer_l1_mm"] > 10.0
+    assert aligned["iou"] == pytest.approx(1.0, abs=1e-6) and aligned["chamfer_l1_mm"] < 1e-6
+    assert aligned["settings"]["align"] == "root" and plain["settings"]["align"] == "none"
+    row = next(csv.DictReader((tmp_path / "aligned" / "per_item.csv").open()))
+    assert float(row["left_align_shift_mm"]) == pytest.approx(20.0) and float(row["right_align_shift_mm"]) == pytest.approx(30.0)
+    expected_mrrpe = 1000 * np.linalg.norm(shifts["left"] - shifts["right"])
+    assert aligned["mrrpe_mm"] == pytest.approx(expected_mrrpe, rel=1e-6) == plain["mrrpe_mm"]
+    # root alignment needs predicted keypoints: without them the item fails, named
+    (pred / f"{name}_keypoints.json").unlink()
+    s = evaluate_folder(pred, gt, tmp_path / "nokp", n_points=POINTS, plots=False, progress=False, align="root")
+    assert s["counts"]["failed"] == 1 and "--align root needs" in s["failed"][name]
+    with pytest.raises(DataError, match="--align must be one of"):
+        evaluate_folder(pred, gt, tmp_path / "bad", n_points=POINTS, align="wrist")

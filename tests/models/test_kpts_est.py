@@ -14,6 +14,7 @@ from im2hands.data.dataset import HandsDataset
 from im2hands.data.synthetic import synthesize
 from im2hands.engine.builders import build_model
 from im2hands.engine.checkpoint import save_checkpoint
+from im2hands.engine.weights import shipped_path
 from im2hands.extraction.run import extract_folder
 from im2hands.geometry.frames import project
 from im2hands.models.kpts_est import KeypointPipeline, KptsEstModel, border_weights
@@ -276,8 +277,14 @@ def test_extract_from_images_alone(synth, runs, tmp_path):
 
 def test_extract_estimation_errors(synth, runs, tmp_path, capsys):
     images = _images(synth, tmp_path / "img")
-    with pytest.raises(Im2HandsError, match="--estimator RUN"):
-        extract_folder(tmp_path / "o", model=runs / "occ", images=images, progress=False)
+    # no --estimator: the shipped estimator and, with it, the shipped refiner ('none' turns it off)
+    s = extract_folder(tmp_path / "d", model=runs / "occ", images=images, resolution=8, upsampling_steps=1,
+                       limit=1, progress=False)  # fmt: skip
+    assert s["settings"]["estimator"] == str(shipped_path("estimator"))
+    assert s["settings"]["refiner"] == str(shipped_path("refiner"))
+    s = extract_folder(tmp_path / "e", model=runs / "occ", images=images, refiner="none", resolution=8,
+                       upsampling_steps=1, limit=1, progress=False)  # fmt: skip
+    assert s["settings"]["estimator"] == str(shipped_path("estimator")) and s["settings"]["refiner"] is None
     assert main(["extract", "--model", str(runs / "occ"), "--keypoints", "auto", "--out", str(tmp_path / "o")]) == 2
     assert "--images DIR or --dataset DIR" in capsys.readouterr().err
     with pytest.raises(Im2HandsError, match="not a keypoint estimator"):

@@ -1,0 +1,147 @@
+"""Shipped weights: compact inference checkpoints, and where the toolkit finds its own.
+
+A *weights file* is a checkpoint (:mod:`im2hands.engine.checkpoint`, same ``format`` and
+``version``, so :func:`~im2hands.engine.checkpoint.load_model` reads it) without the training
+state: ``model`` (floating tensors stored as ``float16`` by default; they are cast back to the
+model's ``float32`` parameters when loaded), ``config`` and ``config_yaml``, and one more entry::
+
+    weights    {"source": run folder or file exported, "step": training step,
+                "best": {"metric", "value", "step"} or None, "dtype": "float16" | "float32"}
+
+The toolkit ships one weights file per role in ``im2hands/assets/weights`` (:data:`SHIPPED`),
+with ``MANIFEST.json`` beside them: per file its size, SHA-256, the run it came from and the
+command that trained it, and the held-out numbers that ``im2hands weights check`` measured
+with them (``tests/engine/test_weights.py`` reproduces those on a small fixed subset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from im2hands.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, find_checkpoint, load_checkpoint
+from im2hands.utils.errors import Im2HandsError
+from im2hands.utils.io import atomic_path
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "weights"
+"""Folder of the shipped weights files and their ``MANIFEST.json``."""
+MANIFEST = "MANIFEST.json"
+
+SHIPPED: dict[str, str] = {
+    "estimator": "kpts_est.pt",
+    "refiner": "kpts_ref.pt",
+    "model": "ref_occ.pt",
+    "init_occ": "init_occ.pt",
+    "keypoint_only": "init_occ_halo.pt",
+}
+"""Role -> file name: ``estimator`` (images -> keypoints), ``refiner`` (stage 3), ``model`` (stage 2
+with its frozen stage 1 inside: what ``im2hands extract`` uses with images), ``init_occ``
+(stage 1 with the image), ``keypoint_only`` (stage 1 without the image: ``extract`` from
+keypoint files alone)."""
+
+DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def shipped_path(role: str, weights_dir: str | os.PathLike | None = None) -> Path:
+    """The shipped weights file of ``role`` (a key of :data:`SHIPPED`).
+
+    Raises:
+        Im2HandsError: unknown role, or the file is missing (an installation without weights).
+    """
+    if role not in SHIPPED:
+        raise Im2HandsError(f"unknown weights role {role!r}; known: {', '.join(SHIPPED)}")
+    path = Path(weights_dir or WEIGHTS_DIR) / SHIPPED[role]
+    if not path.is_file():
+        raise Im2HandsError(
+            f"the shipped {role} weights are missing ({path}); reinstall the package, or pass a training run "
+            "folder or checkpoint instead"
+        )
+    return path
+
+
+def export_weights(run_or_file: str | os.PathLike, out: str | os.PathLike, dtype: str = "float16",
+                   trained_with: str | None = None) -> dict[str, Any]:
+    """Write the inference-only weights of a run (its best, else last checkpoint) or checkpoint.
+
+    Args:
+        run_or_file: training run folder or checkpoint file.
+        out: destination ``.pt`` file (written atomically).
+        dtype: ``float16`` (half the size; the networks are evaluated in float32 after loading)
+            or ``float32`` (exact).
+        trained_with: the command that trained the run; given, the file's entry in the
+            ``MANIFEST.json`` beside ``out`` is (re)written (size, SHA-256, source, step, best,
+            dtype, this command).
+
+    Returns:
+        The ``weights`` entry written, plus ``path`` and ``bytes``.
+
+    Raises:
+        Im2HandsError: no checkpoint there, or a value that ``float16`` cannot hold.
+    """
+    if dtype not in DTYPES:
+        raise Im2HandsError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    src = find_checkpoint(run_or_file, "best")
+    ckpt = load_checkpoint(src)
+    target = DTYPES[dtype]
+    limit = torch.finfo(target).max
+    model: dict[str, Any] = {}
+    for key, value in ckpt["model"].items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            if value.numel() and value.detach().abs().max().item() > limit:
+                raise Im2HandsError(f"{src}: {key} holds values beyond {dtype}'s range; export with --dtype float32")
+            value = value.detach().to(target).clone()
+        model[key] = value
+    state = ckpt.get("state") or {}
+    best = state.get("best") if isinstance(state.get("best"), dict) else None
+    info = {"source": str(src), "step": state.get("step"), "best": best, "dtype": dtype}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": model,
+        "config": ckpt["config"],
+        "config_yaml": ckpt["config_yaml"],
+        "weights": info,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        torch.save(payload, tmp)
+    entry = {**info, "bytes": out.stat().st_size, "sha256": sha256(out)}
+    if trained_with is not None:
+        manifest = read_manifest(out.parent)
+        manifest.setdefault("files", {})[out.name] = {**entry, "trained_with": trained_with}
+        write_manifest(manifest, out.parent)
+    return {**entry, "path": str(out)}
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(manifest: dict[str, Any], weights_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``MANIFEST.json`` (atomically) into ``weights_dir`` (default: the shipped folder)."""
+    path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_manifest(weights_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``MANIFEST.json`` of the shipped weights (empty dict when there is none)."""
+    path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise Im2HandsError(f"{path}: unreadable weights manifest ({exc})") from None
