@@ -33,15 +33,18 @@ log = logging.getLogger(__name__)
 DEMO_SEED = 12345
 """Seed of the demo's synthetic set (the shipped weights were trained on seed 0's)."""
 
+EXTRACTIONS: dict[str, str | None] = {"meshes": "auto", "meshes_gt_keypoints": None}
+"""Mesh folder -> ``--keypoints`` of its extraction (``auto``: estimated from the images; None:
+the dataset's ground-truth keypoints)."""
+
 RUNS: dict[str, dict[str, Any]] = {
-    "images": {"meshes": "meshes", "eval": "eval", "keypoints": "auto", "align": "none",
-               "label": "images only, camera frame"},
-    "images_root_aligned": {"meshes": "meshes", "eval": "eval_root_aligned", "keypoints": "auto", "align": "root",
+    "images": {"meshes": "meshes", "eval": "eval", "align": "none", "label": "images only, camera frame"},
+    "images_root_aligned": {"meshes": "meshes", "eval": "eval_root_aligned", "align": "root",
                             "label": "images only, root-aligned"},
-    "gt_keypoints": {"meshes": "meshes_gt_keypoints", "eval": "eval_gt_keypoints", "keypoints": None,
-                     "align": "none", "label": "ground-truth keypoints + image"},
+    "gt_keypoints": {"meshes": "meshes_gt_keypoints", "eval": "eval_gt_keypoints", "align": "none",
+                     "label": "ground-truth keypoints + image"},
 }
-"""The demo's evaluations: where the meshes and the evaluation go, the keypoint source, the alignment."""
+"""The demo's evaluations: which meshes, where the evaluation goes, the alignment, a label."""
 
 TARGETS = {"images": {"iou": 0.70, "chamfer_l1_mm": 4.0}, "images_root_aligned": {"iou": 0.70, "chamfer_l1_mm": 4.0},
            "gt_keypoints": {"iou": 0.85, "chamfer_l1_mm": 2.5}}
@@ -53,7 +56,7 @@ COLUMNS = [("iou", "IoU", "{:.3f}"), ("chamfer_l1_mm", "Chamfer-L1 mm", "{:.2f}"
            ("penetration_cm3", "penetration cm3", "{:.2f}")]
 
 
-def run_pipeline(out_dir: str | Path, num: int, *, seed: int = DEMO_SEED, workers: int = 1, device: str = "cpu",
+def run_pipeline(out_dir: str | Path, num: int, *, seed: int = DEMO_SEED, workers: int = 1, device: str = "auto",
                  progress: bool = True, plots: bool = True, eval_points: int = 100_000) -> dict[str, Any]:
     """Steps 1-3 of the module docstring into ``out_dir``; returns ``results.json``'s content.
 
@@ -71,13 +74,11 @@ def run_pipeline(out_dir: str | Path, num: int, *, seed: int = DEMO_SEED, worker
     t = time.perf_counter()
     synthesize(out / "data", num, seed=seed, workers=workers, cfg=load_config(None, ["name=demo"]), progress=progress)
     seconds["synthesize"] = time.perf_counter() - t
-    for name, run in RUNS.items():
-        meshes = out / run["meshes"]
-        if name != "images_root_aligned":  # the images-only meshes are extracted once, evaluated twice
-            t = time.perf_counter()
-            extract_folder(meshes, dataset=out / "data", split="all", keypoints=run["keypoints"], device=device,
-                           progress=progress)  # fmt: skip
-            seconds[f"extract_{name}"] = time.perf_counter() - t
+    for folder, keypoints in EXTRACTIONS.items():
+        t = time.perf_counter()
+        extract_folder(out / folder, dataset=out / "data", split="all", keypoints=keypoints, device=device,
+                       progress=progress)  # fmt: skip
+        seconds[f"extract_{folder}"] = time.perf_counter() - t
     runs: dict[str, Any] = {}
     for name, run in RUNS.items():
         t = time.perf_counter()

@@ -24,6 +24,13 @@ Measures (medians over ``repeats`` runs each; every run is kept in ``measures``)
   160 samples per run so that the pool's start-up (about 1.6 s) does not dominate the rate; and
   ``synth_samples_per_s_1_worker`` with 1 (in process, no start-up; 48 samples per run). Both
   on the CPU (``synth.device`` cpu).
+- ``estimator_images_per_s``: keypoints from images with the shipped estimator
+  (``KeypointPipeline``, its configured passes, the sample's camera), 8 synthetic images per
+  run after a warm-up; ``measures.images.estimator_refiner`` has the rate with the shipped
+  stage-3 refiner too. ``image_to_mesh_s``: median seconds per item of ``im2hands extract
+  --keypoints auto`` with the shipped weights (estimator, refiner, stage 1, stage 2, MISE at 256
+  cells, marching cubes, OBJ, keypoint file and overlay) on those 8 images
+  (:func:`bench_images`).
 - ``peak_rss_mb``: the larger of the maximum resident set size of this process and of its
   largest finished child (``resource.getrusage``), at the end of the run.
 
@@ -60,7 +67,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "init_occ_cpu.yaml"
 
 HEADLINE_KEYS: tuple[str, ...] = (
     "decoder_points_per_s", "mise_points_evaluated", "dense_points", "mise_query_fraction", "extract_two_hands_s",
-    "eval_item_s", "synth_samples_per_s", "synth_samples_per_s_1_worker", "peak_rss_mb",
+    "eval_item_s", "synth_samples_per_s", "synth_samples_per_s_1_worker", "estimator_images_per_s",
+    "image_to_mesh_s", "peak_rss_mb",
 )  # fmt: skip
 """Top-level numeric keys of the result (all finite and positive after a successful run)."""
 
@@ -76,11 +84,12 @@ TARGETS: dict[str, tuple[str, float, str]] = {
 _FULL = dict(
     resolution0=32, upsampling_steps=3, extract_repeats=3, decoder_chunk=65536, decoder_chunks=2, decoder_repeats=5,
     eval_points=100_000, eval_repeats=3, synth_num=160, synth_num_1_worker=48, synth_repeats=3,
-    synth_image_size=256,
+    synth_image_size=256, image_items=8, image_repeats=3, image_size=256,
 )  # fmt: skip
 _QUICK = dict(
     resolution0=8, upsampling_steps=1, extract_repeats=1, decoder_chunk=2048, decoder_chunks=1, decoder_repeats=2,
     eval_points=2000, eval_repeats=1, synth_num=2, synth_num_1_worker=2, synth_repeats=1, synth_image_size=32,
+    image_items=1, image_repeats=1, image_size=64,
 )  # fmt: skip
 
 
@@ -297,6 +306,51 @@ def bench_synth(*, workers: int, num: int, repeats: int, image_size: int, seed: 
     return out
 
 
+def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int, upsampling_steps: int,
+                 device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """Images alone with the shipped weights: keypoints per second (``KeypointPipeline`` with
+    the shipped estimator, without and with the shipped refiner; median over ``repeats`` passes
+    over ``images`` synthetic images after a warm-up), and seconds per item of the whole
+    image-to-mesh job (``extract --keypoints auto``: estimator, refiner, stage 1, stage 2, MISE,
+    marching cubes, files; median over the items)."""
+    from im2hands.config import load_config
+    from im2hands.data import format as fmt
+    from im2hands.data.synthetic import synthesize
+    from im2hands.engine.checkpoint import load_model
+    from im2hands.engine.weights import shipped_path
+    from im2hands.extraction.run import extract_folder
+    from im2hands.models.kpts_est import KeypointPipeline
+
+    out: dict[str, Any] = {"images": images, "repeats": repeats, "image_size": image_size}
+    with tempfile.TemporaryDirectory(prefix="im2hands_bench_images_") as tmp:
+        root = Path(tmp) / "data"
+        synthesize(root, images, seed=seed, workers=1, cfg=load_config(None, [f"synth.image_size={image_size}"]),
+                   progress=False)  # fmt: skip
+        anns = [fmt.read_annotation(root, sid) for sid in fmt.list_samples(root, "all")]
+        inputs = [(fmt.read_image(root / a.image), a.K) for a in anns]
+        estimator, _ = load_model(shipped_path("estimator"), device=device)
+        refiner, _ = load_model(shipped_path("refiner"), device=device)
+        for name, pipe in (("estimator", KeypointPipeline(estimator)),
+                           ("estimator_refiner", KeypointPipeline(estimator, refiner=refiner))):
+            pipe(*inputs[0])  # warm-up
+            runs = []
+            for _ in range(repeats):
+                _sync(device)
+                t = time.perf_counter()
+                for image, K in inputs:
+                    pipe(image, K)
+                _sync(device)
+                runs.append(len(inputs) / (time.perf_counter() - t))
+            out[name] = {"runs_images_per_s": runs, "median_images_per_s": _median(runs), "passes": pipe.passes}
+        summary = extract_folder(Path(tmp) / "meshes", dataset=root, split="all", keypoints="auto", device=device,
+                                 resolution=resolution0, upsampling_steps=upsampling_steps, progress=False)  # fmt: skip
+    items = [float(it["seconds"]["total"]) for it in summary["items"] if it["status"] == "ok"]
+    out["image_to_mesh"] = {"items_s": items, "median_item_s": _median(items) if items else float("nan"),
+                            "failed": summary["totals"]["failed"], "resolution": resolution0 * 2**upsampling_steps,
+                            "model": summary["settings"]["model"]}  # fmt: skip
+    return out
+
+
 def _ready(_: int) -> int:
     return os.getpid()
 
@@ -422,6 +476,10 @@ def run_bench(
             note(f"synthetic data, {workers} worker{'s' if workers > 1 else ''}, {num} samples per run")
             synth[workers] = bench_synth(workers=workers, num=num, repeats=sizes["synth_repeats"],
                                          image_size=sizes["synth_image_size"], seed=seed)  # fmt: skip
+        note("images alone with the shipped weights (keypoints; image to mesh)")
+        img = bench_images(images=sizes["image_items"], repeats=sizes["image_repeats"], image_size=sizes["image_size"],
+                           resolution0=sizes["resolution0"], upsampling_steps=sizes["upsampling_steps"], device=dev,
+                           seed=seed)  # fmt: skip
         rss = peak_rss_mb()
     finally:
         torch.set_num_threads(old_threads)
@@ -437,6 +495,8 @@ def run_bench(
         "eval_item_s": ev["median_s"],
         "synth_samples_per_s": synth[2]["median_samples_per_s"],
         "synth_samples_per_s_1_worker": synth[1]["median_samples_per_s"],
+        "estimator_images_per_s": img["estimator"]["median_images_per_s"],
+        "image_to_mesh_s": img["image_to_mesh"]["median_item_s"],
         "peak_rss_mb": rss["max"],
     }
     parts = ed["median_parts_s"]
@@ -462,7 +522,7 @@ def run_bench(
                           "threads": int(threads), **sizes}  # fmt: skip
     result["measures"] = {
         "decoder": dec, "extraction": ed, "eval_item": ev, "synth_2_workers": synth[2], "synth_1_worker": synth[1],
-        "peak_rss_mb": rss,
+        "images": img, "peak_rss_mb": rss,
     }  # fmt: skip
     result["bench_seconds"] = time.perf_counter() - t_start
     if out is not None:
@@ -471,8 +531,10 @@ def run_bench(
 
 
 def _fmt(key: str, value: float) -> str:
-    if key in ("extract_two_hands_s", "eval_item_s"):
+    if key in ("extract_two_hands_s", "eval_item_s", "image_to_mesh_s"):
         return f"{value * 1e3:.0f} ms" if value < 1 else f"{value:.2f} s"
+    if key == "estimator_images_per_s":
+        return f"{value:.1f} images/s"
     if key == "mise_query_fraction":
         return f"{value:.4f} (1/{1 / value:.0f})" if value > 0 else "0"
     if key == "decoder_points_per_s":
@@ -493,6 +555,8 @@ def format_table(result: dict[str, Any]) -> str:
         "eval_item_s": m["eval_item"]["repeats"],
         "synth_samples_per_s": m["synth_2_workers"]["repeats"],
         "synth_samples_per_s_1_worker": m["synth_1_worker"]["repeats"],
+        "estimator_images_per_s": m["images"]["repeats"],
+        "image_to_mesh_s": len(m["images"]["image_to_mesh"]["items_s"]),
     }
     lines = ["| measure | value (median) | runs | target | pass |", "|---|---|---|---|---|"]
     for key in HEADLINE_KEYS:

@@ -48,6 +48,10 @@ def test_run_bench_quick_returns_every_key_finite_and_positive(quick_run):
     assert m["synth_2_workers"]["pool_startup_s"] > 0 and "samples_per_s_without_startup" in m["synth_2_workers"]
     assert suite._FULL["synth_num"] >= 160  # full runs: the pool's start-up must not dominate the 2-worker rate
     assert all(math.isfinite(v) and v > 0 for v in result["ratios"].values())
+    images = m["images"]  # the shipped weights on one image, end to end
+    assert images["image_to_mesh"]["failed"] == 0 and len(images["image_to_mesh"]["items_s"]) == 1
+    assert images["image_to_mesh"]["model"].endswith("ref_occ.pt")
+    assert images["estimator"]["passes"] == 1 and images["estimator_refiner"]["median_images_per_s"] > 0
 
 
 def test_cli_writes_the_json(quick_run):
