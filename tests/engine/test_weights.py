@@ -100,3 +100,11 @@ def test_shipped_weights_load(role, stage):
     if role == "keypoint_only":
         assert cfg.model.init_occ.use_image is False
     assert WEIGHTS_DIR.name == "weights"
+
+
+def test_cli_list_names_every_shipped_file_with_its_command(capsys):
+    assert main(["weights", "list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(SHIPPED)
+    for line, (role, name) in zip(lines, SHIPPED.items()):
+        assert line.split()[:2] == [role, name] and " MB " in line and "im2hands train configs/" in line
