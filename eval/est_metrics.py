@@ -25,6 +25,7 @@ import torch
 from im2hands.data import format as fmt
 from im2hands.data.dataset import HandsDataset
 from im2hands.engine.checkpoint import load_model
+from im2hands.hands.constants import SIDES
 
 
 def _keypoints(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -32,8 +33,8 @@ def _keypoints(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     kp2, rel = [], []
     for sid in fmt.list_samples(root, split):
         ann = fmt.read_annotation(root, sid)
-        k = np.stack([ann.hands[s].keypoints for s in ("left", "right")])
-        kp2.append(np.stack([ann.hands[s].keypoints_2d for s in ("left", "right")]))
+        k = np.stack([ann.hands[s].keypoints for s in SIDES])
+        kp2.append(np.stack([ann.hands[s].keypoints_2d for s in SIDES]))
         rel.append(k - k[:, :1])
     return np.asarray(kp2), np.asarray(rel)
 

@@ -18,7 +18,6 @@ The same steps on the same seed give the held-out numbers recorded for the shipp
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from im2hands.config import load_config
+from im2hands.hands.constants import SIDES
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _per_item(csv_path: Path) -> dict[str, dict[str, Any]]:
         for row in csv.DictReader(f):
             item: dict[str, Any] = {}
             for key in ("iou", "chamfer_l1_mm"):
-                vals = [float(row[f"{s}_{key}"]) for s in ("left", "right") if row.get(f"{s}_{key}") not in (None, "")]
+                vals = [float(row[f"{s}_{key}"]) for s in SIDES if row.get(f"{s}_{key}") not in (None, "")]
                 item[key] = float(np.mean(vals)) if vals and row["status"] == "ok" else None
             res[row["name"]] = item
     return res
@@ -131,7 +131,7 @@ def _read_meshes(folder: Path, name: str) -> dict[str, tuple[Any, Any]]:
     from im2hands.metrics.evaluator import read_obj
 
     meshes = {}
-    for side in ("left", "right"):
+    for side in SIDES:
         f = folder / f"{name}_{side}.obj"
         if f.is_file():
             v, faces = read_obj(f)
