@@ -153,6 +153,8 @@ class RefOccConfig:
     """Occupancy probability threshold for IoU and meshes."""
     penetration_weight: float = _range(0.001, 0.0, None)
     """Weight of the penetration term (a sum over points, as in the original)."""
+    loss: str = "mse"
+    """Occupancy loss per hand: mse (the original's, on probabilities) or bce (on the refined logit)."""
     anchor_bone_samples: int = _range(3, 1, 64)
     """Start points per skeleton segment (20 bones + 3 palm segments) for the anchor rays."""
     anchor_rays: int = _range(12, 1, 256)

@@ -235,7 +235,7 @@ class RefOccNet(HandsModel):
         init_occ: the trained stage-1 model (frozen here: no gradients, always eval mode, not
             in :meth:`trainable_parameters`).
         encoder: the stage-2 image encoder; must compute a global code (``with_global=True``).
-        num_anchors, threshold, penetration_weight: as in ``RefOccConfig``.
+        num_anchors, threshold, penetration_weight, loss: as in ``RefOccConfig``.
         anchor: keyword arguments of :class:`AnchorFinder` (``bone_samples``, ``rays``,
             ``ray_length``, ``ray_steps``, ``bisections``).
         encoder_layers, encoder_neighbors, encoder_reduced_dim, encoder_dim,
@@ -264,6 +264,7 @@ class RefOccNet(HandsModel):
         num_anchors: int = 512,
         threshold: float = 0.45,
         penetration_weight: float = 0.001,
+        loss: str = "mse",
         anchor: Optional[dict[str, Any]] = None,
         encoder_layers: tuple[int, ...] = (256, 128),
         encoder_neighbors: int = 16,
@@ -285,7 +286,10 @@ class RefOccNet(HandsModel):
             raise ValueError("the stage-2 encoder needs a global code: build it with with_global=True")
         if encoder_layers and max(encoder_layers) >= num_anchors:
             raise ValueError(f"encoder_layers {tuple(encoder_layers)} must stay below num_anchors={num_anchors}")
+        if loss not in ("mse", "bce"):
+            raise ValueError(f"loss must be 'mse' or 'bce', got {loss!r}")
         self.threshold, self.penetration_weight, self.decode_chunk = threshold, penetration_weight, decode_chunk
+        self.loss = loss
         self.init_occ = init_occ
         for p in self.init_occ.parameters():
             p.requires_grad_(False)
@@ -447,23 +451,32 @@ class RefOccNet(HandsModel):
     # ------------------------------------------------------------------ loss / metrics
 
     def compute_loss(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """MSE of probabilities per hand (mean over valid samples, summed over hands) plus
-        ``penetration_weight`` x the penetration sum over samples with both hands valid and
-        points: ``left(x_R) right(x_R) + right(x_L) left(x_L)`` at each hand's query points.
+        """The occupancy loss per hand (MSE of probabilities, or BCE of the refined logits with
+        ``loss="bce"``; mean over valid samples, summed over hands) plus ``penetration_weight`` x
+        the penetration sum over samples with both hands valid and points:
+        ``left(x_R) right(x_R) + right(x_L) left(x_L)`` at each hand's query points.
 
-        Returns ``loss``, ``mse_left``, ``mse_right``, ``penetration`` (0 without the branch).
+        Returns ``loss``, ``mse_left``, ``mse_right``, ``penetration`` (0 without the branch),
+        and ``bce_left``, ``bce_right`` with ``loss="bce"``.
         """
         occ = outputs["occupancy"]
+        gt = batch["occupancy"].to(occ.dtype)
         valid = self._valid(batch, occ)
-        mse = _mean_where(((occ - batch["occupancy"].to(occ.dtype)) ** 2).mean(-1), valid, 0)  # (2,)
+        mse = _mean_where(((occ - gt) ** 2).mean(-1), valid, 0)  # (2,)
+        out = {"mse_left": mse[LEFT].detach(), "mse_right": mse[RIGHT].detach()}
+        if self.loss == "bce":
+            bce = F.binary_cross_entropy_with_logits(outputs["logits"].float(), gt.float(), reduction="none").mean(-1)
+            bce = _mean_where(bce, valid, 0)  # (2,)
+            out.update(bce_left=bce[LEFT].detach(), bce_right=bce[RIGHT].detach())
+            data_loss = bce.sum()
+        else:
+            data_loss = mse.sum()
         pen = occ.new_zeros(())
         if "occupancy_at_other" in outputs:
             other = outputs["occupancy_at_other"]  # (B, 2, N): hand h at the other hand's points
             overlap = other[:, LEFT] * occ[:, RIGHT] + other[:, RIGHT] * occ[:, LEFT]  # (B, N)
             pen = (overlap.sum(-1) * valid.all(1).to(occ.dtype)).sum()
-        loss = mse.sum() + self.penetration_weight * pen
-        return {"loss": loss, "mse_left": mse[LEFT].detach(), "mse_right": mse[RIGHT].detach(),
-                "penetration": pen.detach()}  # fmt: skip
+        return {"loss": data_loss + self.penetration_weight * pen, **out, "penetration": pen.detach()}
 
     @torch.no_grad()
     def metrics(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, float]:
@@ -523,7 +536,7 @@ class RefOccNet(HandsModel):
                       ray_steps=r.anchor_ray_steps, bisections=r.anchor_bisections)  # fmt: skip
         return cls(
             init_occ=stage1, encoder=encoder, num_anchors=r.num_anchors, threshold=r.threshold,
-            penetration_weight=r.penetration_weight, anchor=anchor, encoder_layers=tuple(r.encoder_layers),
+            penetration_weight=r.penetration_weight, loss=r.loss, anchor=anchor, encoder_layers=tuple(r.encoder_layers),
             encoder_neighbors=r.encoder_neighbors, encoder_reduced_dim=r.encoder_reduced_dim,
             encoder_dim=r.encoder_dim, encoder_full_blocks=r.encoder_full_blocks, query_neighbors=r.query_neighbors,
             attention_dim=r.attention_dim, decoder_hidden=r.decoder_hidden, decoder_blocks=r.decoder_blocks,

@@ -277,6 +277,32 @@ def test_loss_terms_and_invalid_hands(stage1_run):
     assert model.metrics(changed, out) == model.metrics(batch, out)
 
 
+def test_bce_loss_matches_a_naive_sum(stage1_run):
+    model = _model(stage1_run, "model.ref_occ.loss=bce", "model.ref_occ.penetration_weight=0.25").eval()
+    batch = _batch()
+    batch["hand_valid"][1, RIGHT] = False
+    with torch.no_grad():
+        out = model(batch)
+    loss = model.compute_loss(batch, out)
+    assert {"bce_left", "bce_right", "mse_left", "mse_right", "penetration"} <= set(loss)
+    logits, gt = out["logits"], batch["occupancy"]
+    naive = {}
+    for h, name in ((LEFT, "left"), (RIGHT, "right")):
+        terms = []
+        for b in range(2):
+            if batch["hand_valid"][b, h]:
+                p = torch.sigmoid(logits[b, h])
+                terms.append(-(gt[b, h] * torch.log(p) + (1 - gt[b, h]) * torch.log(1 - p)).mean())
+        naive[name] = torch.stack(terms).mean()
+        torch.testing.assert_close(loss[f"bce_{name}"], naive[name], rtol=1e-5, atol=1e-6)
+    occ, other = out["occupancy"], out["occupancy_at_other"]
+    pen = (other[0, LEFT] * occ[0, RIGHT] + other[0, RIGHT] * occ[0, LEFT]).sum()  # sample 1 has one hand
+    torch.testing.assert_close(loss["penetration"], pen)
+    torch.testing.assert_close(loss["loss"], naive["left"] + naive["right"] + 0.25 * pen, rtol=1e-5, atol=1e-6)
+    with pytest.raises(Exception, match="loss"):
+        _model(stage1_run, "model.ref_occ.loss=l1")
+
+
 def test_decode_in_chunks_matches_one_pass(stage1_run):
     model = _model(stage1_run).eval()
     batch = _batch(N=50)
