@@ -337,6 +337,31 @@ def _mean_where(x: Tensor, valid: Tensor, dim: int | None = None) -> Tensor:
     return total.sum(dim) / w.sum(dim).clamp(min=1.0)
 
 
+OCC_LOSSES = ("mse", "bce")
+"""Occupancy losses of stages 1 and 2: ``mse`` (the original's, on probabilities), ``bce`` (on logits)."""
+
+
+def occupancy_loss(
+    occupancy: Float[Tensor, "B 2 N"], logits: Float[Tensor, "B 2 N"], target: Tensor, valid: Bool[Tensor, "B 2"],
+    loss: str,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-hand occupancy loss, mean over each hand's valid samples, summed over hands.
+
+    Returns ``(loss, terms)``: ``terms`` holds the detached ``mse_left``/``mse_right`` (always)
+    and ``bce_left``/``bce_right`` (with ``loss="bce"``); ``loss`` is the MSE sum, or the BCE sum
+    of the logits with ``loss="bce"``.
+    """
+    gt = target.to(occupancy.dtype)
+    mse = _mean_where(((occupancy - gt) ** 2).mean(-1), valid, 0)  # (2,)
+    terms = {"mse_left": mse[LEFT].detach(), "mse_right": mse[RIGHT].detach()}
+    if loss != "bce":
+        return mse.sum(), terms
+    bce = F.binary_cross_entropy_with_logits(logits.float(), gt.float(), reduction="none").mean(-1)
+    bce = _mean_where(bce, valid, 0)  # (2,)
+    terms.update(bce_left=bce[LEFT].detach(), bce_right=bce[RIGHT].detach())
+    return bce.sum(), terms
+
+
 @MODELS.register("init_occ")
 class InitOccNet(HandsModel):
     """Stage 1 (reference section 2.1); ``encoder=None`` gives the keypoint-only HALO baseline.
@@ -377,7 +402,7 @@ class InitOccNet(HandsModel):
         coord_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        if loss not in ("mse", "bce"):
+        if loss not in OCC_LOSSES:
             raise ValueError(f"loss must be 'mse' or 'bce', got {loss!r}")
         if aux_weight > 0 and encoder is None:
             raise ValueError("aux_weight > 0 needs an image encoder")
@@ -478,17 +503,8 @@ class InitOccNet(HandsModel):
         ``aux_heatmap``/``aux_mask`` with ``aux_weight > 0``).
         """
         occ = outputs["occupancy"]
-        gt = batch["occupancy"].to(occ.dtype)
         valid = self._valid(batch, occ)
-        mse = _mean_where(((occ - gt) ** 2).mean(-1), valid, 0)  # (2,)
-        out = {"mse_left": mse[LEFT].detach(), "mse_right": mse[RIGHT].detach()}
-        if self.loss == "bce":
-            bce = F.binary_cross_entropy_with_logits(outputs["logits"].float(), gt, reduction="none").mean(-1)
-            bce = _mean_where(bce, valid, 0)  # (2,)
-            out.update(bce_left=bce[LEFT].detach(), bce_right=bce[RIGHT].detach())
-            loss = bce.sum()
-        else:
-            loss = mse.sum()
+        loss, out = occupancy_loss(occ, outputs["logits"], batch["occupancy"], valid, self.loss)
         if self.aux_weight > 0 and "heatmaps" in outputs:
             aux = self._aux_losses(batch, outputs, valid)
             out.update({k: v.detach() for k, v in aux.items()})

@@ -63,7 +63,7 @@ from im2hands.config.load import config_to_yaml
 from im2hands.config.schema import ExperimentConfig
 from im2hands.geometry.frames import project
 from im2hands.hands.constants import LEFT, RIGHT
-from im2hands.models import init_occ as _init_occ  # noqa: F401  (registers "init_occ")
+from im2hands.models.init_occ import OCC_LOSSES, occupancy_loss  # (importing it registers "init_occ")
 from im2hands.models.anchors import AnchorFinder
 from im2hands.models.base import HandsModel
 from im2hands.models.encoder import ImageEncoder, ImageFeatures
@@ -216,11 +216,6 @@ class RefOccFeatures:
     context: Float[Tensor, "B 2 C"]
 
 
-def _mean_where(x: Tensor, valid: Tensor, dim: int) -> Tensor:
-    w = valid.to(x.dtype)
-    return torch.where(valid, x, torch.zeros_like(x)).sum(dim) / w.sum(dim).clamp(min=1.0)
-
-
 def _accept_missing_extra_state(module: "RefOccNet", state_dict: dict, prefix: str, *unused: Any) -> None:
     """``load_state_dict`` pre-hook: a state_dict saved before the stage-1 config was stored
     (no ``_extra_state``) keeps the model's own instead of failing a strict load."""
@@ -286,7 +281,7 @@ class RefOccNet(HandsModel):
             raise ValueError("the stage-2 encoder needs a global code: build it with with_global=True")
         if encoder_layers and max(encoder_layers) >= num_anchors:
             raise ValueError(f"encoder_layers {tuple(encoder_layers)} must stay below num_anchors={num_anchors}")
-        if loss not in ("mse", "bce"):
+        if loss not in OCC_LOSSES:
             raise ValueError(f"loss must be 'mse' or 'bce', got {loss!r}")
         self.threshold, self.penetration_weight, self.decode_chunk = threshold, penetration_weight, decode_chunk
         self.loss = loss
@@ -460,17 +455,8 @@ class RefOccNet(HandsModel):
         and ``bce_left``, ``bce_right`` with ``loss="bce"``.
         """
         occ = outputs["occupancy"]
-        gt = batch["occupancy"].to(occ.dtype)
         valid = self._valid(batch, occ)
-        mse = _mean_where(((occ - gt) ** 2).mean(-1), valid, 0)  # (2,)
-        out = {"mse_left": mse[LEFT].detach(), "mse_right": mse[RIGHT].detach()}
-        if self.loss == "bce":
-            bce = F.binary_cross_entropy_with_logits(outputs["logits"].float(), gt.float(), reduction="none").mean(-1)
-            bce = _mean_where(bce, valid, 0)  # (2,)
-            out.update(bce_left=bce[LEFT].detach(), bce_right=bce[RIGHT].detach())
-            data_loss = bce.sum()
-        else:
-            data_loss = mse.sum()
+        data_loss, out = occupancy_loss(occ, outputs["logits"], batch["occupancy"], valid, self.loss)
         pen = occ.new_zeros(())
         if "occupancy_at_other" in outputs:
             other = outputs["occupancy_at_other"]  # (B, 2, N): hand h at the other hand's points
