@@ -11,7 +11,7 @@ model's ``float32`` parameters when loaded), ``config`` and ``config_yaml``, and
 The toolkit ships one weights file per role in ``im2hands/assets/weights`` (:data:`SHIPPED`),
 with ``MANIFEST.json`` beside them: per file its size, SHA-256, the run it came from and the
 command that trained it, and the held-out numbers that ``im2hands weights check`` measured
-with them (``tests/engine/test_weights.py`` reproduces those on a small fixed subset).
+with them (``tests/test_demo.py`` reproduces those on a small fixed subset).
 """
 
 from __future__ import annotations

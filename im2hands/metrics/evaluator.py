@@ -50,7 +50,7 @@ from im2hands.hands.constants import SIDES
 from im2hands.hands.joint_orders import ORDERS, convert
 from im2hands.metrics.chamfer import CURVE_THRESHOLDS_MM, DEFAULT_THRESHOLDS_MM, fscore_key, mesh_surface_metrics
 from im2hands.metrics.iou import bbox_points, inside, iou_from_occupancy, palm_box_points
-from im2hands.metrics.keypoints import mpjpe_mcp_scaled, mpjpe_wrist, mrrpe
+from im2hands.metrics.keypoints import MIDDLE_MCP, mpjpe_mcp_scaled, mpjpe_wrist, mrrpe
 from im2hands.metrics.penetration import LINE_SPACING, penetration_volume_cm3
 from im2hands.utils.errors import DataError
 from im2hands.utils.io import atomic_path, write_json, write_text
@@ -58,7 +58,7 @@ from im2hands.utils.io import atomic_path, write_json, write_text
 ALIGN_MODES = ("none", "root")
 """``--align``: ``none`` (camera frame as given) or ``root`` (each predicted hand moved onto the
 ground truth's root joint before the shape metrics; :func:`evaluate_item`)."""
-ALIGN_JOINT = 9
+ALIGN_JOINT = MIDDLE_MCP
 """The root joint of ``--align root``: the middle-finger MCP (standard order), as in the
 bone-length-scaled keypoint protocol (docs/metrics.md)."""
 
