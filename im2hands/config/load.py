@@ -87,7 +87,7 @@ def parse_override(text: str) -> dict:
 
 
 def check_ranges(obj: Any, prefix: str = "") -> None:
-    """Raise :class:`ConfigError` for any field outside its declared ``range`` metadata."""
+    """Raise :class:`ConfigError` for any field outside its declared ``range`` or ``choices`` metadata."""
     if not dataclasses.is_dataclass(obj):
         return
     for f in dataclasses.fields(obj):
@@ -100,6 +100,9 @@ def check_ranges(obj: Any, prefix: str = "") -> None:
                 lo_s = "-inf" if lo is None else lo
                 hi_s = "inf" if hi is None else hi
                 raise ConfigError(f"config key '{key}' = {value} is out of range [{lo_s}, {hi_s}]")
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"config key '{key}' = {value!r} is not one of {', '.join(map(str, choices))}")
         check_ranges(value, prefix=f"{key}.")
 
 

@@ -2,7 +2,8 @@
 
 Every field has a default, a type OmegaConf checks, and a docstring on the line below it
 giving its meaning and units. Ranges are declared with ``field(metadata={"range": (lo, hi)})``
-(inclusive; ``None`` for an open end) and checked by :func:`im2hands.config.load.check_ranges`.
+(inclusive; ``None`` for an open end), the allowed values of a string key with
+``field(metadata={"choices": (...)})``; :func:`im2hands.config.load.check_ranges` checks both.
 
 Config files (YAML) hold only differences from these defaults; see ``docs/architecture.md`` for
 where each section is read.
@@ -16,6 +17,10 @@ from typing import List, Optional
 
 def _range(default, lo=None, hi=None):
     return field(default=default, metadata={"range": (lo, hi)})
+
+
+def _choice(default, *choices):
+    return field(default=default, metadata={"choices": (default, *choices)})
 
 
 @dataclass
@@ -121,7 +126,7 @@ class InitOccConfig:
     """Dropout in the attention blocks and point MLP."""
     threshold: float = _range(0.5, 0.0, 1.0)
     """Occupancy probability threshold for IoU and meshes."""
-    loss: str = "mse"
+    loss: str = _choice("mse", "bce")
     """Occupancy loss per hand: mse (the original's, on probabilities) or bce (on the max logit)."""
     aux_weight: float = _range(0.0, 0.0, None)
     """Weight of the auxiliary 2D loss on the encoder's heads (keypoint heatmaps, amodal hand
@@ -153,7 +158,7 @@ class RefOccConfig:
     """Occupancy probability threshold for IoU and meshes."""
     penetration_weight: float = _range(0.001, 0.0, None)
     """Weight of the penetration term (a sum over points, as in the original)."""
-    loss: str = "mse"
+    loss: str = _choice("mse", "bce")
     """Occupancy loss per hand: mse (the original's, on probabilities) or bce (on the refined logit)."""
     anchor_bone_samples: int = _range(3, 1, 64)
     """Start points per skeleton segment (20 bones + 3 palm segments) for the anchor rays."""

@@ -65,6 +65,11 @@ def test_wrong_type_and_range_and_override_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match=r"data\.uniform_ratio.*out of range"):
         load_config(None, ["data.uniform_ratio=1.5"])
+    with pytest.raises(ConfigError, match=r"model\.ref_occ\.loss' = 'l1' is not one of mse, bce"):
+        load_config(None, ["model.ref_occ.loss=l1"])
+    with pytest.raises(ConfigError, match=r"model\.init_occ\.loss' = 'MSE' is not one of mse, bce"):
+        load_config(None, ["model.init_occ.loss=MSE"])
+    assert load_config(None, ["model.ref_occ.loss=bce"]).model.ref_occ.loss == "bce"
     with pytest.raises(ConfigError, match="key.path=value"):
         load_config(None, ["data.seed"])
     with pytest.raises(ConfigError, match=r"data\.nope"):
