@@ -66,3 +66,10 @@ def test_data_synth_then_show(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--index 3" in err[0] and str(root) in err[0]
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_negative_grad_clip_and_minutes_fail_in_config_with_exit_2(capsys):
+    for override in ("train.grad_clip=-1", "train.max_minutes=-1"):
+        assert main(["config", SYNTH, override]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and override.split("=")[0] in err[0] and "out of range" in err[0]

@@ -87,7 +87,8 @@ def parse_override(text: str) -> dict:
 
 
 def check_ranges(obj: Any, prefix: str = "") -> None:
-    """Raise :class:`ConfigError` for any field outside its declared ``range`` or ``choices`` metadata."""
+    """Raise :class:`ConfigError` for any field outside its declared ``range`` (every element of a
+    list key), ``choices`` or ``ascending`` (a ``[low, high]`` pair) metadata."""
     if not dataclasses.is_dataclass(obj):
         return
     for f in dataclasses.fields(obj):
@@ -96,10 +97,15 @@ def check_ranges(obj: Any, prefix: str = "") -> None:
         bounds = f.metadata.get("range")
         if bounds is not None and value is not None:
             lo, hi = bounds
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+            if any((lo is not None and v < lo) or (hi is not None and v > hi) for v in items):
                 lo_s = "-inf" if lo is None else lo
                 hi_s = "inf" if hi is None else hi
-                raise ConfigError(f"config key '{key}' = {value} is out of range [{lo_s}, {hi_s}]")
+                what = "has a value" if isinstance(value, (list, tuple)) else "is"
+                raise ConfigError(f"config key '{key}' = {value} {what} out of range [{lo_s}, {hi_s}]")
+        if f.metadata.get("ascending") and value is not None:
+            if len(value) != 2 or value[0] > value[1]:
+                raise ConfigError(f"config key '{key}' = {value} must be a pair [low, high] with low <= high")
         choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
             raise ConfigError(f"config key '{key}' = {value!r} is not one of {', '.join(map(str, choices))}")

@@ -2,8 +2,10 @@
 
 Every field has a default, a type OmegaConf checks, and a docstring on the line below it
 giving its meaning and units. Ranges are declared with ``field(metadata={"range": (lo, hi)})``
-(inclusive; ``None`` for an open end), the allowed values of a string key with
-``field(metadata={"choices": (...)})``; :func:`im2hands.config.load.check_ranges` checks both.
+(inclusive; ``None`` for an open end; for a list key, every element), the allowed values of a
+key with ``field(metadata={"choices": (...)})``, ``[low, high]`` pairs with ``_list_range(...,
+ascending=True)``; :func:`im2hands.config.load.check_ranges` checks them all. Every numeric key
+has a range.
 
 Config files (YAML) hold only differences from these defaults; see ``docs/architecture.md`` for
 where each section is read.
@@ -23,6 +25,14 @@ def _choice(default, *choices):
     return field(default=default, metadata={"choices": (default, *choices)})
 
 
+def _list_range(default, lo=None, hi=None, ascending=False):
+    """A list key whose every element lies in [lo, hi]; ``ascending``: a (low, high) pair."""
+    return field(
+        default_factory=lambda: list(default),
+        metadata={"range": (lo, hi), "ascending": ascending},
+    )
+
+
 @dataclass
 class HandModelConfig:
     """Which MANO-format hand model files to use."""
@@ -39,9 +49,9 @@ class SynthConfig:
 
     image_size: int = _range(256, 16, 4096)
     """Side of the square RGB image, pixels."""
-    focal_range: List[float] = field(default_factory=lambda: [450.0, 650.0])
+    focal_range: List[float] = _list_range([450.0, 650.0], 1.0, None, ascending=True)
     """Focal length range in pixels for a 256-pixel image (scaled with image_size)."""
-    fill_range: List[float] = field(default_factory=lambda: [0.7, 0.9])
+    fill_range: List[float] = _list_range([0.7, 0.9], 0.05, 1.0, ascending=True)
     """Fraction of the image side covered by the two hands' bounding box (IntagHand crops at
     0.8); the camera distance follows from it and the focal length."""
     center_jitter: float = _range(0.05, 0.0, 0.5)
@@ -82,7 +92,7 @@ class DataConfig:
     """Side of each hand's query cube in its palm frame, metres (HALO: 1.1 x 0.4 m)."""
     surface_sigma: float = _range(0.004, 0.0, None)
     """Standard deviation of the noise added to surface samples, metres (HALO: 4 mm)."""
-    seed: int = 0
+    seed: int = _range(0, 0, 2**32 - 1)
     """Seed for occupancy sampling; each item draws from (seed, epoch, index)."""
 
 
@@ -90,7 +100,7 @@ class DataConfig:
 class EncoderConfig:
     """The image encoder (a ResNet-style backbone written in the package, no torchvision)."""
 
-    depth: int = 18
+    depth: int = _choice(18, 10, 34, 50)
     """Backbone depth: 10, 18, 34 (basic blocks) or 50 (bottlenecks, the original's ResNet-50)."""
     width: int = _range(64, 8, 256)
     """Channels of the first stage (64 for a standard ResNet; smaller for CPU-sized variants)."""
@@ -170,7 +180,7 @@ class RefOccConfig:
     """Stage-1 evaluations along each ray (even spacing) to find its first threshold crossing."""
     anchor_bisections: int = _range(4, 0, 32)
     """Bisection steps refining each crossing (then one secant step, no extra evaluation)."""
-    encoder_layers: List[int] = field(default_factory=lambda: [256, 128])
+    encoder_layers: List[int] = _list_range([256, 128], 1, None)
     """Points kept by each transition-down of the anchor encoder (decreasing, below num_anchors)."""
     encoder_neighbors: int = _range(16, 1, 128)
     """Neighbours of the anchor encoder's local vector attention and transition-downs."""
@@ -309,7 +319,7 @@ class KptsEstConfig:
     """Keep the image encoder fixed (e.g. loaded from encoder.weights)."""
     augment: bool = True
     """Augment training batches inside the model's forward (training mode only)."""
-    aug_scale_range: List[float] = field(default_factory=lambda: [0.8, 1.25])
+    aug_scale_range: List[float] = _list_range([0.8, 1.25], 0.1, 10.0, ascending=True)
     """Zoom factors (log-uniform)."""
     aug_rotation_deg: float = _range(30.0, 0.0, 180.0)
     """Largest in-plane rotation (a camera roll; 3D targets rotate with it), degrees."""
@@ -317,7 +327,7 @@ class KptsEstConfig:
     """Largest shift per axis, fraction of the image side."""
     aug_truncation_prob: float = _range(0.15, 0.0, 1.0)
     """Probability of a shift that pushes part of the hands out of the image."""
-    aug_truncation_range: List[float] = field(default_factory=lambda: [0.05, 0.35])
+    aug_truncation_range: List[float] = _list_range([0.05, 0.35], 0.0, 1.0, ascending=True)
     """Fraction of the hands' box pushed out of the image when truncating."""
     aug_color: float = _range(0.3, 0.0, 1.0)
     """Brightness, contrast and saturation factors in [1 - aug_color, 1 + aug_color]."""
@@ -325,7 +335,7 @@ class KptsEstConfig:
     """Largest hue rotation, fraction of a turn."""
     aug_blur_prob: float = _range(0.3, 0.0, 1.0)
     """Probability of a Gaussian blur."""
-    aug_blur_sigma: List[float] = field(default_factory=lambda: [0.3, 1.5])
+    aug_blur_sigma: List[float] = _list_range([0.3, 1.5], 0.0, 20.0, ascending=True)
     """Blur sigma range, pixels."""
     aug_noise_std: float = _range(0.02, 0.0, 1.0)
     """Largest standard deviation of additive pixel noise (images in [0, 1])."""
@@ -360,7 +370,7 @@ class TrainConfig:
     """Samples per step (per process under torchrun)."""
     lr: float = _range(1e-4, 0.0, None)
     """Adam learning rate."""
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: List[float] = _list_range([0.9, 0.999], 0.0, 0.999999)
     """Adam betas."""
     weight_decay: float = _range(0.0, 0.0, None)
     """Adam weight decay."""
@@ -372,7 +382,7 @@ class TrainConfig:
     """StepLR factor (scheduler=step)."""
     max_steps: int = _range(10000, 1, None)
     """Training stops after this many steps."""
-    max_minutes: Optional[float] = None
+    max_minutes: Optional[float] = _range(None, 0.01, None)
     """Training also stops (after a checkpoint) after this many minutes of wall time."""
     val_every: int = _range(1000, 1, None)
     """Validate every this many steps (and at the end)."""
@@ -392,7 +402,7 @@ class TrainConfig:
     """auto (cuda when present), cpu, cuda or cuda:N."""
     amp: bool = True
     """Mixed precision (bf16 autocast) on CUDA; ignored on CPU."""
-    grad_clip: Optional[float] = None
+    grad_clip: Optional[float] = _range(None, 1e-6, None)
     """Clip the gradient norm to this value (None: no clipping)."""
     tensorboard: bool = True
     """Also write TensorBoard events when tensorboard is installed."""
@@ -404,7 +414,7 @@ class ExperimentConfig:
 
     name: str = "default"
     """Experiment name (used in output folder names)."""
-    seed: int = 0
+    seed: int = _range(0, 0, 2**32 - 1)
     """Global random seed."""
     hand_model: HandModelConfig = field(default_factory=HandModelConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)

@@ -100,3 +100,50 @@ def test_save_round_trip(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     load_config(path)
+
+
+def _numeric_fields(cls, prefix=""):
+    """(key, field) for every int/float/list-of-numbers field in the schema tree."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_fields(tp, f"{prefix}{f.name}.")
+            continue
+        args = typing.get_args(tp)
+        base = {t for t in (args or (tp,)) if t is not type(None)}
+        if base & {int, float} or any(typing.get_args(t) in ((int,), (float,)) for t in base):
+            yield f"{prefix}{f.name}", f
+
+
+def test_every_numeric_key_declares_a_range():
+    missing = [k for k, f in _numeric_fields(ExperimentConfig) if "range" not in f.metadata and "choices" not in f.metadata]
+    assert missing == []
+    assert len(list(_numeric_fields(ExperimentConfig))) > 60
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.grad_clip=-1", r"train\.grad_clip' = -1\.0 is out of range"),
+        ("train.grad_clip=0", r"train\.grad_clip' = 0\.0 is out of range"),
+        ("train.max_minutes=-1", r"train\.max_minutes' = -1\.0 is out of range"),
+        ("seed=-1", r"'seed' = -1 is out of range"),
+        ("model.encoder.depth=19", r"model\.encoder\.depth' = 19 is not one of"),
+        ("train.betas=[0.9,1.5]", r"train\.betas' = \[0\.9, 1\.5\] has a value out of range"),
+        ("synth.focal_range=[650,450]", r"synth\.focal_range.*low <= high"),
+        ("synth.fill_range=[0.7]", r"synth\.fill_range.*pair"),
+        ("model.kpts_est.aug_blur_sigma=[-1,1]", r"aug_blur_sigma.*out of range"),
+    ],
+)
+def test_out_of_range_values_fail_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_in_range_values_still_load():
+    cfg = load_config(None, ["train.grad_clip=1.0", "train.max_minutes=0.5", "model.encoder.depth=34"])
+    assert (cfg.train.grad_clip, cfg.train.max_minutes, cfg.model.encoder.depth) == (1.0, 0.5, 34)
