@@ -88,6 +88,9 @@ class HandsDataset(Dataset):
     ) -> None:
         self.root = Path(root)
         self.meta = fmt.read_meta(self.root)
+        if self.meta.get("status", "done") != "done":
+            log.warning("%s: its writer did not finish (meta.json status %r); rerun the same command "
+                        "to complete it", self.root, self.meta["status"])
         self.ids = fmt.list_samples(self.root, split)
         if not self.ids:
             raise DataError(f"{self.root}: split '{split}' holds no complete samples")

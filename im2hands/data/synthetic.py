@@ -271,23 +271,31 @@ def synthesize(
             "image_size": [size, size]}
     _check_existing(root, meta)
     root.mkdir(parents=True, exist_ok=True)
-    fmt.write_meta(root, {**meta, "num_samples": int(num)})
+    # meta.json counts samples only once they are on disk: while writing it says so and holds
+    # no count (a killed run leaves it that way); the count and the splits are written last.
+    fmt.write_meta(root, {**meta, "status": "writing"})
     save_config(cfg, root)
 
     todo = [i for i in range(num) if not fmt.is_complete(root, fmt.sample_id(i))]
     failed: dict[int, str] = {}
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="synth", unit="sample", disable=not progress)
+    status = "interrupted"
     try:
         for index, err in _run(todo, workers, cfg, seed, root, models):
             if err is not None:
                 failed[index] = err
                 log.warning("sample %d skipped: %s", index, err)
             bar.update(1)
+        status = "done"
     finally:
         bar.close()
         ids = fmt.list_samples(root, "all")
         fmt.write_splits(root, _splits(ids, cfg.synth))
+        fmt.write_meta(root, {**meta, "status": status, "num_samples": len(ids)})
+    if len(ids) > num:
+        log.info("synth: %s holds %d samples, more than --num %d (none removed); meta.json and the "
+                 "splits list all %d", root, len(ids), num, len(ids))
     seconds = time.perf_counter() - start
     written = len(todo) - len(failed)
     return {"written": written, "skipped": num - len(todo), "failed": failed, "seconds": seconds,

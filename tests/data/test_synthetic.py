@@ -136,3 +136,42 @@ def test_cuda_samples_match_cpu():
             assert (gpu.masks[key] != mask).mean() < 0.005, key
         assert gpu.depth.dtype == cpu.depth.dtype
         assert np.isclose(gpu.depth, cpu.depth, rtol=0, atol=1e-4).mean() > 0.99
+
+
+def _listed(root):
+    return sorted(sum((fmt.list_samples(root, s) for s in ("train", "val", "test")), []))
+
+
+def test_meta_and_splits_count_only_what_is_on_disk(tmp_path, monkeypatch):
+    """meta.json holds no count while samples are being written (a killed run leaves it so), the
+    count of an interrupted run is what it wrote, and a smaller --num into a bigger folder keeps
+    describing every sample there."""
+    import im2hands.data.synthetic as synthetic
+
+    cfg = load_config(None, ["synth.image_size=48"])
+    real_run = synthetic._run
+    seen = {}
+
+    def interrupted_run(todo, *args):
+        for n, item in enumerate(real_run(todo, *args)):
+            if n == 0:
+                seen["meta_while_writing"] = fmt.read_meta(tmp_path)
+            yield item
+            if n == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "_run", interrupted_run)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(tmp_path, 6, seed=3, cfg=cfg, progress=False)
+    assert seen["meta_while_writing"]["status"] == "writing"
+    assert "num_samples" not in seen["meta_while_writing"]
+    meta = fmt.read_meta(tmp_path)
+    assert meta["status"] == "interrupted" and meta["num_samples"] == 2 == len(fmt.list_samples(tmp_path))
+    assert _listed(tmp_path) == fmt.list_samples(tmp_path)
+
+    monkeypatch.setattr(synthetic, "_run", real_run)
+    synthesize(tmp_path, 4, seed=3, cfg=cfg, progress=False)
+    assert fmt.read_meta(tmp_path)["status"] == "done" and fmt.read_meta(tmp_path)["num_samples"] == 4
+    synthesize(tmp_path, 2, seed=3, cfg=cfg, progress=False)  # fewer than the folder holds
+    meta = fmt.read_meta(tmp_path)
+    assert meta["num_samples"] == 4 and _listed(tmp_path) == fmt.list_samples(tmp_path) and len(_listed(tmp_path)) == 4
