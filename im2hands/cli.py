@@ -191,7 +191,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_train_config(config, overrides, resume=args.resume)
     result = train(cfg, resume=args.resume)
     log.info("run folder: %s", result.run_dir)
-    return 0
+    return 130 if result.summary["stopped_by"] == "interrupted" else 0  # 130: the shell's code for Ctrl-C
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

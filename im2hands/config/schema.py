@@ -382,7 +382,7 @@ class TrainConfig:
     """StepLR factor (scheduler=step)."""
     max_steps: int = _range(10000, 1, None)
     """Training stops after this many steps."""
-    max_minutes: Optional[float] = _range(None, 0.01, None)
+    max_minutes: Optional[float] = _range(None, 0.0, None)
     """Training also stops (after a checkpoint) after this many minutes of wall time."""
     val_every: int = _range(1000, 1, None)
     """Validate every this many steps (and at the end)."""

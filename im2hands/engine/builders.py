@@ -13,6 +13,7 @@ import math
 import os
 import pkgutil
 import random
+import signal
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -192,7 +193,9 @@ class EpochDataset(Dataset):
 
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed
-    (distinct per worker, rank and loader; set by the loader's generator)."""
+    (distinct per worker, rank and loader; set by the loader's generator). Workers ignore
+    Ctrl-C: the main process stops training and shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -8,6 +8,10 @@ at the end (``best.pt`` when the model's ``val_metric`` improves), writes ``last
 :mod:`im2hands.engine.logging`). Under torchrun it runs DistributedDataParallel; only rank 0
 logs, shows progress and writes files. ``docs/training.md`` is the user guide.
 
+Ctrl-C (SIGINT) asks the loop to stop after the current step: it writes ``last.pt`` and
+``summary.json`` (``stopped_by: interrupted``) and returns; a second Ctrl-C aborts at once.
+DataLoader workers ignore SIGINT (the main process decides).
+
 Exact resume: data order is a pure function of ``(seed, epoch)`` with a skip to the position
 within the epoch, occupancy points of ``(data.seed, epoch, index)``, and the checkpoint holds
 every RNG state; validation runs under a forked, fixed-seed RNG so it never perturbs training.
@@ -21,7 +25,9 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -139,6 +145,32 @@ def _new_run_dir(cfg: Any) -> Path:
     while path.exists():
         path, n = base.with_name(f"{base.name}-{n}"), n + 1
     return path
+
+
+class _StopRequest:
+    """While active in the main thread, the first SIGINT sets ``requested`` (the loop stops after
+    the current step, checkpointed); a second one raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this step and writing last.pt and summary.json "
+                    "(Ctrl-C again aborts at once)")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class Trainer:
@@ -346,14 +378,17 @@ class Trainer:
         self.last_val = (step, metrics)
         return metrics
 
-    def _time_up(self) -> bool:
+    def _stop_reason(self, stop: _StopRequest) -> str | None:
+        """"interrupted" (Ctrl-C), "max_minutes", or None to go on; all ranks agree."""
         t = self.cfg.train
-        if t.max_minutes is None:
-            return False
+        if t.max_minutes is None and not self.info.enabled and not stop.requested:
+            return None
         if self.info.enabled and self.state["step"] % t.log_every:  # ranks agree every log_every steps
-            return False
-        up = time.perf_counter() - self.t0 >= 60.0 * t.max_minutes
-        return du.any_rank(up, self.info, self.device)
+            return None
+        up = t.max_minutes is not None and time.perf_counter() - self.t0 >= 60.0 * t.max_minutes
+        if du.any_rank(stop.requested, self.info, self.device):
+            return "interrupted"
+        return "max_minutes" if du.any_rank(up, self.info, self.device) else None
 
     # ------------------------------------------------------------------ loop
 
@@ -367,7 +402,7 @@ class Trainer:
                    dynamic_ncols=True, desc=cfg.name, file=sys.stderr)  # fmt: skip
         redirect = logging_redirect_tqdm() if self.progress else contextlib.nullcontext()
         try:
-            with redirect:
+            with redirect, _StopRequest() as stop:
                 while st["step"] < t.max_steps and stopped_by == "max_steps":
                     self.sampler.set_epoch(st["epoch"])
                     self.sampler.set_start(st["batch_in_epoch"] * t.batch_size)
@@ -388,8 +423,9 @@ class Trainer:
                             self._save(LAST)
                         if step >= t.max_steps:
                             break
-                        if self._time_up():
-                            stopped_by = "max_minutes"
+                        reason = self._stop_reason(stop)
+                        if reason is not None:
+                            stopped_by = reason
                             break
                         t_data = time.perf_counter()
                     else:
@@ -401,7 +437,11 @@ class Trainer:
         if stopped_by == "max_minutes":
             minutes = (time.perf_counter() - self.t0) / 60
             log.info("stopping after %.1f minutes (train.max_minutes=%s)", minutes, t.max_minutes)
-        final = self.last_val[1] if self.last_val and self.last_val[0] == st["step"] else self.validate()
+        if stopped_by == "interrupted":  # leave quickly: no final validation
+            log.info("interrupted at step %d; continue with --resume %s", st["step"], self.run_dir)
+            final = self.last_val[1] if self.last_val and self.last_val[0] == st["step"] else None
+        else:
+            final = self.last_val[1] if self.last_val and self.last_val[0] == st["step"] else self.validate()
         if self.last_save != st["step"]:
             self._save(LAST)
         steps_run = st["step"] - self.start_step

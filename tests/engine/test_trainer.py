@@ -293,3 +293,46 @@ def test_init_weights_starts_a_fresh_run_from_trained_weights(make_cfg):
     assert any(not torch.equal(fresh.model.state_dict()[k], v) for k, v in first.model.state_dict().items())
     with pytest.raises(Im2HandsError, match="holds a test_tiny_kpts model, this run trains test_tiny_occ"):
         train(make_cfg("model.type=test_tiny_occ", f"train.init_weights={first.run_dir}", run="d"), progress=False)
+
+
+def test_ctrl_c_writes_last_checkpoint_and_summary_then_resumes_exactly(make_cfg, monkeypatch):
+    """SIGINT during step 4 (of 3 per epoch): the loop stops after that step with last.pt and
+    summary.json written (no final validation); resuming reaches the straight run's weights."""
+    import os
+    import signal
+
+    from im2hands.engine.trainer import Trainer
+
+    common = ("train.log_every=3", "train.val_every=100", "train.checkpoint_every=100")
+    straight = train(make_cfg(*common, "train.max_steps=8", run="straight"), progress=False)
+    real_step = Trainer._train_step
+
+    def step_then_ctrl_c(self, batch):
+        out = real_step(self, batch)
+        if self.state["step"] == 3:  # the 4th step: counted after it returns
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_ctrl_c)
+    first = train(make_cfg(*common, "train.max_steps=8", run="split"), progress=False)
+    assert first.summary["stopped_by"] == "interrupted" and first.summary["steps"] == 4
+    assert first.summary["final_val"] is None and (first.run_dir / "summary.json").is_file()
+    assert load_checkpoint(first.run_dir / "last.pt")["state"]["step"] == 4
+    assert _events(first.run_dir, "val") == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    resumed = train(make_cfg(*common, "train.max_steps=8", run="split"), resume=first.run_dir, progress=False)
+    assert resumed.summary["stopped_by"] == "max_steps" and _same_weights(straight.model, resumed.model)
+
+
+def test_dataloader_workers_ignore_ctrl_c():
+    import signal
+
+    from im2hands.engine.builders import seed_worker
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        seed_worker(0)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
