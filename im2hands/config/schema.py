@@ -94,6 +94,10 @@ class DataConfig:
     """Standard deviation of the noise added to surface samples, metres (HALO: 4 mm)."""
     seed: int = _range(0, 0, 2**32 - 1)
     """Seed for occupancy sampling; each item draws from (seed, epoch, index)."""
+    skip_bad_samples: bool = True
+    """Check the training and validation samples once at start-up (annotation JSON, image, mask
+    and depth headers and end markers) and leave bad ones out with a warning (counted in the
+    run's summary.json); false: the first bad sample stops the job with its name."""
 
 
 @dataclass

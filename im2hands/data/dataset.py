@@ -70,6 +70,12 @@ class HandsDataset(Dataset):
         seed: base seed of occupancy sampling.
         fields: which of ``image, masks, depth, mesh, occupancy`` to load (cameras and
             keypoints are always there; ``occupancy`` implies ``mesh``).
+        check: check every sample of the split once here (annotation JSON, the files of
+            ``fields``: headers and end markers; about 1 ms a sample). False: problems show
+            only when an item is loaded.
+        skip_bad: leave out the samples the check finds bad, with a warning (listed in
+            ``skipped``), and replace an item that still fails to load by the next one, with a
+            warning. False: the first bad sample raises :class:`DataError`.
     """
 
     def __init__(
@@ -85,12 +91,15 @@ class HandsDataset(Dataset):
         surface_sigma: float = 0.004,
         seed: int = 0,
         fields: Sequence[str] = ALL_FIELDS,
+        check: bool = True,
+        skip_bad: bool = True,
     ) -> None:
         self.root = Path(root)
         self.meta = fmt.read_meta(self.root)
         if self.meta.get("status", "done") != "done":
             log.warning("%s: its writer did not finish (meta.json status %r); rerun the same command "
                         "to complete it", self.root, self.meta["status"])
+        self.split = split
         self.ids = fmt.list_samples(self.root, split)
         if not self.ids:
             raise DataError(f"{self.root}: split '{split}' holds no complete samples")
@@ -98,6 +107,8 @@ class HandsDataset(Dataset):
         if unknown:
             raise ValueError(f"unknown fields {sorted(unknown)}; expected a subset of {ALL_FIELDS}")
         self.fields = set(fields) | ({"mesh"} if "occupancy" in fields else set())
+        self.skip_bad = bool(skip_bad)
+        self.skipped: dict[str, str] = self._check_samples() if check else {}
         self.num_points, self.uniform_ratio = int(num_points), float(uniform_ratio)
         self.box_side, self.surface_sigma = float(box_side), float(surface_sigma)
         self.seed, self.epoch = int(seed), 0
@@ -121,6 +132,26 @@ class HandsDataset(Dataset):
                 "point hand_model.mano_dir (or IM2HANDS_MANO_DIR) at the matching files"
             )
 
+    def _check_samples(self) -> dict[str, str]:
+        """Check the split's samples (see ``skip_bad``); returns ``{id: reason}`` of those left out."""
+        files = tuple(f for f, field in (("image", "image"), ("mask", "masks"), ("depth", "depth"))
+                      if field in self.fields)
+        bad: dict[str, str] = {}
+        for sid in self.ids:
+            try:
+                fmt.check_sample(self.root, sid, files)
+            except DataError as exc:
+                if not self.skip_bad:
+                    raise DataError(f"{exc} (data.skip_bad_samples=true leaves bad samples out)") from None
+                bad[sid] = str(exc)
+        if bad:
+            self.ids = [sid for sid in self.ids if sid not in bad]
+            log.warning("%s: %d bad sample(s) of split '%s' left out, e.g. %s", self.root, len(bad),
+                        self.split, next(iter(bad.values())))
+            if not self.ids:
+                raise DataError(f"{self.root}: every sample of split '{self.split}' is bad, e.g. {next(iter(bad.values()))}")
+        return bad
+
     def set_epoch(self, epoch: int) -> None:
         """Draw new occupancy points for the next epoch (same points for the same epoch)."""
         self.epoch = int(epoch)
@@ -138,6 +169,17 @@ class HandsDataset(Dataset):
         return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if not self.skip_bad:
+            return self._load(index)
+        for attempt in range(len(self.ids)):
+            i = (index + attempt) % len(self.ids)
+            try:
+                return self._load(i)
+            except (DataError, OSError, ValueError) as exc:  # pixels the start-up check could not see
+                log.warning("%s: sample %s skipped: %s", self.root, self.ids[i], exc)
+        raise DataError(f"{self.root}: no sample of split '{self.split}' could be loaded")
+
+    def _load(self, index: int) -> dict[str, Any]:
         sid = self.ids[index]
         ann = fmt.read_annotation(self.root, sid)
         missing = [s for s in SIDES if s not in ann.hands]

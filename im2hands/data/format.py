@@ -195,6 +195,45 @@ def read_depth(path: Path) -> np.ndarray:
     return raw.astype(np.float32) * DEPTH_UNIT_M
 
 
+_PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG
+_JPEG_END = b"\xff\xd9"
+
+
+def check_image_file(path: Path) -> None:
+    """Cheap integrity check of an image file (header and end, not the pixels).
+
+    Raises:
+        DataError: a missing file, an unreadable header, or a PNG/JPEG cut short (its end
+            marker missing: the usual result of an interrupted copy).
+    """
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            kind = im.format
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: unreadable image: {exc}") from None
+    end = {"PNG": _PNG_END, "JPEG": _JPEG_END}.get(kind)
+    if end is not None:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 32))
+            if end not in fh.read():
+                raise DataError(f"{path}: truncated {kind} file (no end marker)")
+
+
+def check_sample(root: Path, sample_id: str, files: tuple[str, ...] = ("image", "mask", "depth")) -> None:
+    """Check one sample without decoding its pixels: the annotation parses and validates, and
+    each of ``files`` (``image``, ``mask``, ``depth``) passes :func:`check_image_file`.
+
+    Raises:
+        DataError: naming the sample's file and what is wrong.
+    """
+    root = Path(root)
+    ann = read_annotation(root, sample_id)
+    for name in files:
+        check_image_file(root / getattr(ann, name))
+
+
 def read_meta(root: Path) -> dict:
     path = Path(root) / "meta.json"
     meta = read_json(path)

@@ -229,6 +229,7 @@ class Trainer:
         self.meter = _Meter()
         self.start_step = 0
         self.train_set, val_set = builders.build_datasets(cfg)
+        self.skipped_samples = {"train": len(self.train_set.skipped), "val": len(val_set.dataset.skipped)}
         self.train_loader, self.sampler, self.val_loader = builders.build_loaders(
             cfg, self.train_set, val_set, rank=info.rank, world_size=info.world_size,
             pin_memory=self.device.type == "cuda",
@@ -452,7 +453,7 @@ class Trainer:
             "train_loop_s": loop_s, "ms_per_step": 1000.0 * loop_s / steps_run if steps_run else None,
             "samples_per_s": steps_run * t.batch_size * self.info.world_size / loop_s if steps_run else None,
             "best": dict(st["best"]), "final_val": final, "device": str(self.device),
-            "world_size": self.info.world_size,
+            "world_size": self.info.world_size, "skipped_samples": self.skipped_samples,
         }  # fmt: skip
         if self.info.is_main:
             write_json(self.run_dir / SUMMARY_FILE, {k: _json_num(v) for k, v in summary.items()})

@@ -51,7 +51,7 @@ def test_corrupted_and_missing_files(synth_dir, tmp_path):
     shutil.copytree(synth_dir, root)
     (root / "images" / "0000002.png").write_bytes(b"not a png")
     (root / "annotations" / "0000001.json").write_text("{broken")
-    ds = HandsDataset(root, "all", num_points=8)
+    ds = HandsDataset(root, "all", num_points=8, check=False, skip_bad=False)
     with pytest.raises(DataError, match=r"0000002\.png"):
         ds[2]
     with pytest.raises(DataError, match=r"0000001\.json.*malformed JSON"):
@@ -70,7 +70,10 @@ def test_nan_in_annotation_is_rejected(synth_dir, tmp_path):
     data["hands"]["left"]["keypoints"][3][1] = float("nan")
     path.write_text(json.dumps(data))  # json writes NaN, as a careless tool would
     with pytest.raises(DataError, match=r"0000000\.json.*keypoints.*NaN"):
-        HandsDataset(root, "all", num_points=8)[0]
+        HandsDataset(root, "all", num_points=8, check=False, skip_bad=False)[0]
+    with pytest.raises(DataError, match=r"0000000\.json.*keypoints.*NaN"):
+        HandsDataset(root, "all", num_points=8, skip_bad=False)  # found by the start-up check
+    assert list(HandsDataset(root, "all", num_points=8).skipped) == ["0000000"]
 
 
 def test_hand_model_mismatch(synth_dir, tmp_path):
@@ -80,3 +83,58 @@ def test_hand_model_mismatch(synth_dir, tmp_path):
     (root / "meta.json").write_text(meta)
     with pytest.raises(DataError, match="hand model 'mano'"):
         HandsDataset(root, "all")
+
+
+def _truncate(path, keep=0.6):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_check_image_file_finds_cut_files(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from im2hands.data.format import check_image_file
+
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    for ext in ("png", "jpg"):
+        path = tmp_path / f"a.{ext}"
+        Image.fromarray(pixels).save(path)
+        check_image_file(path)  # a whole file passes
+        _truncate(path)
+        with pytest.raises(DataError, match=rf"a\.{ext}: truncated"):
+            check_image_file(path)
+    (tmp_path / "b.png").write_bytes(b"\x89PNG nonsense")
+    with pytest.raises(DataError, match=r"b\.png: unreadable image"):
+        check_image_file(tmp_path / "b.png")
+    with pytest.raises(DataError, match="file not found"):
+        check_image_file(tmp_path / "none.png")
+
+
+def test_bad_samples_are_left_out_at_start_or_stop_with_their_name(synth_dir, tmp_path):
+    root = tmp_path / "bad"
+    shutil.copytree(synth_dir, root)
+    _truncate(root / "images" / "0000002.png")
+    (root / "annotations" / "0000004.json").write_text("{broken")
+    ds = HandsDataset(root, "all", num_points=8)
+    assert sorted(ds.skipped) == ["0000002", "0000004"] and len(ds) == 4
+    assert "truncated PNG" in ds.skipped["0000002"] and "malformed JSON" in ds.skipped["0000004"]
+    assert {ds[i]["id"] for i in range(len(ds))} == {"0000000", "0000001", "0000003", "0000005"}
+    with pytest.raises(DataError, match=r"0000002\.png: truncated PNG.*skip_bad_samples"):
+        HandsDataset(root, "all", num_points=8, skip_bad=False)
+    only_depth = HandsDataset(root, "all", num_points=8, fields=("depth",))  # images are not read
+    assert sorted(only_depth.skipped) == ["0000004"]
+
+
+def test_an_item_failing_after_the_check_is_replaced_by_the_next(synth_dir, tmp_path):
+    root = tmp_path / "late"
+    shutil.copytree(synth_dir, root)
+    path = root / "images" / "0000001.png"
+    data = bytearray(path.read_bytes())
+    data[60:400] = bytes(340)  # pixel data destroyed, header and end marker intact
+    path.write_bytes(bytes(data))
+    ds = HandsDataset(root, "all", num_points=8)
+    assert ds.skipped == {}  # the cheap check cannot see it
+    assert ds[1]["id"] == "0000002"
+    with pytest.raises(DataError, match=r"0000001\.png"):
+        HandsDataset(root, "all", num_points=8, skip_bad=False)[1]

@@ -336,3 +336,21 @@ def test_dataloader_workers_ignore_ctrl_c():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_bad_samples_are_counted_and_training_goes_on(make_cfg, tiny_data, tmp_path):
+    """A truncated training image and a broken validation annotation are found at start-up
+    (not at the first validation), left out, and counted in summary.json; with
+    data.skip_bad_samples=false the job stops naming the first one."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    image = root / "images" / "0000001.png"
+    image.write_bytes(image.read_bytes()[:200])
+    (root / "annotations" / "0000007.json").write_text("{broken")  # a validation sample
+    res = train(make_cfg(f"data.root={root}", "train.max_steps=2"), progress=False)
+    assert res.summary["skipped_samples"] == {"train": 1, "val": 1}
+    assert json.loads((res.run_dir / "summary.json").read_text())["skipped_samples"] == {"train": 1, "val": 1}
+    with pytest.raises(DataError, match=r"0000001\.png: truncated PNG"):
+        train(make_cfg(f"data.root={root}", "data.skip_bad_samples=false", run="strict"), progress=False)
