@@ -54,7 +54,10 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
         raise ConfigError(f"{path}: '{INHERIT_KEY}' must be a path or a list of paths")
     out: list[tuple[Path, dict]] = []
     for base in bases:
-        out.extend(_chain((path.parent / os.path.expanduser(base)), seen + (path,)))
+        base_path = path.parent / os.path.expanduser(base)
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: {INHERIT_KEY} '{base}' not found (looked for {base_path.resolve()})")
+        out.extend(_chain(base_path, seen + (path,)))
     out.append((path, data))
     return out
 

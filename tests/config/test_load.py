@@ -147,3 +147,9 @@ def test_out_of_range_values_fail_naming_the_key(override, message):
 def test_in_range_values_still_load():
     cfg = load_config(None, ["train.grad_clip=1.0", "train.max_minutes=0.5", "model.encoder.depth=34"])
     assert (cfg.train.grad_clip, cfg.train.max_minutes, cfg.model.encoder.depth) == (1.0, 0.5, 34)
+
+
+def test_missing_inherited_file_names_the_file_that_inherits_it(tmp_path):
+    child = _write(tmp_path / "sub" / "child.yaml", {"inherit_from": "../base_gone.yaml", "seed": 3})
+    with pytest.raises(ConfigError, match=r"child\.yaml: inherit_from '\.\./base_gone\.yaml' not found.*base_gone\.yaml"):
+        load_config(child)
