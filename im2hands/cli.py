@@ -20,6 +20,31 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help lines end with ``(default: X)`` for every option whose help does not already say
+    its default; flags (store_true) and options without a default are left as they are."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default in (None, False, argparse.SUPPRESS)
+            or action.nargs in (argparse.ZERO_OR_MORE, argparse.REMAINDER)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose help gives every default (sub-commands inherit the class)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -174,7 +199,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "and a results table into --out. See README.md.",
     )
     p.add_argument("--out", default="demo_out", help="output folder")
-    p.add_argument("--num", type=int, default=8, help="synthetic samples to generate (8)")
+    p.add_argument("--num", type=int, default=8, help="synthetic samples to generate")
     p.add_argument("--workers", type=int, default=2, help="worker processes for the synthesis")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
@@ -227,7 +252,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder: per_item.csv, summary.json, plots")
     p.add_argument("--split", default=None,
                    help="split to evaluate ('all': every item); default: test for a dataset (as extract), all for meshes")
-    p.add_argument("--points", type=int, default=100_000, help="IoU points and surface samples per mesh (100k)")
+    p.add_argument("--points", type=int, default=100_000, help="IoU points and surface samples per mesh")
     p.add_argument("--seed", type=int, default=0, help="seed; item NAME's draws depend only on (seed, NAME)")
     p.add_argument("--mano-dir", default=None, help="hand-model folder (default: IM2HANDS_MANO_DIR or the open model)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -275,8 +300,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    help="focal length in pixels of images without a camera (default: the estimator's "
                    "model.kpts_est.default_focal_factor, 1.2, x the longer side)")
     p.add_argument("--split", default="test", help="dataset split (default test; 'all' for every sample)")
-    p.add_argument("--resolution", type=int, default=32, help="MISE start resolution, cells per side (32)")
-    p.add_argument("--upsampling-steps", type=int, default=3, help="MISE levels after the first (3: 256 cells)")
+    p.add_argument("--resolution", type=int, default=32, help="MISE start resolution, cells per side")
+    p.add_argument("--upsampling-steps", type=int, default=3, help="MISE levels after the first (3 from 32: 256 cells)")
     p.add_argument("--threshold", type=float, default=None, help="occupancy iso-level (default: the model's, 0.5 / 0.45)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--points-batch-size", type=int, default=100_000, help="query points per hand per decode call")
@@ -301,8 +326,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="bench.json", help="JSON file to write (default bench.json)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs, measures nothing")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="device of the network (cpu)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (2: the targets are for 2 cores)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="device of the network")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the targets are for 2 cores)")
     p.set_defaults(func=run)
 
 
@@ -372,7 +397,7 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
 
     ck = wsub.add_parser("check", help="held-out numbers of the shipped weights (the demo's steps on its seed)")
     ck.add_argument("--out", required=True, help="output folder (data, meshes, evaluations)")
-    ck.add_argument("--num", type=int, default=8, help="held-out synthetic samples (8, as make demo)")
+    ck.add_argument("--num", type=int, default=8, help="held-out synthetic samples (as many as make demo)")
     ck.add_argument("--write", action="store_true", help="record the numbers in the shipped MANIFEST.json")
     ck.add_argument("--no-progress", action="store_true", help="no progress bars")
     ck.set_defaults(func=run_check)
@@ -397,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every working subcommand."""
     from im2hands import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="im2hands",
         description="Two interacting hands from one RGB image: data, training, extraction, evaluation.",
     )

@@ -73,3 +73,34 @@ def test_negative_grad_clip_and_minutes_fail_in_config_with_exit_2(capsys):
         assert main(["config", SYNTH, override]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and override.split("=")[0] in err[0] and "out of range" in err[0]
+
+
+def _all_options(parser, name="im2hands"):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _all_options(sub, f"{name} {sub_name}")
+        elif action.option_strings:
+            yield name, parser, action
+
+
+def test_help_gives_every_default():
+    """Every option with a default says it in --help (checked on the formatted help text)."""
+    import argparse
+
+    from im2hands.cli import build_parser
+
+    checked = 0
+    for name, parser, action in _all_options(build_parser()):
+        if action.default in (None, False, argparse.SUPPRESS):
+            continue
+        formatter = parser._get_formatter()
+        formatter.add_argument(action)
+        text = " ".join(formatter.format_help().split())
+        assert "default" in text.lower(), f"{name} {action.option_strings[-1]}: {text}"
+        if "(default:" in text:
+            assert f"(default: {action.default})" in text
+        checked += 1
+    assert checked >= 15
