@@ -239,7 +239,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             args.pred, args.gt, args.out, split=args.split, n_points=args.points, seed=args.seed,
             mano_dir=args.mano_dir, plots=not args.no_plots, align=args.align,
         )
-        log.info("wrote %s/summary.json, per_item.csv and plots", args.out)
+        log.info("wrote %s/summary.json, per_item.csv%s", args.out, "" if args.no_plots else " and plots")
         return 1 if summary["counts"]["failed"] else 0
 
     p = sub.add_parser(

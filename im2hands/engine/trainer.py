@@ -188,7 +188,15 @@ class Trainer:
         ckpt = None
         if resume is not None:
             self.run_dir = Path(resume)
-            ckpt = load_checkpoint(self.run_dir / LAST)
+            try:
+                ckpt = load_checkpoint(self.run_dir / LAST)
+            except Im2HandsError as exc:
+                if (self.run_dir / LAST).is_file() and (self.run_dir / BEST).is_file():
+                    raise Im2HandsError(
+                        f"{exc}; {self.run_dir / BEST} is there: copy it over {LAST} to resume from the best "
+                        "validation's step (the steps after it are run again)"
+                    ) from None
+                raise
             diff = _dict_diff(config_dict(cfg)["model"], ckpt["config"].get("model", {}), "model.")
             if diff:
                 raise Im2HandsError(

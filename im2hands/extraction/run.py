@@ -385,6 +385,8 @@ def extract_folder(
     pipeline, estimator_configs = _load_estimator(estimator, refiner, dev, focal) if estimate else (None, {})
     sources = list_items(images=images, keypoints=keypoints, dataset=dataset, split=split)
     listed = len(sources)
+    if dataset is not None:
+        log.info("dataset %s, split '%s': %d items", dataset, split, listed)
     if limit is not None:
         sources = sources[:limit]
     image_size = _model_image_size(model, cfg) if uses_image else None

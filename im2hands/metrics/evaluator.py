@@ -243,6 +243,7 @@ class _DatasetGT:
         self.root, self._fmt = root, fmt
         meta = fmt.read_meta(root)
         self.names = fmt.list_samples(root, split)
+        log.info("dataset %s, split '%s': %d items", root, split, len(self.names))
         self.models = load_hand_models(mano_dir, source="--mano-dir")
         want = meta.get("hand_model", {}).get("name")
         have = self.models["right"].model_name

@@ -354,3 +354,15 @@ def test_bad_samples_are_counted_and_training_goes_on(make_cfg, tiny_data, tmp_p
     assert json.loads((res.run_dir / "summary.json").read_text())["skipped_samples"] == {"train": 1, "val": 1}
     with pytest.raises(DataError, match=r"0000001\.png: truncated PNG"):
         train(make_cfg(f"data.root={root}", "data.skip_bad_samples=false", run="strict"), progress=False)
+
+
+def test_truncated_last_checkpoint_on_resume_points_at_best(make_cfg):
+    first = train(make_cfg("train.max_steps=3"), progress=False)
+    last = first.run_dir / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    with pytest.raises(Im2HandsError, match=r"last\.pt: unreadable checkpoint.*best\.pt is there"):
+        train(make_cfg("train.max_steps=6"), resume=first.run_dir, progress=False)
+    (first.run_dir / "best.pt").unlink()
+    with pytest.raises(Im2HandsError, match=r"unreadable checkpoint") as info:
+        train(make_cfg("train.max_steps=6"), resume=first.run_dir, progress=False)
+    assert "best.pt" not in str(info.value)

@@ -150,10 +150,12 @@ def test_batch_job_one_malformed_file(tmp_path, kp_dir, monkeypatch):
     assert summary["settings"]["resolution"] == 64 and summary["settings"]["threshold"] == 0.5
 
 
-def test_dataset_job_with_oracle_overlay_and_limit(tmp_path, synth):
+def test_dataset_job_with_oracle_overlay_and_limit(tmp_path, synth, caplog):
     out = tmp_path / "ds_out"
+    caplog.set_level("INFO")
     summary = extract_folder(out, model=MeshOccupancy(), dataset=synth, split="all", limit=2, **FAST)
     assert [r["status"] for r in summary["items"]] == ["ok", "ok"] and summary["totals"]["items"] == 3
+    assert "split 'all': 3 items" in caplog.text
     name = summary["items"][0]["name"]
     assert {f"{name}_left.obj", f"{name}_right.obj", f"{name}.png"} <= {p.name for p in out.iterdir()}
     with Image.open(out / f"{name}.png") as im:

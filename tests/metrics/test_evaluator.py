@@ -105,11 +105,14 @@ def test_output_files(perfect_run):
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
-def test_cli_exit_codes(data, perfect_run, tmp_path):
+def test_cli_exit_codes(data, perfect_run, tmp_path, caplog):
     root, _ = data
     pred, _, _, names = perfect_run
+    caplog.set_level("INFO")
     assert main(["eval", "--pred", str(pred), "--gt", str(root), "--out", str(tmp_path / "a"),
                  "--points", str(POINTS), "--no-plots", "--split", "all"]) == 1
+    assert "plots" not in caplog.text and not list((tmp_path / "a").glob("*.png"))
+    caplog.clear()
     test_ids = fmt.list_samples(root, "test")
     assert set(test_ids) <= set(names[:-1])  # the test split has a prediction for every item
     # the default split of a dataset is test, as for `im2hands extract`
@@ -117,6 +120,7 @@ def test_cli_exit_codes(data, perfect_run, tmp_path):
                  "--points", str(POINTS)]) == 0
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["counts"]["items"] == len(test_ids) and summary["settings"]["split"] == "test"
+    assert f"split 'test': {len(test_ids)} items" in caplog.text and "and plots" in caplog.text
     assert summary["counts"]["unmatched_predictions"] == len(names) - 1 - len(test_ids)
     assert main(["eval", "--pred", str(tmp_path / "nope"), "--gt", str(root), "--out", str(tmp_path / "c")]) == 2
 
