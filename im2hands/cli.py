@@ -398,7 +398,9 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     ck = wsub.add_parser("check", help="held-out numbers of the shipped weights (the demo's steps on its seed)")
     ck.add_argument("--out", required=True, help="output folder (data, meshes, evaluations)")
     ck.add_argument("--num", type=int, default=8, help="held-out synthetic samples (as many as make demo)")
-    ck.add_argument("--write", action="store_true", help="record the numbers in the shipped MANIFEST.json")
+    ck.add_argument("--write", default=None, metavar="FILE",
+                    help="write a copy of the shipped MANIFEST.json with these numbers recorded to FILE (to update "
+                    "the repository's, name im2hands/assets/weights/MANIFEST.json); default: write nothing")
     ck.add_argument("--no-progress", action="store_true", help="no progress bars")
     ck.set_defaults(func=run_check)
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from im2hands.config import load_config
 from im2hands.hands.constants import SIDES
+from im2hands.utils.errors import Im2HandsError
 
 log = logging.getLogger(__name__)
 
@@ -187,18 +188,25 @@ def write_strip(out_dir: str | Path, names: list[str], path: str | Path, side_an
     return path
 
 
-def check_weights(out_dir: str | Path, num: int = 8, write: bool = False, progress: bool = True) -> dict[str, Any]:
-    """The demo's steps 1-3 with the shipped weights; ``write``: record the numbers (summary and
-    per item, with the command) as ``heldout`` in the shipped ``MANIFEST.json``."""
+def check_weights(out_dir: str | Path, num: int = 8, write: str | Path | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """The demo's steps 1-3 with the shipped weights; ``write``: a file to write a copy of the
+    shipped ``MANIFEST.json`` to, with the numbers (summary and per item, with the command)
+    recorded as ``heldout``. The installed package's own manifest is never written unless
+    ``write`` names it."""
     from im2hands.engine.weights import read_manifest, write_manifest
 
+    if write is not None:
+        write = Path(write)
+        if write.is_dir() or not write.parent.is_dir():
+            raise Im2HandsError(f"--write {write}: expected a file path in an existing folder")
     results = run_pipeline(out_dir, num, progress=progress, plots=False)
     print(results_table(results))
-    if write:
+    if write is not None:
         manifest = read_manifest()
-        manifest["heldout"] = {"command": f"im2hands weights check --out DIR --num {num} --write",
+        manifest["heldout"] = {"command": f"im2hands weights check --out DIR --num {num} --write MANIFEST.json",
                                "seed": results["seed"], "num": num, "runs": results["runs"]}
-        log.info("recorded the held-out numbers in %s", write_manifest(manifest))
+        log.info("recorded the held-out numbers in %s", write_manifest(manifest, path=write))
     return results
 
 

@@ -128,9 +128,11 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def write_manifest(manifest: dict[str, Any], weights_dir: str | os.PathLike | None = None) -> Path:
-    """Write ``MANIFEST.json`` (atomically) into ``weights_dir`` (default: the shipped folder)."""
-    path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST
+def write_manifest(manifest: dict[str, Any], weights_dir: str | os.PathLike | None = None, *,
+                   path: str | os.PathLike | None = None) -> Path:
+    """Write ``MANIFEST.json`` (atomically) into ``weights_dir`` (default: the shipped folder),
+    or to the file ``path`` when given."""
+    path = Path(path) if path is not None else Path(weights_dir or WEIGHTS_DIR) / MANIFEST
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path

@@ -108,3 +108,23 @@ def test_cli_list_names_every_shipped_file_with_its_command(capsys):
     assert len(lines) == len(SHIPPED)
     for line, (role, name) in zip(lines, SHIPPED.items()):
         assert line.split()[:2] == [role, name] and " MB " in line and "im2hands train configs/" in line
+
+
+def test_check_write_goes_to_the_named_file_never_the_installed_manifest(tmp_path, monkeypatch):
+    import json
+
+    import im2hands.demo as demo
+
+    fake = {"seed": 12345, "runs": {"images": {"summary": {"iou": 0.5}}}}
+    monkeypatch.setattr(demo, "run_pipeline", lambda *a, **k: fake)
+    monkeypatch.setattr(demo, "results_table", lambda results: "table")
+    shipped = (WEIGHTS_DIR / "MANIFEST.json").read_bytes()
+    assert main(["weights", "check", "--out", str(tmp_path / "o"), "--num", "2", "--no-progress"]) == 0
+    target = tmp_path / "MANIFEST.json"
+    assert main(["weights", "check", "--out", str(tmp_path / "o"), "--num", "2", "--write", str(target)]) == 0
+    assert (WEIGHTS_DIR / "MANIFEST.json").read_bytes() == shipped
+    written = json.loads(target.read_text())
+    assert written["heldout"]["runs"] == fake["runs"] and written["heldout"]["num"] == 2
+    assert written["files"] == read_manifest()["files"]
+    assert main(["weights", "check", "--out", str(tmp_path / "o"), "--write", str(tmp_path)]) == 2
+    assert main(["weights", "check", "--out", str(tmp_path / "o"), "--write", str(tmp_path / "no" / "M.json")]) == 2
