@@ -1,0 +1,175 @@
+"""Rotated square crops of an image: the frame change between image pixels and crop pixels.
+
+A region of interest (:class:`Roi`) is a square in the image given by its centre ``(cx, cy)``
+and side ``size`` (image pixels) and an angle ``theta`` (radians). Cut out and resampled to
+``S x S`` pixels it gives a crop in which the region's "up" is the crop's up (``-v``). Pixel
+coordinates follow the camera convention of :mod:`im2hands.geometry.frames` (``u`` right, ``v``
+down, origin at the top-left pixel's corner, pixel centres at ``+0.5``) in both images.
+
+Crop pixel ``q`` and image pixel ``p`` are related by::
+
+    p = c + (size / S) R(theta) (q - S / 2),      R(theta) = [[cos, -sin], [sin, cos]]
+
+so ``theta = 0`` is an axis-aligned crop and ``theta = atan2(d_u, -d_v)`` turns the image
+direction ``d`` into the crop's up: :func:`roi_angle` gives it for the wrist -> middle-finger
+direction of a hand, which makes the hand upright in its crop (what MediaPipe's hand-landmark
+network expects). :func:`crop_matrix` is the ``(2, 3)`` affine map image -> crop,
+:func:`crop_intrinsics` the crop's camera for an image camera ``K`` (exact for ``theta = 0``;
+a rotated crop's camera is ``K`` followed by an in-plane rotation, also exact, see there).
+
+Pure tensor functions (batched over ROIs, any device); no configs, no models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from im2hands.typing import Float, Tensor
+
+__all__ = [
+    "Roi",
+    "crop_matrix",
+    "crop_images",
+    "crop_intrinsics",
+    "crop_to_image",
+    "image_to_crop",
+    "roi_angle",
+    "roi_from_points",
+    "rotate_xy",
+]
+
+
+@dataclass
+class Roi:
+    """Square regions of interest, batched: centre ``(B, 2)`` and side ``(B,)`` in image pixels,
+    angle ``(B,)`` in radians (see the module docstring)."""
+
+    center: Float[Tensor, "B 2"]
+    size: Float[Tensor, "B"]
+    angle: Float[Tensor, "B"]
+
+    def __len__(self) -> int:
+        return int(self.center.shape[0])
+
+    def __getitem__(self, index) -> "Roi":
+        idx = torch.as_tensor(index, device=self.center.device).reshape(-1)
+        return Roi(self.center[idx], self.size[idx], self.angle[idx])
+
+
+def _rotation(angle: Tensor) -> Tensor:
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (B, 2, 2)
+
+
+def rotate_xy(points: Float[Tensor, "B N D"], angle: Float[Tensor, "B"]) -> Float[Tensor, "B N D"]:
+    """Rotate the first two coordinates of ``points`` by ``R(angle)`` (the crop -> image
+    rotation); further coordinates (e.g. depth) are kept. Turns a crop-oriented 3D prediction
+    (x right, y down in the crop) into the image's orientation."""
+    R = _rotation(angle.to(points.dtype))  # (B, 2, 2)
+    xy = points[..., :2] @ R.transpose(-1, -2)
+    return torch.cat([xy, points[..., 2:]], -1)
+
+
+def crop_matrix(roi: Roi, out_size: int) -> Float[Tensor, "B 2 3"]:
+    """``(B, 2, 3)`` affine map from image pixels to crop pixels of an ``out_size`` crop."""
+    k = out_size / roi.size  # (B,) crop pixels per image pixel
+    Rt = _rotation(roi.angle).transpose(-1, -2) * k[:, None, None]  # (B, 2, 2)
+    t = out_size / 2.0 - (Rt @ roi.center[..., None])[..., 0]  # (B, 2)
+    return torch.cat([Rt, t[..., None]], -1)
+
+
+def image_to_crop(points: Float[Tensor, "B N 2"], roi: Roi, out_size: int) -> Float[Tensor, "B N 2"]:
+    """Image pixels -> crop pixels (``points[b]`` belongs to ``roi[b]``)."""
+    A = crop_matrix(roi, out_size).to(points.dtype)
+    return points @ A[:, :, :2].transpose(-1, -2) + A[:, None, :, 2]
+
+
+def crop_to_image(points: Float[Tensor, "B N 2"], roi: Roi, out_size: int) -> Float[Tensor, "B N 2"]:
+    """Crop pixels -> image pixels (the inverse of :func:`image_to_crop`)."""
+    scale = (roi.size / out_size).to(points.dtype)
+    R = _rotation(roi.angle.to(points.dtype))
+    return (points - out_size / 2.0) @ R.transpose(-1, -2) * scale[:, None, None] + roi.center[:, None].to(points.dtype)
+
+
+def crop_intrinsics(K: Float[Tensor, "B 3 3"], roi: Roi, out_size: int) -> Float[Tensor, "B 3 3"]:
+    """Intrinsics of the crops: ``K_crop = [A; 0 0 1] K`` with ``A`` = :func:`crop_matrix`.
+
+    For ``angle = 0`` this is an ordinary pinhole camera (scaled focal lengths, moved
+    principal point). For a rotated crop it is the camera rotated about its optical axis
+    (the top-left 2x2 block holds the rotation), still exact for projecting camera-frame
+    points: ``K_crop p / p_z`` is the crop pixel of ``p``.
+    """
+    A = crop_matrix(roi, out_size).to(K.dtype)
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype, device=K.device).expand(A.shape[0], 1, 3)
+    return torch.cat([A, bottom], 1) @ K
+
+
+def crop_images(
+    image: Float[Tensor, "C H W"] | Float[Tensor, "B C H W"],
+    roi: Roi,
+    out_size: int,
+    *,
+    antialias: bool = True,
+) -> Float[Tensor, "B C S S"]:
+    """Resample the ROIs of ``image`` (one image for every ROI, or one per ROI) to
+    ``out_size``-pixel square crops: bilinear, zeros outside the image.
+
+    With ``antialias`` an ROI shrunk by more than 1.5x is sampled from a copy of the image
+    resized (area-correct, :func:`torch.nn.functional.interpolate` with ``antialias=True``) to
+    its crop's scale, so small crops of large photos do not alias.
+    """
+    if image.ndim == 3:
+        image = image[None].expand(len(roi), -1, -1, -1)
+    if image.shape[0] != len(roi):
+        raise ValueError(f"{image.shape[0]} images for {len(roi)} ROIs")
+    B, C, H, W = image.shape
+    dtype, dev = image.dtype, image.device
+    j = torch.arange(out_size, dtype=dtype, device=dev) + 0.5
+    q = torch.stack(torch.meshgrid(j, j, indexing="xy"), -1).reshape(1, -1, 2).expand(B, -1, -1)  # (B, S*S, 2) (u, v)
+    p = crop_to_image(q, Roi(roi.center.to(dtype), roi.size.to(dtype), roi.angle.to(dtype)), out_size)  # (B, S*S, 2)
+    crops = []
+    for b in range(B):
+        src, pb = image[b : b + 1], p[b : b + 1]
+        shrink = float(roi.size[b]) / out_size
+        if antialias and shrink > 1.5:
+            h, w = max(1, round(H / shrink)), max(1, round(W / shrink))
+            src = F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+            pb = pb * torch.tensor([w / W, h / H], dtype=dtype, device=dev)
+            sh, sw = h, w
+        else:
+            sh, sw = H, W
+        grid = pb * torch.tensor([2.0 / sw, 2.0 / sh], dtype=dtype, device=dev) - 1.0
+        out = F.grid_sample(src, grid.reshape(1, out_size, out_size, 2), mode="bilinear",
+                            padding_mode="zeros", align_corners=False)  # fmt: skip
+        crops.append(out)
+    return torch.cat(crops, 0)
+
+
+def roi_angle(base: Float[Tensor, "B 2"], tip: Float[Tensor, "B 2"]) -> Float[Tensor, "B"]:
+    """The ROI angle that turns the image direction ``base -> tip`` into the crop's up."""
+    d = tip - base
+    return torch.atan2(d[..., 0], -d[..., 1])
+
+
+def roi_from_points(
+    points: Float[Tensor, "B N 2"],
+    angle: Float[Tensor, "B"],
+    *,
+    scale: float = 2.0,
+    shift: tuple[float, float] = (0.0, 0.0),
+) -> Roi:
+    """The square ROI around ``points`` (image pixels) at ``angle``: their bounding box in the
+    ROI's rotated frame, moved by ``shift`` (fractions of the box's width and height, along
+    the rotated axes; ``(0, -0.1)`` moves it 10 % towards the crop's up), its longer side
+    times ``scale``."""
+    R = _rotation(angle.to(points.dtype))  # crop -> image rotation
+    local = points @ R  # (B, N, 2) coordinates along the rotated axes
+    lo, hi = local.min(1).values, local.max(1).values
+    wh = hi - lo
+    mid = (lo + hi) / 2.0 + wh * torch.tensor(shift, dtype=points.dtype, device=points.device)
+    center = (mid[:, None] @ R.transpose(-1, -2))[:, 0]
+    size = wh.max(-1).values * scale
+    return Roi(center, size, angle.to(points.dtype))

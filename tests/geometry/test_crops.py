@@ -1,0 +1,100 @@
+import math
+
+import pytest
+import torch
+
+from im2hands.geometry.crops import (
+    Roi, crop_images, crop_intrinsics, crop_matrix, crop_to_image, image_to_crop, roi_angle, roi_from_points, rotate_xy,
+)  # fmt: skip
+from im2hands.geometry.frames import project
+
+
+def _rois(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    center = torch.rand(n, 2, generator=g, dtype=torch.float64) * 300
+    size = 50 + torch.rand(n, generator=g, dtype=torch.float64) * 200
+    angle = (torch.rand(n, generator=g, dtype=torch.float64) - 0.5) * 2 * math.pi
+    return Roi(center, size, angle)
+
+
+def test_image_crop_round_trip_and_matrix():
+    roi = _rois()
+    pts = torch.rand(5, 7, 2, dtype=torch.float64) * 400
+    q = image_to_crop(pts, roi, 224)
+    assert torch.allclose(crop_to_image(q, roi, 224), pts, atol=1e-9)
+    A = crop_matrix(roi, 224)
+    naive = torch.stack([torch.stack([A[b] @ torch.cat([p, p.new_ones(1)]) for p in pts[b]]) for b in range(5)])
+    assert torch.allclose(naive, q, atol=1e-9)
+    # the ROI centre goes to the crop centre and its side to the crop side
+    assert torch.allclose(image_to_crop(roi.center[:, None], roi, 224)[:, 0], torch.full((5, 2), 112.0, dtype=torch.float64))
+    corner = roi.center + torch.stack([roi.size / 2 * torch.cos(roi.angle), roi.size / 2 * torch.sin(roi.angle)], -1)
+    assert torch.allclose(image_to_crop(corner[:, None], roi, 224)[:, 0, 0], torch.full((5,), 224.0, dtype=torch.float64))
+
+
+def test_hand_is_upright_in_its_crop():
+    wrist = torch.tensor([[100.0, 100.0], [100.0, 100.0], [100.0, 100.0]], dtype=torch.float64)
+    tip = torch.tensor([[160.0, 100.0], [100.0, 40.0], [60.0, 140.0]], dtype=torch.float64)  # right, up, down-left
+    angle = roi_angle(wrist, tip)
+    assert torch.allclose(angle, torch.tensor([math.pi / 2, 0.0, -3 * math.pi / 4], dtype=torch.float64))
+    roi = Roi(wrist.clone(), torch.full((3,), 200.0, dtype=torch.float64), angle)
+    w, t = image_to_crop(wrist[:, None], roi, 100)[:, 0], image_to_crop(tip[:, None], roi, 100)[:, 0]
+    assert torch.allclose(t[:, 0], w[:, 0], atol=1e-9) and (t[:, 1] < w[:, 1]).all()  # straight up
+
+
+def test_crop_images_samples_the_mapped_pixels():
+    """On an image whose channels are the pixel-centre coordinates (linear, so bilinear
+    sampling is exact), each crop pixel holds the image position crop_to_image gives."""
+    H, W = 120, 160
+    v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    image = torch.stack([u, v]).double()  # (2, H, W)
+    roi = Roi(torch.tensor([[80.0, 60.0], [70.0, 55.0]], dtype=torch.float64),
+              torch.tensor([60.0, 40.0], dtype=torch.float64), torch.tensor([0.0, 0.7], dtype=torch.float64))
+    crops = crop_images(image, roi, 32, antialias=False)  # (2, 2, 32, 32)
+    j = torch.arange(32, dtype=torch.float64) + 0.5
+    q = torch.stack(torch.meshgrid(j, j, indexing="xy"), -1).reshape(1, -1, 2).expand(2, -1, -1)
+    expect = crop_to_image(q, roi, 32).reshape(2, 32, 32, 2).permute(0, 3, 1, 2)
+    assert torch.allclose(crops, expect, atol=1e-6)
+    outside = crop_images(image, Roi(torch.tensor([[-500.0, -500.0]]), torch.tensor([50.0]), torch.tensor([0.0])), 8)
+    assert outside.abs().max() == 0  # zeros outside the image
+
+
+def test_antialiasing_of_strongly_shrunk_crops():
+    stripes = (torch.arange(300) % 2).float().expand(3, 300, 300).clone()  # 1-pixel columns
+    roi = Roi(torch.tensor([[150.0, 150.0]]), torch.tensor([288.0]), torch.tensor([0.0]))  # shrink 3x to 96
+    plain = crop_images(stripes, roi, 96, antialias=False)
+    smooth = crop_images(stripes, roi, 96, antialias=True)
+    assert plain.std() > 0.4 and smooth.std() < 0.1
+    assert abs(float(smooth.mean()) - 0.5) < 0.05
+
+
+def test_crop_intrinsics_project_like_the_crop():
+    g = torch.Generator().manual_seed(1)
+    K = torch.tensor([[[500.0, 0, 160], [0, 520.0, 120], [0, 0, 1]]], dtype=torch.float64).expand(5, 3, 3)
+    pts = torch.randn(5, 9, 3, generator=g, dtype=torch.float64) * 0.1 + torch.tensor([0, 0, 0.6], dtype=torch.float64)
+    roi = _rois()
+    uv = project(pts, K)
+    assert torch.allclose(project(pts, crop_intrinsics(K, roi, 224)), image_to_crop(uv, roi, 224), atol=1e-7)
+
+
+def test_roi_from_points_and_rotate_xy():
+    pts = torch.tensor([[[10.0, 20.0], [50.0, 20.0], [10.0, 100.0], [50.0, 100.0]]], dtype=torch.float64)
+    roi = roi_from_points(pts, torch.zeros(1, dtype=torch.float64), scale=2.0, shift=(0.0, -0.1))
+    assert torch.allclose(roi.center, torch.tensor([[30.0, 52.0]], dtype=torch.float64))
+    assert torch.allclose(roi.size, torch.tensor([160.0], dtype=torch.float64))
+    angle = torch.tensor([0.9], dtype=torch.float64)  # rotated: all points inside the crop
+    q = image_to_crop(pts, roi_from_points(pts, angle, scale=1.2), 100)
+    assert ((q >= 0) & (q <= 100)).all()
+    # crop-oriented 3D (x right, y down in the crop) -> image orientation
+    p3 = torch.randn(1, 6, 3, dtype=torch.float64)
+    c, s = math.cos(0.9), math.sin(0.9)
+    R = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    in_crop = torch.cat([p3[..., :2] @ R, p3[..., 2:]], -1)  # R^T applied to xy
+    assert torch.allclose(rotate_xy(in_crop, angle), p3, atol=1e-12)
+
+
+def test_one_image_per_roi_and_count_mismatch():
+    images = torch.rand(2, 3, 40, 40)
+    roi = Roi(torch.tensor([[20.0, 20.0], [10.0, 10.0]]), torch.tensor([20.0, 20.0]), torch.zeros(2))
+    assert crop_images(images, roi, 16).shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match="3 images for 2 ROIs"):
+        crop_images(torch.rand(3, 3, 40, 40), roi, 16)
