@@ -27,13 +27,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from im2hands.typing import Float, Tensor
+from im2hands.typing import Bool, Float, Tensor
 
 __all__ = [
     "Roi",
     "crop_matrix",
     "crop_images",
     "crop_intrinsics",
+    "crop_to_camera_orientation",
     "crop_to_image",
     "image_to_crop",
     "roi_angle",
@@ -45,18 +46,27 @@ __all__ = [
 @dataclass
 class Roi:
     """Square regions of interest, batched: centre ``(B, 2)`` and side ``(B,)`` in image pixels,
-    angle ``(B,)`` in radians (see the module docstring)."""
+    angle ``(B,)`` in radians (see the module docstring); ``mirror`` ``(B,)`` bool (or None:
+    none) flips those crops left-right (``u -> S - u``), so a left hand looks like a right one."""
 
     center: Float[Tensor, "B 2"]
     size: Float[Tensor, "B"]
     angle: Float[Tensor, "B"]
+    mirror: Bool[Tensor, "B"] | None = None
 
     def __len__(self) -> int:
         return int(self.center.shape[0])
 
     def __getitem__(self, index) -> "Roi":
         idx = torch.as_tensor(index, device=self.center.device).reshape(-1)
-        return Roi(self.center[idx], self.size[idx], self.angle[idx])
+        mirror = None if self.mirror is None else self.mirror[idx]
+        return Roi(self.center[idx], self.size[idx], self.angle[idx], mirror)
+
+    def flips(self) -> Bool[Tensor, "B"]:
+        """``(B,)`` which crops are mirrored."""
+        if self.mirror is None:
+            return torch.zeros(len(self), dtype=torch.bool, device=self.center.device)
+        return self.mirror.to(torch.bool)
 
 
 def _rotation(angle: Tensor) -> Tensor:
@@ -73,12 +83,26 @@ def rotate_xy(points: Float[Tensor, "B N D"], angle: Float[Tensor, "B"]) -> Floa
     return torch.cat([xy, points[..., 2:]], -1)
 
 
+def crop_to_camera_orientation(points: Float[Tensor, "B N 3"], roi: Roi) -> Float[Tensor, "B N 3"]:
+    """3D points predicted in crop orientation (x right, y down, z forward in the crop; mirrored
+    where the crop is) -> the camera's orientation: un-mirror ``x``, then :func:`rotate_xy`."""
+    sign = 1.0 - 2.0 * roi.flips().to(points.dtype)  # (B,)
+    unmirrored = torch.cat([points[..., :1] * sign[:, None, None], points[..., 1:]], -1)
+    return rotate_xy(unmirrored, roi.angle)
+
+
 def crop_matrix(roi: Roi, out_size: int) -> Float[Tensor, "B 2 3"]:
     """``(B, 2, 3)`` affine map from image pixels to crop pixels of an ``out_size`` crop."""
     k = out_size / roi.size  # (B,) crop pixels per image pixel
     Rt = _rotation(roi.angle).transpose(-1, -2) * k[:, None, None]  # (B, 2, 2)
     t = out_size / 2.0 - (Rt @ roi.center[..., None])[..., 0]  # (B, 2)
-    return torch.cat([Rt, t[..., None]], -1)
+    A = torch.cat([Rt, t[..., None]], -1)
+    flip = roi.flips()
+    if flip.any():  # u -> S - u on the mirrored crops
+        mirrored = torch.cat([-A[:, :1], A[:, 1:]], 1)
+        mirrored[:, 0, 2] += out_size
+        A = torch.where(flip[:, None, None], mirrored, A)
+    return A
 
 
 def image_to_crop(points: Float[Tensor, "B N 2"], roi: Roi, out_size: int) -> Float[Tensor, "B N 2"]:
@@ -89,9 +113,11 @@ def image_to_crop(points: Float[Tensor, "B N 2"], roi: Roi, out_size: int) -> Fl
 
 def crop_to_image(points: Float[Tensor, "B N 2"], roi: Roi, out_size: int) -> Float[Tensor, "B N 2"]:
     """Crop pixels -> image pixels (the inverse of :func:`image_to_crop`)."""
+    flip = roi.flips()[:, None, None]
+    q = torch.where(flip, torch.cat([out_size - points[..., :1], points[..., 1:]], -1), points)
     scale = (roi.size / out_size).to(points.dtype)
     R = _rotation(roi.angle.to(points.dtype))
-    return (points - out_size / 2.0) @ R.transpose(-1, -2) * scale[:, None, None] + roi.center[:, None].to(points.dtype)
+    return (q - out_size / 2.0) @ R.transpose(-1, -2) * scale[:, None, None] + roi.center[:, None].to(points.dtype)
 
 
 def crop_intrinsics(K: Float[Tensor, "B 3 3"], roi: Roi, out_size: int) -> Float[Tensor, "B 3 3"]:
@@ -129,7 +155,7 @@ def crop_images(
     dtype, dev = image.dtype, image.device
     j = torch.arange(out_size, dtype=dtype, device=dev) + 0.5
     q = torch.stack(torch.meshgrid(j, j, indexing="xy"), -1).reshape(1, -1, 2).expand(B, -1, -1)  # (B, S*S, 2) (u, v)
-    p = crop_to_image(q, Roi(roi.center.to(dtype), roi.size.to(dtype), roi.angle.to(dtype)), out_size)  # (B, S*S, 2)
+    p = crop_to_image(q, Roi(roi.center.to(dtype), roi.size.to(dtype), roi.angle.to(dtype), roi.mirror), out_size)
     crops = []
     for b in range(B):
         src, pb = image[b : b + 1], p[b : b + 1]
@@ -172,4 +198,4 @@ def roi_from_points(
     mid = (lo + hi) / 2.0 + wh * torch.tensor(shift, dtype=points.dtype, device=points.device)
     center = (mid[:, None] @ R.transpose(-1, -2))[:, 0]
     size = wh.max(-1).values * scale
-    return Roi(center, size, angle.to(points.dtype))
+    return Roi(center, size, angle.to(points.dtype))  # not mirrored

@@ -98,3 +98,29 @@ def test_one_image_per_roi_and_count_mismatch():
     assert crop_images(images, roi, 16).shape == (2, 3, 16, 16)
     with pytest.raises(ValueError, match="3 images for 2 ROIs"):
         crop_images(torch.rand(3, 3, 40, 40), roi, 16)
+
+
+def test_mirrored_crops():
+    """A mirrored crop is the plain crop flipped left-right; points, intrinsics and 3D
+    predictions map back through the flip."""
+    from im2hands.geometry.crops import crop_to_camera_orientation
+
+    roi = _rois(4, seed=3)
+    flip = torch.tensor([True, False, True, False])
+    mroi = Roi(roi.center, roi.size, roi.angle, flip)
+    pts = torch.rand(4, 6, 2, dtype=torch.float64) * 300
+    plain, mirrored = image_to_crop(pts, roi, 64), image_to_crop(pts, mroi, 64)
+    assert torch.allclose(mirrored[flip, :, 0], 64 - plain[flip, :, 0]) and torch.equal(mirrored[~flip], plain[~flip])
+    assert torch.allclose(crop_to_image(mirrored, mroi, 64), pts, atol=1e-9)
+    image = torch.rand(3, 200, 220, dtype=torch.float64)
+    a, b = crop_images(image, roi, 24, antialias=False), crop_images(image, mroi, 24, antialias=False)
+    assert torch.allclose(b[flip], a[flip].flip(-1), atol=1e-9) and torch.allclose(b[~flip], a[~flip])
+    K = torch.tensor([[[300.0, 0, 110], [0, 300.0, 100], [0, 0, 1]]], dtype=torch.float64).expand(4, 3, 3)
+    p3 = torch.randn(4, 6, 3, dtype=torch.float64) * 0.05 + torch.tensor([0, 0, 0.5], dtype=torch.float64)
+    assert torch.allclose(project(p3, crop_intrinsics(K, mroi, 64)), image_to_crop(project(p3, K), mroi, 64), atol=1e-7)
+    # a 3D prediction in mirrored crop orientation: x flipped after rotating into the crop
+    c, s = torch.cos(roi.angle), torch.sin(roi.angle)
+    R = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+    in_crop = torch.cat([p3[..., :2] @ R, p3[..., 2:]], -1)
+    in_crop[flip, :, 0] *= -1
+    assert torch.allclose(crop_to_camera_orientation(in_crop, mroi), p3, atol=1e-12)
