@@ -142,6 +142,7 @@ def extract_from_wheel(wheel: str | Path, folder: str | Path, names: list[str] |
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, folder / name)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
