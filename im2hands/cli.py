@@ -376,7 +376,7 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
         log.info("wrote %s (%.1f MB, %s, step %s)", info["path"], info["bytes"] / 1e6, info["dtype"], info["step"])
         return 0
 
-    p = sub.add_parser("weights", help="the shipped weights: list them, or export a run as an inference-only file")
+    p = sub.add_parser("weights", help="the shipped weights: list, export, check; fetch MediaPipe's hand networks")
     wsub = p.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
     ls = wsub.add_parser("list", help="the shipped weights files, their sizes and the commands that trained them")
     ls.set_defaults(func=run_list)
@@ -403,6 +403,24 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
                     "the repository's, name im2hands/assets/weights/MANIFEST.json); default: write nothing")
     ck.add_argument("--no-progress", action="store_true", help="no progress bars")
     ck.set_defaults(func=run_check)
+
+    def run_fetch_mediapipe(args: argparse.Namespace) -> int:
+        from im2hands.models.mediapipe.fetch import fetch_mediapipe
+
+        for path in fetch_mediapipe(args.dir, wheel=args.wheel):
+            log.info("ok %s", path)
+        return 0
+
+    fm = wsub.add_parser(
+        "fetch-mediapipe", help="fetch MediaPipe's hand networks (Apache-2.0) from the mediapipe 0.10.21 wheel",
+        description="Downloads the mediapipe==0.10.21 wheel with pip (nothing is installed), takes "
+        "hand_landmark_full.tflite and palm_detection_full.tflite out of it, checks their SHA-256 and writes them "
+        "into the cache folder. Does nothing when both files are there and verified. See docs/mediapipe.md.",
+    )
+    fm.add_argument("--dir", default=None,
+                    help="cache folder (default: $IM2HANDS_CACHE/mediapipe, else ~/.cache/im2hands/mediapipe)")
+    fm.add_argument("--wheel", default=None, help="use this mediapipe 0.10.21 wheel file instead of downloading it")
+    fm.set_defaults(func=run_fetch_mediapipe)
 
 
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [

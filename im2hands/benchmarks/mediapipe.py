@@ -1,0 +1,155 @@
+"""MediaPipe hand landmarks in torch: accuracy on a dataset folder and CPU speed.
+
+Accuracy (:func:`landmark_accuracy`): every valid hand of the samples gets a ground-truth-centred
+upright crop (:func:`~im2hands.models.mediapipe.crops.upright_crop_transform`, 224 px); the
+predicted 2D keypoints are mapped back to image pixels and compared with the annotation's
+``keypoints_2d``. Run twice: crops as they are, and left-hand crops mirrored (so every crop shows
+a right hand). Handedness accuracy counts a hand as right where the score is above 0.5 in
+``right_if_above`` mode or below 0.5 otherwise; both readings are reported.
+
+Speed (:func:`landmark_speed`): images per second of :class:`HandLandmarkNet` forward passes
+(no grad, float32) at each batch size, median of ``repeats`` timed runs after one warm-up.
+
+Command line: ``python -m im2hands.benchmarks.mediapipe --data DIR [--scale 1.8] [--repeats 7]``
+(docs/mediapipe.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from im2hands.data.format import list_samples, read_annotation, read_image
+from im2hands.models.mediapipe.crops import crop_to_image, upright_crop_transform, warp_crops
+from im2hands.models.mediapipe.hand_landmark import CROP_SIZE, HandLandmarkNet
+
+
+def _hands(root: Path, split: str, limit: int | None) -> list[tuple[str, str, np.ndarray]]:
+    """(sample id, side, keypoints_2d) of every valid hand, sample ids sorted, left before right."""
+    out = []
+    for sid in list_samples(root, split)[:limit]:
+        ann = read_annotation(root, sid)
+        for side in ("left", "right"):
+            hand = ann.hands.get(side)
+            if hand is not None and hand.valid:
+                out.append((sid, side, hand.keypoints_2d))
+    return out
+
+
+@torch.no_grad()
+def landmark_accuracy(root: str | Path, split: str = "all", scale: float = 1.8, limit: int | None = None,
+                      net: HandLandmarkNet | None = None, batch: int = 16) -> dict[str, Any]:
+    """2D keypoint error (image pixels), handedness and presence of the port on GT-centred upright crops.
+
+    Args:
+        root: dataset folder (docs/data_format.md).
+        split: split of the samples (``all``: every sample).
+        scale: crop side / the hand's longer extent in the rotated frame.
+        limit: only the first N samples.
+    Returns:
+        ``{"hands": n, "hand_extent_px": ..., "unmirrored": {...}, "mirror_left": {...}}``; each mode
+        holds ``kp_err_px_mean`` / ``kp_err_px_median`` (over all keypoints), ``hand_err_px_median``
+        (median over hands of the per-hand mean), handedness accuracies for both readings, the mean
+        and minimum presence.
+    """
+    root = Path(root)
+    net = net if net is not None else HandLandmarkNet()
+    net.eval()
+    hands = _hands(root, split, limit)
+    if not hands:
+        raise ValueError(f"{root}: no valid hands in split {split!r}")
+    kp = torch.tensor(np.stack([h[2] for h in hands]), dtype=torch.float32)  # (N, 21, 2)
+    is_left = torch.tensor([h[1] == "left" for h in hands])
+    images: dict[str, torch.Tensor] = {}
+    result: dict[str, Any] = {"hands": len(hands), "samples": len({h[0] for h in hands}), "scale": scale}
+    result["hand_extent_px_mean"] = float((kp.amax(1) - kp.amin(1)).amax(-1).mean())
+    for mode, mirror in (("unmirrored", torch.zeros_like(is_left)), ("mirror_left", is_left)):
+        errs, hand_err, hness, pres = [], [], [], []
+        for s in range(0, len(hands), batch):
+            idx = range(s, min(s + batch, len(hands)))
+            for i in idx:
+                sid = hands[i][0]
+                if sid not in images:
+                    img = read_image(root / "images" / f"{sid}.png")
+                    images[sid] = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
+            imgs = torch.stack([images[hands[i][0]] for i in idx])
+            t = upright_crop_transform(kp[s:s + len(idx)], CROP_SIZE, scale, mirror[s:s + len(idx)])
+            out = net(warp_crops(imgs, t, CROP_SIZE))
+            pred = crop_to_image(out.keypoints_2d, t)
+            e = (pred - kp[s:s + len(idx)]).norm(dim=-1)  # (b, 21) pixels
+            errs.append(e.reshape(-1))
+            hand_err.append(e.mean(1))
+            hness.append(out.handedness)
+            pres.append(out.presence)
+        e_all, h_all = torch.cat(errs), torch.cat(hand_err)
+        hn, pr = torch.cat(hness), torch.cat(pres)
+        is_right = ~is_left
+        result[mode] = {
+            "kp_err_px_mean": float(e_all.mean()),
+            "kp_err_px_median": float(e_all.median()),
+            "hand_err_px_median": float(h_all.median()),
+            "handedness_acc_right_if_above": float(((hn > 0.5) == is_right).float().mean()),
+            "handedness_acc_right_if_below": float(((hn < 0.5) == is_right).float().mean()),
+            "handedness_mean_left": float(hn[is_left].mean()) if is_left.any() else None,
+            "handedness_mean_right": float(hn[is_right].mean()) if is_right.any() else None,
+            "presence_mean": float(pr.mean()),
+            "presence_min": float(pr.min()),
+            "presence_above_0.5": float((pr > 0.5).float().mean()),
+        }
+    return result
+
+
+@torch.no_grad()
+def landmark_speed(batch_sizes: tuple[int, ...] = (1, 16), repeats: int = 7, threads: int = 2,
+                   net: HandLandmarkNet | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Images per second of the landmark network (median of ``repeats`` runs per batch size)."""
+    torch.set_num_threads(threads)
+    net = (net if net is not None else HandLandmarkNet()).to(device).eval()
+    out: dict[str, Any] = {"threads": threads, "repeats": repeats, "device": device}
+    for bs in batch_sizes:
+        x = torch.rand(bs, 3, CROP_SIZE, CROP_SIZE, generator=torch.Generator().manual_seed(0)).to(device)
+        net(x)  # warm-up
+        rates = []
+        for _ in range(repeats):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            net(x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            rates.append(bs / (time.perf_counter() - t0))
+        out[f"batch_{bs}_images_per_s"] = statistics.median(rates)
+        out[f"batch_{bs}_runs"] = rates
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line; prints JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="dataset folder for the accuracy (omit: speed only)")
+    ap.add_argument("--split", default="all")
+    ap.add_argument("--limit", type=int, default=None, help="first N samples")
+    ap.add_argument("--scale", type=float, default=1.8, help="crop side / hand extent (1.8)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed runs per batch size (0: no speed)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    net = HandLandmarkNet()
+    result: dict[str, Any] = {"torch": torch.__version__}
+    if args.data:
+        result["accuracy"] = landmark_accuracy(args.data, args.split, args.scale, args.limit, net=net)
+    if args.repeats > 0:
+        result["speed"] = landmark_speed(tuple(args.batch_sizes), args.repeats, args.threads, net=net)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
