@@ -22,6 +22,7 @@ Pure tensor functions (batched over ROIs, any device); no configs, no models.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ from im2hands.typing import Bool, Float, Tensor
 
 __all__ = [
     "Roi",
+    "box_iou",
     "crop_matrix",
     "crop_images",
     "crop_intrinsics",
@@ -39,6 +41,9 @@ __all__ = [
     "image_to_crop",
     "roi_angle",
     "roi_from_points",
+    "square_windows",
+    "suppress_overlaps",
+    "tile_centres",
     "rotate_xy",
 ]
 
@@ -199,3 +204,48 @@ def roi_from_points(
     center = (mid[:, None] @ R.transpose(-1, -2))[:, 0]
     size = wh.max(-1).values * scale
     return Roi(center, size, angle.to(points.dtype))  # not mirrored
+
+
+def box_iou(a: Float[Tensor, "N 4"], b: Float[Tensor, "M 4"]) -> Float[Tensor, "N M"]:
+    """IoU of axis-aligned boxes ``(u_min, v_min, u_max, v_max)``; 0 where the union is empty."""
+    lo = torch.maximum(a[:, None, :2], b[None, :, :2])
+    hi = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (hi - lo).clamp(min=0).prod(dim=-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(dim=-1)  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def suppress_overlaps(boxes: Float[Tensor, "N 4"], scores: Float[Tensor, "N"], iou_threshold: float) -> Tensor:
+    """Greedy non-maximum suppression: indices (best score first) of the boxes that overlap
+    no better-scored kept box by more than ``iou_threshold`` (:func:`box_iou`)."""
+    iou = box_iou(boxes, boxes)
+    keep: list[int] = []
+    for i in torch.argsort(scores, descending=True).tolist():
+        if all(float(iou[i, j]) <= iou_threshold for j in keep):
+            keep.append(i)
+    return torch.as_tensor(keep, dtype=torch.long, device=boxes.device)
+
+
+def tile_centres(length: int, side: float) -> list[float]:
+    """Centres of windows of ``side`` pixels covering ``[0, length]``, overlapping by at least half."""
+    if side >= length:
+        return [length / 2.0]
+    n = int(math.ceil((length - side) / (side / 2.0))) + 1
+    return [side / 2.0 + i * (length - side) / (n - 1) for i in range(n)]
+
+
+def square_windows(height: int, width: int, fractions: tuple[float, ...], *, whole: bool = False) -> Roi:
+    """Axis-aligned square windows covering an image: for each of ``fractions``, windows of that
+    fraction of the shorter side overlapping by half (:func:`tile_centres`); with ``whole``,
+    first the whole image letterboxed (side = the longer side). float64, CPU."""
+    centers, sizes = ([(width / 2.0, height / 2.0)], [float(max(height, width))]) if whole else ([], [])
+    for frac in fractions:
+        side = frac * min(height, width)
+        for cy in tile_centres(height, side):
+            for cx in tile_centres(width, side):
+                centers.append((cx, cy))
+                sizes.append(side)
+    n = len(sizes)
+    return Roi(torch.tensor(centers, dtype=torch.float64).reshape(n, 2), torch.tensor(sizes, dtype=torch.float64),
+               torch.zeros(n, dtype=torch.float64))  # fmt: skip

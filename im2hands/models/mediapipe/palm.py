@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from im2hands.geometry.crops import box_iou
 from im2hands.models.mediapipe.fetch import model_path
 from im2hands.models.mediapipe.tflite_graph import read_tflite
 from im2hands.models.mediapipe.torch_graph import TFLiteModule
@@ -81,16 +82,6 @@ def decode_raw(raw: Float[Tensor, "A 18"], anchors: Float[Tensor, "A 2"],
     boxes = torch.cat([centre - half, centre + half], dim=1)
     keypoints = d[:, 4:4 + 2 * NUM_KEYPOINTS].reshape(-1, NUM_KEYPOINTS, 2) + anchors[:, None, :]
     return boxes, keypoints
-
-
-def box_iou(a: Float[Tensor, "N 4"], b: Float[Tensor, "M 4"]) -> Float[Tensor, "N M"]:
-    """IoU of (x_min, y_min, x_max, y_max) boxes; 0 where the union is empty."""
-    lo = torch.maximum(a[:, None, :2], b[None, :, :2])
-    hi = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (hi - lo).clamp(min=0).prod(dim=-1)
-    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(dim=-1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
 def nms(boxes: Tensor, keypoints: Tensor, scores: Tensor, iou_threshold: float = 0.3,

@@ -1,0 +1,348 @@
+"""Image -> both hands' 3D keypoints through per-hand crops (InterWild's design).
+
+1. **Find hands**: a detector proposes hand regions (:class:`~im2hands.geometry.crops.Roi`,
+   with a score and, when it knows, the side).
+2. **Crop network, twice per hand**: each region is cut out upright (wrist below, fingers up),
+   mirrored when the network wants right hands only and the side is known, and the network
+   gives 21 keypoints in crop pixels, root-relative metric 3D keypoints in crop orientation, a
+   presence and a right-hand probability. A second crop is framed on the first pass's
+   keypoints (side ``scale`` x their extent, as MediaPipe's tracking does) and its outputs kept.
+3. **Search again** while fewer than two hands were found: (a) a scan: the crop network itself
+   looks at overlapping square windows of the image (sides ``scan`` x the shorter image
+   side), and windows whose presence passes ``scan_presence`` become candidates (the network's
+   presence output tells hands from background far better than a palm detector finds fists
+   or interlocked hands); (b) the found hands are painted over with the image's mean colour
+   and the detector looks again (HDR's idea: a detector that fires on the most salient hand
+   finds the other one once it is gone); (c) around a hand found alone, rotated crops look
+   for a hand of the other side (interlocked fingers point the other way).
+4. **Hands and sides**: hands below ``min_presence`` are dropped, duplicates (2D boxes
+   overlapping more than ``dedup_iou``) merged, and at most one left and one right hand kept:
+   the pair that best agrees with the network's right-hand probabilities.
+5. **Placement**: each hand's 3D keypoints are turned into the camera's orientation and its
+   absolute position solved from its 2D keypoints and the intrinsics
+   (:func:`~im2hands.geometry.placement.place_hands`).
+
+The networks are callables described by :class:`HandDetector` and :class:`CropNet`;
+:mod:`im2hands.extraction.mediapipe_hands` wraps MediaPipe's (real-photo trained) networks.
+The result is an :class:`EstimatedHands`, as the whole-image estimator gives, plus the
+regions and sides found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from im2hands.geometry.crops import (
+    Roi, box_iou, crop_images, crop_to_camera_orientation, crop_to_image, roi_angle, roi_from_points, square_windows,
+)
+from im2hands.geometry.placement import default_intrinsics, place_hands
+from im2hands.hands.constants import SIDES
+from im2hands.typing import Float, Tensor
+
+WRIST, MIDDLE_MCP = 0, 9  # standard order
+
+__all__ = ["CropNet", "CropPrediction", "Detections", "HandCropPipeline", "HandDetector", "HandsFound", "assign_sides"]
+
+
+@dataclass
+class Detections:
+    """Hand regions proposed in one image: ``roi`` (N regions, image pixels), ``scores`` (N,)
+    in [0, 1], and ``right_prob`` (N,) when the detector tells the side (else None)."""
+
+    roi: Roi
+    scores: Float[Tensor, "N"]
+    right_prob: Float[Tensor, "N"] | None = None
+
+    @staticmethod
+    def empty() -> "Detections":
+        none = torch.zeros(0, dtype=torch.float64)
+        return Detections(Roi(torch.zeros(0, 2, dtype=torch.float64), none, none), none)
+
+
+@dataclass
+class CropPrediction:
+    """A crop network's outputs for B crops.
+
+    Attributes:
+        keypoints_2d: (B, 21, 2) crop pixels, ``standard`` order.
+        keypoints_3d: (B, 21, 3) metres in the crop's orientation (x right, y down, z forward;
+            mirrored with the crop), relative to any point of the hand.
+        presence: (B,) probability that the crop holds a hand.
+        right_prob: (B,) probability of a right hand as seen in the crop (the pipeline turns it
+            around for mirrored crops).
+    """
+
+    keypoints_2d: Float[Tensor, "B 21 2"]
+    keypoints_3d: Float[Tensor, "B 21 3"]
+    presence: Float[Tensor, "B"]
+    right_prob: Float[Tensor, "B"]
+
+
+class HandDetector(Protocol):
+    def __call__(self, image: Float[Tensor, "3 H W"]) -> Detections:
+        """Hand regions of one RGB image in [0, 1]."""
+
+
+class CropNet(Protocol):
+    input_size: int
+    """Side of the square input crop, pixels."""
+    mirrors_left: bool
+    """True: left hands must be given mirrored (the network knows right hands only)."""
+
+    def __call__(self, crops: Float[Tensor, "B 3 S S"]) -> CropPrediction:
+        """Predictions for upright RGB crops in [0, 1]."""
+
+
+@dataclass
+class HandsFound:
+    """What :class:`HandCropPipeline` found in one image (``np.float64`` arrays).
+
+    Attributes:
+        joints: side -> (21, 3) camera-frame metres, ``standard`` order, hands found only.
+        K: (3, 3) intrinsics used.
+        keypoints: (2, 21, 3) left, right placed keypoints (absent hands: NaN).
+        keypoints_2d: (2, 21, 2) image pixels (absent hands: NaN).
+        presence: (2,) presence of the hand kept for each side (0 when none).
+        right_prob: (2,) the network's right-hand probability of those hands (NaN when none).
+        boxes: side -> (center_u, center_v, size, angle) of the final crop, image pixels.
+        reprojection_px: (2,) RMS reprojection error of the placement (NaN: not fitted).
+        candidates: number of hand candidates looked at (after the searches).
+    """
+
+    joints: dict[str, np.ndarray]
+    K: np.ndarray
+    keypoints: np.ndarray
+    keypoints_2d: np.ndarray
+    presence: np.ndarray
+    right_prob: np.ndarray
+    boxes: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    reprojection_px: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
+    candidates: int = 0
+    refined: bool = False
+
+
+def assign_sides(presence: Tensor, right_prob: Tensor) -> tuple[int | None, int | None]:
+    """Indices of the (left, right) hands among N candidates that passed the presence
+    threshold (None: no hand on that side). One candidate goes to its likelier side; of
+    several, the pair ``(l, r)`` maximising ``presence_l presence_r (1 - p_l) p_r`` is kept (an
+    image shows at most one left and one right hand of a person)."""
+    n = len(presence)
+    if n == 0:
+        return None, None
+    if n == 1:
+        return (None, 0) if float(right_prob[0]) >= 0.5 else (0, None)
+    score = (presence * (1 - right_prob))[:, None] * (presence * right_prob)[None, :]  # (left, right)
+    score.fill_diagonal_(-1.0)
+    l, r = divmod(int(torch.argmax(score)), n)
+    return l, r
+
+
+class HandCropPipeline:
+    """Image -> both hands' keypoints through per-hand crops (module docstring).
+
+    Args:
+        detector: proposes hand regions (:class:`HandDetector`).
+        crop_net: keypoints of one hand per crop (:class:`CropNet`).
+        focal: focal length in pixels for images without a camera; else ``focal_factor`` x
+            the longer side (:func:`~im2hands.geometry.placement.default_intrinsics`).
+        passes: crop-network passes per hand (1, or 2: the second on a crop framed by the
+            first's keypoints).
+        crop_scale: crop side / the keypoints' extent for the second pass (MediaPipe: 2.0).
+        min_presence: hands below this presence are dropped.
+        max_candidates: detector regions looked at per search.
+        scan: window sides of the crop-network scan, as fractions of the shorter image side
+            (``()``: no scan).
+        scan_presence: scan windows with at least this presence become candidates.
+        probe_angles: rotations (degrees, added to the found hand's) of the crops that look for
+            the other hand of a pair around a hand found alone (``()``: none).
+        repaint: look again with the found hands painted over.
+        dedup_iou: two hands whose keypoint boxes overlap more are one.
+    """
+
+    def __init__(
+        self,
+        detector: HandDetector,
+        crop_net: CropNet,
+        *,
+        focal: float | None = None,
+        focal_factor: float = 1.2,
+        passes: int = 2,
+        crop_scale: float = 2.0,
+        min_presence: float = 0.5,
+        max_candidates: int = 4,
+        scan: tuple[float, ...] = (0.5, 0.75),
+        scan_presence: float = 0.3,
+        probe_angles: tuple[float, ...] = (60.0, 90.0, 120.0, 180.0, 240.0, 270.0, 300.0),
+        repaint: bool = True,
+        dedup_iou: float = 0.3,
+    ) -> None:
+        if passes not in (1, 2):
+            raise ValueError(f"passes must be 1 or 2, got {passes}")
+        self.detector, self.crop_net = detector, crop_net
+        self.focal, self.focal_factor = focal, float(focal_factor)
+        self.passes, self.crop_scale = passes, float(crop_scale)
+        self.min_presence, self.max_candidates = float(min_presence), int(max_candidates)
+        self.scan, self.scan_presence = tuple(float(f) for f in scan), float(scan_presence)
+        self.probe_angles = tuple(float(a) for a in probe_angles)
+        self.repaint, self.dedup_iou = bool(repaint), float(dedup_iou)
+
+    # ------------------------------------------------------------------ steps
+
+    def _predict(self, image: Tensor, roi: Roi) -> dict[str, Tensor]:
+        """The crop network on ``roi``, in image terms: ``uv`` (B, 21, 2) pixels, ``rel`` (B, 21,
+        3) metres in the camera's orientation relative to the wrist, ``presence`` (B,),
+        ``right_prob`` (B,) of the image's hand (mirrored crops turned around)."""
+        size = int(self.crop_net.input_size)
+        pred = self.crop_net(crop_images(image, roi, size))
+        dt = roi.center.dtype
+        uv = crop_to_image(pred.keypoints_2d.to(dt), roi, size)
+        rel = crop_to_camera_orientation(pred.keypoints_3d.to(dt), roi)
+        right = pred.right_prob.to(dt)
+        return {"uv": uv, "rel": rel - rel[:, WRIST : WRIST + 1], "presence": pred.presence.to(dt),
+                "right_prob": torch.where(roi.flips(), 1.0 - right, right)}  # fmt: skip
+
+    def _mirror(self, right_prob: Tensor | None, n: int, device) -> Tensor | None:
+        if not self.crop_net.mirrors_left:
+            return None
+        if right_prob is None:
+            return torch.zeros(n, dtype=torch.bool, device=device)
+        return right_prob < 0.5
+
+    def _hands_in(self, image: Tensor, det: Detections) -> dict[str, Tensor]:
+        order = torch.argsort(det.scores, descending=True)[: self.max_candidates]
+        roi = det.roi[order]
+        side = None if det.right_prob is None else det.right_prob[order]
+        roi.mirror = self._mirror(side, len(roi), image.device)
+        out = self._predict(image, roi)
+        if self.passes == 2:
+            uv = out["uv"]
+            roi = roi_from_points(uv, roi_angle(uv[:, WRIST], uv[:, MIDDLE_MCP]), scale=self.crop_scale, shift=(0.0, -0.1))
+            roi.mirror = self._mirror(out["right_prob"], len(roi), image.device)
+            out = self._predict(image, roi)
+        uv = out["uv"]
+        out["box"] = torch.cat([uv.min(1).values, uv.max(1).values], -1)  # (N, 4)
+        out["roi"] = torch.cat([roi.center, roi.size[:, None], roi.angle[:, None]], -1)
+        return out
+
+    @staticmethod
+    def _cat(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def _dedup(self, hands: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Hands above ``min_presence``, each once: of two whose boxes overlap more than
+        ``dedup_iou`` the less present goes, unless they are confidently of different sides with
+        wrists apart by more than a third of the hand (interlocked or praying hands)."""
+        hands = {k: v[hands["presence"] >= self.min_presence] for k, v in hands.items()}
+        iou = box_iou(hands["box"], hands["box"])
+        wrist = hands["uv"][:, WRIST]
+        extent = (hands["box"][:, 2:] - hands["box"][:, :2]).max(-1).values
+        side = hands["right_prob"] - 0.5
+        keep: list[int] = []
+        for i in torch.argsort(hands["presence"], descending=True).tolist():
+            def same(j: int) -> bool:
+                distinct = side[i] * side[j] < -0.16 and (wrist[i] - wrist[j]).norm() > extent[j] / 3.0
+                return bool(iou[i, j] > self.dedup_iou) and not distinct
+            if not any(same(j) for j in keep):
+                keep.append(i)
+        idx = torch.as_tensor(keep, dtype=torch.long)
+        return {k: v[idx] for k, v in hands.items()}
+
+    def _probe(self, image: Tensor, found: dict[str, Tensor]) -> Detections:
+        """Candidates for the other hand of a pair, where one was found: the found hand's region
+        (1.2x) at ``probe_angles`` more rotations; crops whose hand passes ``scan_presence`` and
+        is of the other side. The crop network looks for an upright hand, so turning the crop
+        makes it pick a hand pointing another way (interlocked fingers, a hand over the other)."""
+        if len(found["presence"]) != 1 or not self.probe_angles:
+            return Detections.empty()
+        c, size, angle = found["roi"][0, :2], found["roi"][0, 2] * 1.2, found["roi"][0, 3]
+        angles = angle + torch.tensor(self.probe_angles, dtype=c.dtype) * (np.pi / 180.0)
+        n = len(angles)
+        roi = Roi(c.expand(n, 2).clone(), size.expand(n).clone(), angles)
+        roi.mirror = self._mirror(None, n, image.device)
+        out = self._predict(image, roi)
+        other = (out["right_prob"] - 0.5) * (found["right_prob"][0] - 0.5) < 0
+        keep = torch.nonzero((out["presence"] >= self.scan_presence) & other)[:, 0]
+        return Detections(roi[keep], out["presence"][keep], out["right_prob"][keep])
+
+    def _scan(self, image: Tensor) -> Detections:
+        """Candidates from the crop network on overlapping axis-aligned windows (``scan``)."""
+        roi = square_windows(image.shape[1], image.shape[2], self.scan)
+        if len(roi) == 0:
+            return Detections.empty()
+        roi.mirror = self._mirror(None, len(roi), image.device)
+        presence = self._predict(image, roi)["presence"]
+        keep = presence >= self.scan_presence
+        return Detections(roi[torch.nonzero(keep)[:, 0]], presence[keep])
+
+    @staticmethod
+    def _paint_over(image: Tensor, boxes: Tensor, margin: float = 0.15) -> Tensor:
+        """The image with each (u0, v0, u1, v1) box (grown by ``margin``) filled with its mean colour."""
+        out = image.clone()
+        fill = image.mean(dim=(1, 2))
+        H, W = image.shape[1:]
+        for u0, v0, u1, v1 in boxes.tolist():
+            du, dv = (u1 - u0) * margin, (v1 - v0) * margin
+            a, b = max(0, int(u0 - du)), min(W, int(np.ceil(u1 + du)))
+            c, d = max(0, int(v0 - dv)), min(H, int(np.ceil(v1 + dv)))
+            if a < b and c < d:
+                out[:, c:d, a:b] = fill[:, None, None]
+        return out
+
+    # ------------------------------------------------------------------ call
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, K: np.ndarray | None = None) -> HandsFound:
+        """Hands in an ``(H, W, 3)`` uint8 RGB image with intrinsics ``K`` (or the default)."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+        h, w = image.shape[:2]
+        if K is None:
+            K = default_intrinsics(h, w, self.focal_factor, focal=self.focal, dtype=torch.float64).numpy()
+        K = np.asarray(K, np.float64)
+        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        parts: list[dict[str, Tensor]] = []
+        found: dict[str, Tensor] = {"presence": torch.zeros(0)}
+        searches = [lambda: self.detector(t)]
+        if self.scan:
+            searches.append(lambda: self._scan(t))
+        searches.append(lambda: self._probe(t, found))
+        if self.repaint:
+            searches.append(lambda: self.detector(self._paint_over(t, found["box"])))
+        for search in searches:
+            det = search()
+            if len(det.roi) > 0:
+                parts.append(self._hands_in(t, det))
+                found = self._dedup(self._cat(parts))
+            if len(found["presence"]) >= 2:
+                break
+        candidates = sum(len(p["presence"]) for p in parts)
+        keypoints_2d = np.full((2, 21, 2), np.nan)
+        rel = np.zeros((2, 21, 3))
+        presence, right_prob = np.zeros(2), np.full(2, np.nan)
+        boxes: dict[str, tuple[float, float, float, float]] = {}
+        if len(found["presence"]):
+            sides = assign_sides(found["presence"], found["right_prob"])
+            for s, i in enumerate(sides):
+                if i is None:
+                    continue
+                keypoints_2d[s] = found["uv"][i].double().numpy()
+                rel[s] = found["rel"][i].double().numpy()
+                presence[s] = float(found["presence"][i])
+                right_prob[s] = float(found["right_prob"][i])
+                boxes[SIDES[s]] = tuple(float(x) for x in found["roi"][i])
+        valid = presence > 0
+        keypoints = np.full((2, 21, 3), np.nan)
+        reproj = np.full(2, np.nan)
+        if valid.any():
+            uv = torch.from_numpy(np.nan_to_num(keypoints_2d))[None]
+            placed = place_hands(uv, torch.from_numpy(rel)[None], torch.from_numpy(K)[None],
+                                 valid=torch.from_numpy(valid)[None], prior_weight=0.0)  # fmt: skip
+            keypoints = np.where(valid[:, None, None], placed.keypoints[0].numpy(), np.nan)
+            reproj = np.where(valid, placed.reprojection_px[0].numpy(), np.nan)
+        joints = {SIDES[s]: keypoints[s].copy() for s in range(2) if valid[s]}
+        return HandsFound(joints=joints, K=K, keypoints=keypoints, keypoints_2d=keypoints_2d, presence=presence,
+                          right_prob=right_prob, boxes=boxes, reprojection_px=reproj, candidates=candidates)  # fmt: skip

@@ -1,0 +1,200 @@
+"""The per-hand crop pipeline against a fake crop network that reads its crop's position from
+the pixels: an image whose red and green channels hold each pixel's own (u, v) and whose blue
+channel marks the hands (0.5 left, 1 right). The fake network recovers the crop -> image map
+from the pixels (least squares), and reports the ground-truth keypoints of the hand that
+covers the crop's centre, in crop pixels and crop orientation. So every number the pipeline
+returns tests its own geometry: un-cropping, rotation back to the camera, placement, sides."""
+
+import numpy as np
+import pytest
+import torch
+
+from im2hands.extraction.hand_crops import CropPrediction, Detections, HandCropPipeline, assign_sides
+from im2hands.geometry.crops import square_windows, tile_centres
+from im2hands.geometry.crops import Roi
+
+H, W, S = 240, 320, 64
+K = np.array([[400.0, 0.0, W / 2], [0.0, 400.0, H / 2], [0.0, 0.0, 1.0]])
+
+
+def _hand(center_uv, depth, angle, rng):
+    """(21, 3) camera-frame keypoints of a plausible flat hand whose wrist projects near
+    ``center_uv`` and whose fingers point ``angle`` (radians, 0 = up in the image)."""
+    local = np.zeros((21, 3))
+    for f in range(5):  # five fingers fanning out, 4 joints each
+        spread = (f - 2) * 0.25
+        for k in range(4):
+            r = 0.04 + 0.022 * k
+            local[1 + 4 * f + k] = [r * np.sin(spread), -r * np.cos(spread), 0.005 * k]
+    c, s = np.cos(angle), np.sin(angle)
+    R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    local = local @ R.T + rng.normal(0, 0.002, (21, 3))
+    wrist = np.array([(center_uv[0] - K[0, 2]) * depth / K[0, 0], (center_uv[1] - K[1, 2]) * depth / K[1, 1], depth])
+    return local + wrist
+
+
+def _scene(sides=("left", "right")):
+    rng = np.random.default_rng(0)
+    hands = {}
+    if "left" in sides:
+        hands["left"] = _hand((90, 180), 0.6, 0.3, rng)
+    if "right" in sides:
+        hands["right"] = _hand((230, 170), 0.55, -0.5, rng)
+    v, u = np.mgrid[0:H, 0:W] + 0.5
+    image = np.zeros((H, W, 3))
+    image[..., 0], image[..., 1] = u / W, v / H
+    for side, kp in hands.items():
+        uvw = kp @ K.T
+        uv = uvw[:, :2] / uvw[:, 2:]
+        for p in uv:
+            image[..., 2][(u - p[0]) ** 2 + (v - p[1]) ** 2 < 12**2] = 0.5 if side == "left" else 1.0
+    return image, hands
+
+
+class FakeCropNet:
+    input_size = S
+    mirrors_left = False
+
+    def __init__(self, hands):
+        self.hands = hands
+        self.calls = 0
+
+    def __call__(self, crops):
+        self.calls += len(crops)
+        q = torch.stack(torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="xy"), -1).reshape(-1, 2).double()
+        out = {k: [] for k in ("kp2", "kp3", "presence", "right")}
+        for crop in crops.double():
+            uv = torch.stack([crop[0] * W, crop[1] * H], -1).reshape(-1, 2)
+            inside = (crop[:2] > 0).all(0).float()[None, None]  # not in the zero padding outside the image ...
+            inside = -torch.nn.functional.max_pool2d(-inside, 5, stride=1, padding=2)[0, 0]  # ... nor next to it
+            inside = inside.reshape(-1) > 0.5
+            A = torch.linalg.lstsq(torch.cat([q[inside], torch.ones(int(inside.sum()), 1, dtype=torch.float64)], 1), uv[inside]).solution  # (3, 2): crop -> image
+            M, t = A[:2].T, A[2]  # image = M q + t
+            centre = crop[2, S // 2 - 4 : S // 2 + 4, S // 2 - 4 : S // 2 + 4]
+            label = float(centre.max())
+            side = "right" if label > 0.75 else "left" if label > 0.25 else None
+            if side is None or side not in self.hands:
+                out["kp2"].append(torch.zeros(21, 2, dtype=torch.float64)); out["kp3"].append(torch.zeros(21, 3, dtype=torch.float64))
+                out["presence"].append(0.0); out["right"].append(0.5)
+                continue
+            kp = torch.as_tensor(self.hands[side])
+            uvw = kp @ torch.as_tensor(K).T
+            img_uv = uvw[:, :2] / uvw[:, 2:]
+            out["kp2"].append((img_uv - t) @ torch.linalg.inv(M).T)
+            rot = M / torch.linalg.det(M).abs().sqrt()  # the crop -> image rotation
+            rel = kp - kp[0]
+            out["kp3"].append(torch.cat([rel[:, :2] @ rot, rel[:, 2:]], -1))  # into crop orientation
+            out["presence"].append(1.0)
+            out["right"].append(0.95 if side == "right" else 0.05)
+        return CropPrediction(torch.stack(out["kp2"]).float(), torch.stack(out["kp3"]).float(),
+                              torch.tensor(out["presence"]), torch.tensor(out["right"]))
+
+
+class FakeDetector:
+    """Regions around the given image points (axis-aligned, 200 px), or none."""
+
+    def __init__(self, centres=()):
+        self.centres = list(centres)
+
+    def __call__(self, image):
+        n = len(self.centres)
+        if not n:
+            return Detections.empty()
+        return Detections(Roi(torch.tensor(self.centres, dtype=torch.float64), torch.full((n,), 200.0, dtype=torch.float64),
+                              torch.zeros(n, dtype=torch.float64)), torch.linspace(0.9, 0.8, n).double())
+
+
+def _check(found, hands, atol_px, atol_m):
+    assert set(found.joints) == set(hands)
+    for s, side in enumerate(("left", "right")):
+        if side not in hands:
+            assert np.isnan(found.keypoints_2d[s]).all() and found.presence[s] == 0
+            continue
+        uvw = hands[side] @ K.T
+        assert np.abs(found.keypoints_2d[s] - uvw[:, :2] / uvw[:, 2:]).max() < atol_px
+        assert np.abs(found.joints[side] - hands[side]).max() < atol_m  # placement recovers the camera position
+        assert found.reprojection_px[s] < atol_px
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_detected_hands_come_back_in_camera_frame_with_sides(passes):
+    image, hands = _scene()
+    pipe = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), FakeCropNet(hands), passes=passes, scan=(),
+                            probe_angles=(), repaint=False)
+    _check(pipe(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)  # 8-bit coordinates: a little rounding
+
+
+def _u8(image):
+    return np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+
+
+def test_scan_finds_hands_the_detector_missed_and_no_false_hand():
+    image, hands = _scene(("right",))
+    net = FakeCropNet(hands)
+    pipe = HandCropPipeline(FakeDetector([]), net, scan=(0.6, 0.9), repaint=False)
+    found = pipe(_u8(image), K)
+    _check(found, hands, atol_px=0.3, atol_m=2e-3)  # 8-bit coordinates: a little rounding
+    assert net.calls > 0 and found.candidates >= 1
+
+
+def test_repeated_detections_of_one_hand_are_one_hand():
+    image, hands = _scene(("left",))
+    pipe = HandCropPipeline(FakeDetector([(95, 150), (100, 160), (90, 140)]), FakeCropNet(hands), scan=(), repaint=False)
+    found = pipe(_u8(image), K)
+    _check(found, hands, atol_px=0.3, atol_m=2e-3)
+    assert found.candidates == 3 and set(found.boxes) == {"left"}
+
+
+def test_nothing_found_gives_no_joints():
+    image, _ = _scene(())
+    found = HandCropPipeline(FakeDetector([(100, 100)]), FakeCropNet({}), scan=(0.5,))(_u8(image), K)
+    assert found.joints == {} and (found.presence == 0).all() and np.isnan(found.keypoints).all()
+
+
+def test_assign_sides_and_tiles():
+    assert assign_sides(torch.tensor([0.9]), torch.tensor([0.2])) == (0, None)
+    assert assign_sides(torch.tensor([0.9]), torch.tensor([0.7])) == (None, 0)
+    # two hands both called right: the less right one becomes the left
+    assert assign_sides(torch.tensor([0.9, 0.8]), torch.tensor([0.9, 0.6])) == (1, 0)
+    assert assign_sides(torch.tensor([0.9, 0.9, 0.6]), torch.tensor([0.1, 0.9, 0.95])) == (0, 1)
+    assert assign_sides(torch.zeros(0), torch.zeros(0)) == (None, None)
+    assert tile_centres(100, 150) == [50.0]
+    c = tile_centres(320, 100)
+    assert c[0] == 50 and c[-1] == 270 and max(np.diff(c)) <= 50
+    win = square_windows(240, 320, (0.5,), whole=True)
+    assert len(win) == 1 + 3 * 5 and win.size[0] == 320 and (win.size[1:] == 120).all()
+    lo, hi = win.center[1:] - 60, win.center[1:] + 60
+    assert lo.min() == 0 and hi[:, 0].max() == 320 and hi[:, 1].max() == 240  # the windows cover the image
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="passes"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}), passes=3)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}))(np.zeros((10, 10), np.uint8))
+
+
+class SalientOnlyDetector:
+    """Finds one hand per call: the first of ``centres`` whose hand label is still in the image
+    (painted over hands are gone)."""
+
+    def __init__(self, centres):
+        self.centres, self.calls = centres, 0
+
+    def __call__(self, image):
+        self.calls += 1
+        for u, v in self.centres:
+            if image[2, int(v), int(u)] > 0.25:
+                return FakeDetector([(u, v)])(image)
+        return Detections.empty()
+
+
+def test_painting_over_the_found_hand_finds_the_other():
+    image, hands = _scene()
+    centres = [(90, 180), (230, 170)]  # wrists: under the hands' labels
+    detector = SalientOnlyDetector(centres)
+    found = HandCropPipeline(detector, FakeCropNet(hands), scan=(), probe_angles=(), repaint=True)(_u8(image), K)
+    _check(found, hands, atol_px=0.3, atol_m=2e-3)
+    assert detector.calls == 2
+    one = HandCropPipeline(SalientOnlyDetector(centres), FakeCropNet(hands), scan=(), probe_angles=(), repaint=False)(_u8(image), K)
+    assert set(one.joints) == {"left"}
