@@ -359,7 +359,7 @@ def _add_curves(sub: argparse._SubParsersAction) -> None:
 
 def _add_weights(sub: argparse._SubParsersAction) -> None:
     def run_list(args: argparse.Namespace) -> int:
-        from im2hands.engine.weights import SHIPPED, WEIGHTS_DIR, read_manifest
+        from im2hands.loading import SHIPPED, WEIGHTS_DIR, read_manifest
 
         files = read_manifest().get("files", {})
         for role, name in SHIPPED.items():

@@ -150,9 +150,8 @@ class _Recorder(HandsModel):
     def __init__(self, oracle: HandsModel, net: HandsModel) -> None:
         super().__init__()
         self.oracle = oracle
-        self.threshold = float(getattr(net, "threshold", 0.5))
-        if hasattr(net, "decode_bytes_per_point"):
-            self.decode_bytes_per_point = net.decode_bytes_per_point
+        self.threshold = float(net.threshold)
+        self.decode_bytes_per_point = net.decode_bytes_per_point
         self.values: list[torch.Tensor] = []
 
     def encode(self, batch: dict[str, Any]) -> Any:
@@ -176,9 +175,8 @@ class _Replay(HandsModel):
     def __init__(self, net: HandsModel, recorded: list[torch.Tensor]) -> None:
         super().__init__()
         self.net = net
-        self.threshold = float(getattr(net, "threshold", 0.5))
-        if hasattr(net, "decode_bytes_per_point"):
-            self.decode_bytes_per_point = net.decode_bytes_per_point
+        self.threshold = float(net.threshold)
+        self.decode_bytes_per_point = net.decode_bytes_per_point
         self.recorded = recorded
         self.cursor = 0
 
@@ -316,10 +314,10 @@ def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int
     from im2hands.config import load_config
     from im2hands.data import format as fmt
     from im2hands.data.synthetic import synthesize
-    from im2hands.engine.checkpoint import load_model
-    from im2hands.engine.weights import shipped_path
+    from im2hands.loading import load_model
+    from im2hands.loading import shipped_path
     from im2hands.extraction.run import extract_folder
-    from im2hands.models.kpts_est import KeypointPipeline
+    from im2hands.extraction.keypoints import KeypointPipeline
 
     out: dict[str, Any] = {"images": images, "repeats": repeats, "image_size": image_size}
     with tempfile.TemporaryDirectory(prefix="im2hands_bench_images_") as tmp:

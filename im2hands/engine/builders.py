@@ -7,11 +7,9 @@ read config sections themselves.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
-import pkgutil
 import random
 import signal
 from pathlib import Path
@@ -22,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from im2hands.data.dataset import ALL_FIELDS, HandsDataset
-from im2hands.registry import MODELS
+from im2hands.loading import model_class
 from im2hands.utils.device import resolve_device
 from im2hands.utils.errors import ConfigError, DataError, Im2HandsError
 
@@ -34,46 +32,8 @@ VAL_SEED = 20230228
 """Seed of the fixed validation occupancy points (the same for every run and config)."""
 SCHEDULERS = ("none", "step", "cosine")
 
-_import_failures: dict[str, str] = {}
-
 
 # --------------------------------------------------------------------------- model
-
-
-def _import_model_modules() -> None:
-    """Import every module of ``im2hands.models`` so their ``@MODELS.register`` lines run.
-
-    A module that fails to import is remembered (and named in the unknown-type error) rather
-    than breaking models that do import.
-    """
-    import im2hands.models as pkg
-
-    for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg.__name__}."):
-        if info.name in _import_failures:
-            continue
-        try:
-            importlib.import_module(info.name)
-        except Exception as exc:  # noqa: BLE001 - reported with the unknown-type error below
-            _import_failures[info.name] = f"{type(exc).__name__}: {exc}"
-            log.debug("could not import %s: %s", info.name, exc)
-
-
-def model_class(cfg: Any) -> type:
-    """The registered class named by ``model.type`` (imports the model modules on a miss).
-
-    Raises:
-        ConfigError: unknown name; the message lists the registered names.
-    """
-    name = cfg.model.type
-    if name not in MODELS:
-        _import_model_modules()
-    if name not in MODELS:
-        known = ", ".join(MODELS.names()) or "(none)"
-        msg = f"model.type '{name}' is not a registered model; known: {known}"
-        if _import_failures:
-            msg += "; modules that failed to import: " + "; ".join(f"{k} ({v})" for k, v in _import_failures.items())
-        raise ConfigError(msg)
-    return MODELS.get(name)
 
 
 def build_model(cfg: Any):
@@ -113,8 +73,8 @@ def resolve_data_root(cfg: Any) -> Path:
 
 
 def data_fields(cfg: Any) -> tuple[str, ...]:
-    """Dataset fields the model needs: its class attribute ``data_fields`` if it has one, else all."""
-    fields = getattr(model_class(cfg), "data_fields", None)
+    """Dataset fields the model needs: its class attribute ``data_fields``, else (None) all."""
+    fields = model_class(cfg).data_fields
     return tuple(fields) if fields else ALL_FIELDS
 
 

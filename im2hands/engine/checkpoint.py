@@ -17,6 +17,7 @@ A checkpoint (``last.pt``, ``best.pt`` in a run folder) is a ``torch.save`` of a
 Everything in it is a tensor, a number, a string or a container of those, so it loads with
 ``torch.load(weights_only=True)`` (no arbitrary pickles). Files go to a temporary name in the
 run folder and are renamed into place, so a crash while saving leaves the previous file intact.
+Reading them and rebuilding models: :mod:`im2hands.loading`.
 """
 
 from __future__ import annotations
@@ -24,27 +25,32 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import pickle
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from im2hands.config.load import check_ranges, config_to_yaml
-from im2hands.config.schema import ExperimentConfig
+from im2hands.config.load import config_to_yaml
+
+# Reading checkpoints and rebuilding models lives one layer down (the models and the extraction
+# load through it too); the names stay importable from here.
+from im2hands.loading import (  # noqa: F401
+    BEST,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    LAST,
+    config_from_checkpoint,
+    find_checkpoint,
+    load_checkpoint,
+    load_model,
+)
 from im2hands.utils.errors import Im2HandsError
 from im2hands.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "im2hands-checkpoint"
-CHECKPOINT_VERSION = 1
-LAST = "last.pt"
-BEST = "best.pt"
 
 
 # --------------------------------------------------------------------------- RNG states
@@ -126,80 +132,6 @@ def save_checkpoint(
         torch.save(payload, tmp)
     log.debug("wrote %s (step %s)", path, state.get("step"))
     return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and check a checkpoint written by :func:`save_checkpoint`.
-
-    Raises:
-        Im2HandsError: missing, unreadable, foreign or too new a file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise Im2HandsError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Im2HandsError(f"{path}: unreadable checkpoint ({first})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise Im2HandsError(f"{path}: not an im2hands checkpoint")
-    if int(ckpt.get("version", -1)) > CHECKPOINT_VERSION:
-        raise Im2HandsError(
-            f"{path}: checkpoint version {ckpt.get('version')} is newer than this toolkit's {CHECKPOINT_VERSION}"
-        )
-    return ckpt
-
-
-def config_from_checkpoint(ckpt: dict[str, Any], schema: type = ExperimentConfig) -> Any:
-    """Rebuild the resolved config stored in a checkpoint (validated against the schema)."""
-    try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), ckpt["config"]))
-    except (OmegaConfBaseException, KeyError) as exc:
-        raise Im2HandsError(f"checkpoint config does not match this toolkit's schema: {exc}") from None
-    check_ranges(cfg)
-    return cfg
-
-
-def find_checkpoint(run_or_file: str | os.PathLike, which: str = "best") -> Path:
-    """A checkpoint file from a run folder (``which``: ``best`` or ``last``) or a file path.
-
-    ``best`` falls back to ``last`` when a run has no best checkpoint yet.
-    """
-    p = Path(run_or_file)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise Im2HandsError(f"no run folder or checkpoint file at {p}")
-    names = {"best": [BEST, LAST], "last": [LAST]}.get(which)
-    if names is None:
-        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-    for name in names:
-        if (p / name).is_file():
-            return p / name
-    raise Im2HandsError(f"{p}: no {' or '.join(names)} (is this a training run folder?)")
-
-
-def load_model(run_or_file: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu"):
-    """Rebuild a trained model from a run folder or checkpoint alone (config from the file).
-
-    The model is built with its class's ``from_config(cfg)``, or with
-    ``from_checkpoint(cfg, state_dict)`` where the class defines one: a model whose architecture
-    needs more than its own config (stage 2 reads its frozen stage 1's config from the state_dict
-    instead of the stage-1 run). The weights are then loaded strictly.
-
-    Returns:
-        ``(model, cfg)``: the model in eval mode on ``device``, and its ExperimentConfig.
-    """
-    from im2hands.engine.builders import model_class
-
-    ckpt = load_checkpoint(find_checkpoint(run_or_file, which))
-    cfg = config_from_checkpoint(ckpt)
-    cls = model_class(cfg)
-    from_checkpoint = getattr(cls, "from_checkpoint", None)
-    model = from_checkpoint(cfg, ckpt["model"]) if from_checkpoint is not None else cls.from_config(cfg)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), cfg
 
 
 def load_init_weights(model: torch.nn.Module, run_or_file: str | os.PathLike, model_type: str) -> str:

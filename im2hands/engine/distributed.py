@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from im2hands.models.base import HandsModel
 from im2hands.utils.errors import Im2HandsError
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Mod
     """
     if not info.enabled:
         return model
-    find_unused = bool(getattr(model, "find_unused_parameters", False))
+    find_unused = isinstance(model, HandsModel) and model.find_unused_parameters
     ids = [device.index if device.index is not None else info.local_rank] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 

@@ -47,6 +47,7 @@ from im2hands.engine.checkpoint import (
     load_init_weights,
 )  # fmt: skip
 from im2hands.engine.logging import METRICS_FILE, MetricsLogger, truncate_events
+from im2hands.models.base import HandsModel
 from im2hands.utils.errors import Im2HandsError
 from im2hands.utils.io import write_json
 
@@ -217,13 +218,15 @@ class Trainer:
         seed_everything(cfg.seed + info.rank)
         self.raw = builders.build_model(cfg)
         if ckpt is None:  # a fresh run: initialisation from other trained weights (none on resume)
-            for line in getattr(self.raw, "initialize_from_config", lambda _cfg: [])(cfg):
+            for line in self.raw.initialize_from_config(cfg):
                 log.info("initialised %s", line)
             if cfg.train.init_weights:
                 log.info("initialised the model from %s", load_init_weights(self.raw, cfg.train.init_weights, cfg.model.type))
         self.raw = self.raw.to(self.device)
-        for name in ("val_metric", "val_mode"):
-            if not isinstance(getattr(self.raw, name, None), str):
+        if not isinstance(self.raw, HandsModel):
+            raise TypeError(f"model.type '{cfg.model.type}' builds a {type(self.raw).__name__}, not a HandsModel")
+        for name, value in (("val_metric", self.raw.val_metric), ("val_mode", self.raw.val_mode)):
+            if not isinstance(value, str):
                 raise TypeError(f"{type(self.raw).__name__}.{name} must be a string")
         if self.raw.val_mode not in ("max", "min"):
             raise ValueError(f"{type(self.raw).__name__}.val_mode must be 'max' or 'min', got {self.raw.val_mode!r}")
@@ -455,7 +458,7 @@ class Trainer:
             self._save(LAST)
         steps_run = st["step"] - self.start_step
         summary = {
-            "run_dir": str(self.run_dir), "model": cfg.model.type, "stage": getattr(self.raw, "stage", None),
+            "run_dir": str(self.run_dir), "model": cfg.model.type, "stage": self.raw.stage,
             "steps": st["step"], "steps_this_run": steps_run, "resumed_from_step": self.start_step or None,
             "epoch": st["epoch"], "stopped_by": stopped_by, "wall_time_s": time.perf_counter() - self.t0,
             "train_loop_s": loop_s, "ms_per_step": 1000.0 * loop_s / steps_run if steps_run else None,

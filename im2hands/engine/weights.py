@@ -1,14 +1,15 @@
 """Shipped weights: compact inference checkpoints, and where the toolkit finds its own.
 
 A *weights file* is a checkpoint (:mod:`im2hands.engine.checkpoint`, same ``format`` and
-``version``, so :func:`~im2hands.engine.checkpoint.load_model` reads it) without the training
+``version``, so :func:`~im2hands.loading.load_model` reads it) without the training
 state: ``model`` (floating tensors stored as ``float16`` by default; they are cast back to the
 model's ``float32`` parameters when loaded), ``config`` and ``config_yaml``, and one more entry::
 
     weights    {"source": run folder or file exported, "step": training step,
                 "best": {"metric", "value", "step"} or None, "dtype": "float16" | "float32"}
 
-The toolkit ships one weights file per role in ``im2hands/assets/weights`` (:data:`SHIPPED`),
+The toolkit ships one weights file per role in ``im2hands/assets/weights``
+(:data:`~im2hands.loading.SHIPPED`, found with :func:`~im2hands.loading.shipped_path`),
 with ``MANIFEST.json`` beside them: per file its size, SHA-256, the run it came from and the
 command that trained it, and the held-out numbers that ``im2hands weights check`` measured
 with them (``tests/test_demo.py`` reproduces those on a small fixed subset).
@@ -24,44 +25,21 @@ from typing import Any
 
 import torch
 
-from im2hands.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, find_checkpoint, load_checkpoint
+from im2hands.loading import (  # noqa: F401 - the shipped files are found by the loading layer; names kept here
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    MANIFEST,
+    SHIPPED,
+    WEIGHTS_DIR,
+    find_checkpoint,
+    load_checkpoint,
+    read_manifest,
+    shipped_path,
+)
 from im2hands.utils.errors import Im2HandsError
 from im2hands.utils.io import atomic_path
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "weights"
-"""Folder of the shipped weights files and their ``MANIFEST.json``."""
-MANIFEST = "MANIFEST.json"
-
-SHIPPED: dict[str, str] = {
-    "estimator": "kpts_est.pt",
-    "refiner": "kpts_ref.pt",
-    "model": "ref_occ.pt",
-    "init_occ": "init_occ.pt",
-    "keypoint_only": "init_occ_halo.pt",
-}
-"""Role -> file name: ``estimator`` (images -> keypoints), ``refiner`` (stage 3), ``model`` (stage 2
-with its frozen stage 1 inside: what ``im2hands extract`` uses with images), ``init_occ``
-(stage 1 with the image), ``keypoint_only`` (stage 1 without the image: ``extract`` from
-keypoint files alone)."""
-
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
-
-
-def shipped_path(role: str, weights_dir: str | os.PathLike | None = None) -> Path:
-    """The shipped weights file of ``role`` (a key of :data:`SHIPPED`).
-
-    Raises:
-        Im2HandsError: unknown role, or the file is missing (an installation without weights).
-    """
-    if role not in SHIPPED:
-        raise Im2HandsError(f"unknown weights role {role!r}; known: {', '.join(SHIPPED)}")
-    path = Path(weights_dir or WEIGHTS_DIR) / SHIPPED[role]
-    if not path.is_file():
-        raise Im2HandsError(
-            f"the shipped {role} weights are missing ({path}); reinstall the package, or pass a training run "
-            "folder or checkpoint instead"
-        )
-    return path
 
 
 def export_weights(run_or_file: str | os.PathLike, out: str | os.PathLike, dtype: str = "float16",
@@ -136,14 +114,3 @@ def write_manifest(manifest: dict[str, Any], weights_dir: str | os.PathLike | No
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
-
-
-def read_manifest(weights_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``MANIFEST.json`` of the shipped weights (empty dict when there is none)."""
-    path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise Im2HandsError(f"{path}: unreadable weights manifest ({exc})") from None

@@ -14,7 +14,8 @@ from im2hands.extraction.extractor import Extraction, Extractor, HandResult
 from im2hands.extraction.marching import NoSurfaceError, SurfaceMesh, extract_surface, grid_affine
 from im2hands.extraction.mise import MISE, MiseResult, dense_grid, mise
 from im2hands.extraction.oracle import MeshOccupancy, SkeletonOccupancy
-from im2hands.extraction.run import extract_folder, load_model
+from im2hands.extraction.run import extract_folder
+from im2hands.loading import load_model
 
 __all__ = [
     "MISE",

@@ -37,22 +37,23 @@ from im2hands.extraction.oracle import skeleton_segments
 from im2hands.geometry.frames import apply_transform, palm_frame
 from im2hands.geometry.rotations import invert_transform
 from im2hands.hands.constants import SIDES
+from im2hands.models.base import DEFAULT_DECODE_BYTES_PER_POINT, HandsModel
 
 __all__ = ["HandResult", "Extraction", "Extractor", "resolve_threshold"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BYTES_PER_POINT = 4096
-"""Decode memory per query point assumed when a model has no ``decode_bytes_per_point``."""
+DEFAULT_BYTES_PER_POINT = DEFAULT_DECODE_BYTES_PER_POINT
+"""Decode memory per query point assumed when a model declares no other ``decode_bytes_per_point``."""
 _MIN_CHUNK = 1024
 """The memory cap never makes chunks smaller than this (only running out of memory does)."""
 
 
-def resolve_threshold(model: Any, threshold: float | None) -> float:
-    """``threshold`` if given, else ``model.threshold``, else 0.5."""
+def resolve_threshold(model: HandsModel, threshold: float | None) -> float:
+    """``threshold`` if given, else ``model.threshold`` (0.5 unless the model declares another)."""
     if threshold is not None:
         return float(threshold)
-    return float(getattr(model, "threshold", 0.5))
+    return float(model.threshold)
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Extractor:
 
     def __init__(
         self,
-        model: Any,
+        model: HandsModel,
         *,
         resolution0: int = 32,
         upsampling_steps: int = 3,
@@ -151,17 +152,17 @@ class Extractor:
             raise ValueError(f"need resolution0 >= 2 and upsampling_steps >= 0, got {resolution0}, {upsampling_steps}")
         if points_batch_size < 1 or max_memory_mb <= 0 or box_side <= 0:
             raise ValueError("points_batch_size, max_memory_mb and box_side must be positive")
-        self.model = model.eval() if hasattr(model, "eval") else model
+        self.model = model.eval()
         self.resolution0, self.upsampling_steps = int(resolution0), int(upsampling_steps)
         self.threshold = resolve_threshold(model, threshold)
         self.box_side = float(box_side)
-        per_point = float(getattr(model, "decode_bytes_per_point", DEFAULT_BYTES_PER_POINT))
+        per_point = float(model.decode_bytes_per_point)
         cap = int(max_memory_mb * 2**20 / (2.0 * per_point))
         self.chunk = min(int(points_batch_size), max(cap, _MIN_CHUNK))
         self.seed_radius, self.seed_levels, self.flood = float(seed_radius), int(seed_levels), bool(flood)
         self.start_radius = None if start_radius is None else float(start_radius)
         if device is None:
-            device = getattr(model, "device", torch.device("cpu"))
+            device = model.device
         self.device = torch.device(device)
 
     @property

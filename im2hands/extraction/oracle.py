@@ -77,7 +77,7 @@ class MeshOccupancy(HandsModel):
     """
 
     stage = "oracle"
-    use_image = False
+    decodes_occupancy = True
     needs_ground_truth = True
 
     def __init__(self, *, threshold: float = 0.5) -> None:
@@ -120,8 +120,7 @@ class SkeletonOccupancy(HandsModel):
     """
 
     stage = "skeleton"
-    use_image = False
-    needs_ground_truth = False
+    decodes_occupancy = True
 
     def __init__(self, *, radius: float = 0.009, softness: float = 0.002, threshold: float = 0.5) -> None:
         super().__init__()

@@ -37,10 +37,12 @@ import numpy as np
 import torch
 
 from im2hands.config import config_to_yaml
-from im2hands.engine.weights import shipped_path
 from im2hands.extraction.extractor import Extraction, Extractor, resolve_threshold
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
+from im2hands.extraction.keypoints import KeypointPipeline
 from im2hands.hands.constants import SIDES
+from im2hands.loading import load_model, shipped_path
+from im2hands.models.base import HandsModel, KeypointEstimator, KeypointRefinement
 from im2hands.utils.device import resolve_device as _resolve_device
 from im2hands.utils.errors import Im2HandsError
 from im2hands.utils.io import atomic_path, write_json, write_text
@@ -49,8 +51,6 @@ __all__ = [
     "SUMMARY_FORMAT",
     "CONFIG_FILES",
     "KEYPOINTS_SUFFIX",
-    "load_model",
-    "model_uses_image",
     "resolve_device",
     "batch_from_item",
     "write_obj",
@@ -95,51 +95,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
         Im2HandsError: unknown name, or CUDA asked for but not available.
     """
     return _resolve_device(name, source="--device")
-
-
-def load_model(run_or_checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """Rebuild an occupancy model from a run folder (its best, else last checkpoint) or a
-    checkpoint file, with the config stored in the checkpoint.
-
-    Returns:
-        ``(model, cfg)``: the model in eval mode on ``device`` and its ExperimentConfig.
-
-    Raises:
-        Im2HandsError: no checkpoint there, an unreadable one, or a model that does not decode
-            occupancy (a keypoint stage).
-    """
-    from im2hands.engine.checkpoint import load_model as load_checkpoint_model
-    from im2hands.models.base import HandsModel
-
-    model, cfg = load_checkpoint_model(run_or_checkpoint, which="best", device=device)
-    if type(model).decode is HandsModel.decode:
-        raise Im2HandsError(
-            f"{run_or_checkpoint}: model.type '{cfg.model.type}' does not decode occupancy, so it cannot "
-            "make meshes; pass a run of an occupancy stage (init_occ, ref_occ)"
-        )
-    return model, cfg
-
-
-def model_uses_image(model: Any, cfg: Any = None) -> bool:
-    """Whether the model reads ``batch["image"]``: its ``use_image`` attribute (stage 1, the
-    stand-ins), else whether it holds an image ``encoder`` (stage 2), else the config's
-    ``model.init_occ.use_image``, else False."""
-    if hasattr(model, "use_image"):
-        return bool(model.use_image)
-    if getattr(model, "encoder", None) is not None:
-        return True
-    if cfg is not None:
-        return bool(cfg.model.init_occ.use_image)
-    return False
-
-
-def _model_image_size(model: Any, cfg: Any) -> int | None:
-    encoder = getattr(model, "encoder", None)
-    if encoder is not None and hasattr(encoder, "image_size"):
-        return int(encoder.image_size)
-    if cfg is not None:
-        return int(cfg.model.encoder.image_size)
-    return None
 
 
 def batch_from_item(item: Item, *, image_size: int | None = None, crop: bool = True) -> dict[str, torch.Tensor]:
@@ -313,9 +268,10 @@ def extract_folder(
 
     Args:
         out: output folder (created).
-        model: a run folder or checkpoint path (rebuilt with :func:`load_model`), or a model
-            object with ``encode`` / ``decode`` (e.g. :mod:`~im2hands.extraction.oracle`);
-            None: the shipped weights (:mod:`im2hands.engine.weights`): stage 2 with its stage 1
+        model: a run folder or checkpoint path (rebuilt with :func:`im2hands.loading.load_model`),
+            or a :class:`~im2hands.models.base.HandsModel` that decodes occupancy (e.g.
+            :mod:`~im2hands.extraction.oracle`); None: the shipped weights
+            (:func:`im2hands.loading.shipped_path`): stage 2 with its stage 1
             when there are images, the keypoint-only stage 1 for keypoint files alone.
         images: folder of ``NAME.jpg|png``; without ``keypoints`` the estimator finds them.
         keypoints: folder of ``NAME.json`` keypoint files (``docs/keypoints_format.md``), or
@@ -329,7 +285,7 @@ def extract_folder(
         progress: show a tqdm progress bar.
         overlay: write ``NAME.png`` for items with an image.
         estimator: keypoint estimator (``kpts_est``) run folder or checkpoint, or a
-            :class:`~im2hands.models.kpts_est.KeypointPipeline`; None: the shipped one.
+            :class:`~im2hands.extraction.keypoints.KeypointPipeline`; None: the shipped one.
         refiner: keypoint refinement (``kpts_ref``) run folder, checkpoint or model, applied to
             the estimated keypoints; ``"none"``: no refinement; None: the shipped refiner when
             the estimator is the shipped one, else no refinement.
@@ -372,11 +328,13 @@ def extract_folder(
     cfg = None
     if isinstance(model, (str, os.PathLike)):
         model_name = str(model)
-        model, cfg = load_model(model, device=dev)
-    else:
+        model, cfg = load_model(model, device=dev, occupancy=True)
+    elif isinstance(model, HandsModel):
         model_name = type(model).__name__
-        model = model.to(dev) if hasattr(model, "to") else model
-    uses_image = model_uses_image(model, cfg)
+        model = model.to(dev)
+    else:
+        raise Im2HandsError(f"model: expected a run folder, a checkpoint or a HandsModel, got {type(model).__name__}")
+    uses_image = model.uses_image
     if uses_image and images is None and dataset is None:
         raise Im2HandsError(
             f"the model {model_name} reads images (model.init_occ.use_image=true); pass --images DIR with "
@@ -389,9 +347,11 @@ def extract_folder(
         log.info("dataset %s, split '%s': %d items", dataset, split, listed)
     if limit is not None:
         sources = sources[:limit]
-    image_size = _model_image_size(model, cfg) if uses_image else None
+    image_size = model.image_size if uses_image else None
+    if uses_image and image_size is None:
+        raise Im2HandsError(f"the model {model_name} reads images but declares no image_size")
     hand_models = None
-    if getattr(model, "needs_ground_truth", False):
+    if model.needs_ground_truth:
         from im2hands.hands.layer import load_hand_models
 
         hand_models = load_hand_models(cfg.hand_model.mano_dir if cfg is not None else None, source="hand_model.mano_dir")
@@ -403,10 +363,10 @@ def extract_folder(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config_files = write_configs(out, {"model": config_to_yaml(cfg) if cfg is not None else None,
-                                       "init_occ": getattr(model, "init_occ_config", None), **estimator_configs})
+                                       "init_occ": model.init_occ_config, **estimator_configs})
     settings = {
         "model": model_name,
-        "model_type": getattr(cfg.model, "type", None) if cfg is not None else getattr(model, "stage", None),
+        "model_type": cfg.model.type if cfg is not None else model.stage,
         "inputs": {"images": _str(images), "keypoints": AUTO_KEYPOINTS if estimate else _str(keypoints),
                    "dataset": _str(dataset), "split": split},
         "estimator": _str(estimator) if isinstance(estimator, (str, os.PathLike)) else None,
@@ -460,23 +420,20 @@ def extract_folder(
 
 def _load_estimator(
     estimator: Any, refiner: Any, device: torch.device, focal: float | None
-) -> tuple[Any, dict[str, str]]:
+) -> tuple[KeypointPipeline, dict[str, str]]:
     """The image -> keypoints pipeline from run folders / checkpoints (or given objects), and
     the resolved configs (YAML text) of those loaded from files: ``{"estimator", "refiner"}``."""
-    from im2hands.engine.checkpoint import load_model as load_checkpoint_model
-    from im2hands.models.kpts_est import KeypointPipeline
-
     configs: dict[str, str] = {}
     if isinstance(estimator, KeypointPipeline):
         return estimator, configs
     if isinstance(estimator, (str, os.PathLike)):
-        estimator, cfg = load_checkpoint_model(estimator, which="best", device=device)
-        if getattr(estimator, "stage", None) != "kpts_est":
+        estimator, cfg = load_model(estimator, which="best", device=device)
+        if not isinstance(estimator, KeypointEstimator):
             raise Im2HandsError(f"--estimator: model.type '{cfg.model.type}' is not a keypoint estimator (kpts_est)")
         configs["estimator"] = config_to_yaml(cfg)
     if isinstance(refiner, (str, os.PathLike)):
-        refiner, cfg = load_checkpoint_model(refiner, which="best", device=device)
-        if getattr(refiner, "stage", None) != "kpts_ref":
+        refiner, cfg = load_model(refiner, which="best", device=device)
+        if not isinstance(refiner, KeypointRefinement):
             raise Im2HandsError(f"--refiner: model.type '{cfg.model.type}' is not a keypoint refinement (kpts_ref)")
         configs["refiner"] = config_to_yaml(cfg)
     refiner = None if refiner is None else refiner.to(device)

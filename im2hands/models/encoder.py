@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -209,6 +209,26 @@ class ImageEncoder(nn.Module):
         skips: lateral connections from the backbone into both heads (:class:`UpsampleHead`).
         weights: optional file to load (strict) after initialisation.
     """
+
+    _UNSET = object()
+
+    @classmethod
+    def from_config(cls, enc: Any, *, with_global: bool = False, weights: Any = _UNSET) -> "ImageEncoder":
+        """The one place an encoder is built from a config: the ``model.encoder`` section
+        (:class:`~im2hands.config.schema.EncoderConfig`: ``depth``, ``width``, ``head_channels``,
+        ``feature_channels``, ``image_size``, ``skips``, ``weights``).
+
+        Args:
+            enc: the ``model.encoder`` section.
+            with_global: also compute the global code (stage 2).
+            weights: a file to load instead of ``enc.weights`` (None: none, for a model whose
+                weights come from a checkpoint).
+        """
+        return cls(
+            depth=enc.depth, width=enc.width, head_channels=enc.head_channels, feature_channels=enc.feature_channels,
+            image_size=enc.image_size, with_global=with_global, skips=enc.skips,
+            weights=enc.weights if weights is cls._UNSET else weights,
+        )  # fmt: skip
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ from torch import nn
 from im2hands.geometry.canonical import canonicalize
 from im2hands.geometry.frames import HALO_SCALE
 from im2hands.hands.constants import LEFT, NUM_JOINTS, RIGHT
+from im2hands.loading import load_frozen
 from im2hands.models.attention import QueryImageAttention
 from im2hands.models.base import HandsModel
 from im2hands.models.encoder import ImageEncoder, ImageFeatures
@@ -385,6 +386,7 @@ class InitOccNet(HandsModel):
     stage = "init_occ"
     val_metric = "iou"
     val_mode = "max"
+    decodes_occupancy = True
 
     def __init__(
         self,
@@ -407,9 +409,9 @@ class InitOccNet(HandsModel):
         if aux_weight > 0 and encoder is None:
             raise ValueError("aux_weight > 0 needs an image encoder")
         self.encoder = encoder
-        self.use_image = encoder is not None
+        self.uses_image = encoder is not None
         self.threshold, self.loss, self.aux_weight, self.decode_chunk = threshold, loss, aux_weight, decode_chunk
-        feature_dim = 3 + point_dim if self.use_image else 0
+        feature_dim = 3 + point_dim if self.uses_image else 0
         dec = dict(hidden=hidden, feature_dim=feature_dim, coord_scale=coord_scale)
         self.decoders = nn.ModuleList([PartDecoder(**dec) for _ in (LEFT, RIGHT)])
         self.image_attention: nn.ModuleList | None = None
@@ -417,6 +419,15 @@ class InitOccNet(HandsModel):
             kw = dict(feature_channels=encoder.feature_channels, feature_size=encoder.feature_size,
                       patch_grid=patch_grid, point_dim=point_dim, heads=heads, dropout=dropout)  # fmt: skip
             self.image_attention = nn.ModuleList([QueryImageAttention(**kw) for _ in (LEFT, RIGHT)])
+
+    @property
+    def use_image(self) -> bool:
+        """``model.init_occ.use_image``: the same as :attr:`uses_image`."""
+        return self.uses_image
+
+    @property
+    def image_size(self) -> Optional[int]:
+        return None if self.encoder is None else int(self.encoder.image_size)
 
     # ------------------------------------------------------------------ encode / decode
 
@@ -573,9 +584,7 @@ class InitOccNet(HandsModel):
         source = cfg.model.init_occ.init_decoders
         if not source:
             return []
-        from im2hands.models.ref_occ import load_stage1  # ref_occ imports this module
-
-        other = load_stage1(source)
+        other, _ = load_frozen(source, source="model.init_occ.init_decoders", stage="init_occ")
         try:
             for mine, theirs in zip(self.decoders, other.decoders):
                 mine.load_from(theirs)
@@ -588,12 +597,7 @@ class InitOccNet(HandsModel):
         """Build from an :class:`~im2hands.config.schema.ExperimentConfig` (``model.encoder``,
         ``model.init_occ``); the encoder is built only when ``use_image``."""
         enc, occ = cfg.model.encoder, cfg.model.init_occ
-        encoder = None
-        if occ.use_image:
-            encoder = ImageEncoder(
-                depth=enc.depth, width=enc.width, head_channels=enc.head_channels,
-                feature_channels=enc.feature_channels, image_size=enc.image_size, skips=enc.skips, weights=enc.weights,
-            )  # fmt: skip
+        encoder = ImageEncoder.from_config(enc) if occ.use_image else None
         return cls(
             encoder=encoder, hidden=occ.hidden, point_dim=occ.point_dim, patch_grid=occ.patch_grid,
             heads=occ.heads, dropout=occ.dropout, threshold=occ.threshold, loss=occ.loss,

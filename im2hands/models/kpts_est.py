@@ -32,15 +32,12 @@ from the batch, or from the augmented batch: in training mode ``forward`` augmen
 (:class:`~im2hands.data.augment.Augment`) and returns the augmented targets as ``target_*``
 outputs, which ``compute_loss`` prefers.
 
-:class:`KeypointPipeline` runs the model on whole images of any size (two passes: the whole
-image, then a crop around the hands found), places the hands for the image's intrinsics (or a
-default focal length) and optionally refines the keypoints with a stage-3 model.
+:class:`~im2hands.extraction.keypoints.KeypointPipeline` runs the model (through
+:meth:`KptsEstModel.estimate`) on whole images of any size.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -50,21 +47,17 @@ from torch import nn
 
 from im2hands.data.augment import Augment, presence_from_batch
 from im2hands.geometry.frames import m_to_mm
-from im2hands.geometry.placement import DEFAULT_FOCAL_FACTOR, DEFAULT_PRIOR_WEIGHT, default_intrinsics, place_hands
-from im2hands.hands.constants import LEFT, NUM_KEYPOINTS, RIGHT, SIDES
+from im2hands.geometry.placement import DEFAULT_FOCAL_FACTOR, DEFAULT_PRIOR_WEIGHT, place_hands
+from im2hands.hands.constants import LEFT, NUM_KEYPOINTS, RIGHT
 from im2hands.metrics.keypoints import mpjpe_mcp_scaled, mpjpe_wrist
-from im2hands.models.base import HandsModel
+from im2hands.models.base import KeypointEstimate, KeypointEstimator
 from im2hands.models.encoder import ImageEncoder
 from im2hands.models.kpts_est_heads import RefineIteration, heatmap_kl, soft_argmax
 from im2hands.registry import MODELS
 from im2hands.typing import Float, Tensor
 
-__all__ = ["KptsEstModel", "KeypointPipeline", "EstimatedHands", "border_weights"]
+__all__ = ["KptsEstModel", "border_weights"]
 
-MIN_DEPTH_M: float = 0.05
-"""Placed hands closer to the camera than this (metres) are rejected by :class:`KeypointPipeline`."""
-MAX_DEPTH_M: float = 20.0
-"""Placed hands farther than this (metres) are rejected by :class:`KeypointPipeline`."""
 _TARGETS = ("keypoints_2d", "keypoints", "masks_amodal", "masks_visible", "presence")
 
 
@@ -85,7 +78,7 @@ def _masked_mean(values: Tensor, mask: Tensor, empty: float = 0.0) -> Tensor:
 
 
 @MODELS.register("kpts_est")
-class KptsEstModel(HandsModel):
+class KptsEstModel(KeypointEstimator):
     """The keypoint estimator behind the :class:`HandsModel` interface (module docstring).
 
     Args:
@@ -100,7 +93,7 @@ class KptsEstModel(HandsModel):
         augment: training augmentation applied in ``forward`` (training mode only); None: none.
         presence_threshold: probability above which a hand counts as present.
         default_focal_factor: focal length for plain images, times the longer side.
-        passes: image passes of :class:`KeypointPipeline` (1, or 2: again on a crop around the
+        passes: image passes of :class:`~im2hands.extraction.keypoints.KeypointPipeline` (1, or 2: again on a crop around the
             joints found).
         prior_weight: weight of the predicted relative translation in the placement.
         freeze_encoder: keep the encoder's weights and BatchNorm statistics fixed.
@@ -226,6 +219,21 @@ class KptsEstModel(HandsModel):
             placed = self.place(out, batch["K"], (H_img, W_img), stride=float(stride.max()))
             out["keypoints"], out["wrist"] = placed.keypoints, placed.wrist
         return out
+
+    @property
+    def image_size(self) -> int:
+        return int(self.encoder.image_size)
+
+    def estimate(self, batch: dict[str, Any]) -> KeypointEstimate:
+        """The final iteration's keypoints of ``image`` ``(B, 3, S, S)``, placed for ``K`` ``(B, 3, 3)``
+        when the batch has one (the model must be in eval mode; see :class:`KeypointEstimate`)."""
+        if self.training:
+            raise RuntimeError("KptsEstModel.estimate needs eval mode (training mode augments the batch)")
+        out = self(batch)
+        return KeypointEstimate(
+            keypoints_2d=out["keypoints_2d"], keypoints_3d=out["keypoints_3d"], presence_logits=out["presence_logits"],
+            rel_translation=out["rel_translation"], keypoints=out.get("keypoints"),
+        )  # fmt: skip
 
     def place(self, outputs: dict[str, Tensor], K: Tensor, image_size: tuple[int, int], stride: float = 4.0):
         """Absolute keypoints for intrinsics ``K`` (B, 3, 3) of the input image (see
@@ -359,10 +367,7 @@ class KptsEstModel(HandsModel):
     def from_config(cls, cfg: Any) -> "KptsEstModel":
         """Build from an :class:`~im2hands.config.schema.ExperimentConfig` (``model.encoder``, ``model.kpts_est``)."""
         ec, kc = cfg.model.encoder, cfg.model.kpts_est
-        encoder = ImageEncoder(
-            depth=ec.depth, width=ec.width, head_channels=ec.head_channels, feature_channels=ec.feature_channels,
-            image_size=ec.image_size, skips=ec.skips, weights=ec.weights,
-        )  # fmt: skip
+        encoder = ImageEncoder.from_config(ec)
         augment = None
         if kc.augment:
             augment = Augment(
@@ -381,174 +386,3 @@ class KptsEstModel(HandsModel):
             presence_threshold=kc.presence_threshold, default_focal_factor=kc.default_focal_factor,
             passes=kc.passes, prior_weight=kc.prior_weight, freeze_encoder=kc.freeze_encoder,
         )  # fmt: skip
-
-
-# --------------------------------------------------------------------------- inference on images
-
-
-@dataclass
-class EstimatedHands:
-    """Keypoints estimated from one image by :class:`KeypointPipeline`.
-
-    Attributes:
-        joints: side -> ``(21, 3)`` float64 camera-frame metres, ``standard`` order, for the
-            hands judged present and placed plausibly (may be empty).
-        K: ``(3, 3)`` intrinsics used for the image (given, or the default).
-        keypoints: ``(2, 21, 3)`` both hands' placed keypoints (absent hands: a guess).
-        keypoints_2d: ``(2, 21, 2)`` pixels of the input image.
-        presence: ``(2,)`` presence probabilities.
-        reprojection_px: ``(2,)`` RMS reprojection error of the placement (NaN: not fitted).
-        refined: whether a stage-3 model refined the keypoints.
-    """
-
-    joints: dict[str, np.ndarray]
-    K: np.ndarray
-    keypoints: np.ndarray
-    keypoints_2d: np.ndarray
-    presence: np.ndarray
-    reprojection_px: np.ndarray
-    refined: bool = False
-
-
-def _crop(image: np.ndarray, x0: float, y0: float, side: float, size: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Square crop ``[x0, x0 + side)^2`` of ``image`` (zeros outside), resized to ``size``.
-
-    Returns the ``(3, size, size)`` float image and the affine ``(2, 3)`` map from image pixels
-    to crop pixels."""
-    from PIL import Image
-
-    x0i, y0i, s = int(math.floor(x0)), int(math.floor(y0)), max(1, int(math.ceil(side)))
-    crop = Image.fromarray(image).crop((x0i, y0i, x0i + s, y0i + s)).resize((size, size), Image.BILINEAR)
-    k = size / s
-    A = np.array([[k, 0.0, -k * x0i], [0.0, k, -k * y0i]])
-    tensor = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-    return tensor, A
-
-
-def _crop_K(K: np.ndarray, A: np.ndarray) -> np.ndarray:
-    K2 = np.array(K, dtype=np.float64)
-    K2[:2] = A[:, :2] @ K2[:2] + np.outer(A[:, 2], K2[2])
-    return K2
-
-
-class KeypointPipeline:
-    """Image (any size) -> both hands' absolute 3D keypoints, with a trained :class:`KptsEstModel`.
-
-    1. Pass 1: the whole image, padded to a centred square, resized to the encoder's side.
-    2. Pass 2 (``passes`` 2): a square crop around the joints of the hands found (they cover
-       ``fill`` of its side, as in the training crops); its outputs are kept. This needs joints
-       that span the hands: an unconverged estimator's joints huddle near the hands' centre,
-       the crop then zooms into part of the hands and the placement runs away (the shipped
-       CPU estimator: 1.24 m mean wrist error with 2 passes, 0.14 m with 1).
-    3. Placement (:func:`~im2hands.geometry.placement.place_hands`) for the image's ``K``, or
-       :func:`~im2hands.geometry.placement.default_intrinsics` with ``focal`` pixels or
-       ``focal_factor`` (default: the estimator's ``default_focal_factor``) x the longer side.
-    4. Optional stage-3 refinement: ``refiner`` is a model with ``encode(batch)`` and
-       ``refine(keypoints, features, hand_valid)`` (:class:`~im2hands.models.kpts_ref.KptsRefModel`),
-       run on a crop around the placed keypoints.
-
-    Args:
-        estimator: a trained :class:`KptsEstModel` (put in eval mode here).
-        refiner: optional stage-3 model.
-        focal: focal length in pixels for images without a camera.
-        focal_factor: else this times the longer side.
-        passes: 1 or 2; None: the estimator's ``passes`` (``model.kpts_est.passes``).
-        fill: fraction of the crop side covered by the hands in pass 2 and refinement.
-    """
-
-    def __init__(
-        self,
-        estimator: KptsEstModel,
-        *,
-        refiner: Any = None,
-        focal: float | None = None,
-        focal_factor: float | None = None,
-        passes: int | None = None,
-        fill: float = 0.8,
-    ) -> None:
-        passes = estimator.passes if passes is None else passes
-        if passes not in (1, 2):
-            raise ValueError(f"passes must be 1 or 2, got {passes}")
-        self.estimator = estimator.eval()
-        self.refiner = refiner.eval() if refiner is not None else None
-        self.focal = focal
-        self.focal_factor = estimator.default_focal_factor if focal_factor is None else float(focal_factor)
-        self.passes, self.fill = passes, float(fill)
-
-    @property
-    def device(self) -> torch.device:
-        return self.estimator.device
-
-    def _run(self, image: np.ndarray, K: np.ndarray, x0: float, y0: float, side: float) -> dict[str, np.ndarray]:
-        size = self.estimator.encoder.image_size
-        tensor, A = _crop(image, x0, y0, side, size)
-        Kc = _crop_K(K, A)
-        batch = {"image": tensor[None].to(self.device), "K": torch.as_tensor(Kc, dtype=torch.float32)[None].to(self.device)}
-        out = self.estimator(batch)
-        uv_crop = out["keypoints_2d"][0].double().cpu().numpy()  # (2, 21, 2)
-        k = A[0, 0]
-        return {
-            "uv": (uv_crop - A[:, 2]) / k,  # back to image pixels
-            "keypoints": out["keypoints"][0].double().cpu().numpy(),
-            "presence": torch.sigmoid(out["presence_logits"][0].float()).cpu().numpy(),
-            "rel_translation": out["rel_translation"][0].double().cpu().numpy(),
-            "side": np.array(side),
-        }
-
-    @torch.no_grad()
-    def __call__(self, image: np.ndarray, K: np.ndarray | None = None) -> EstimatedHands:
-        """Estimate both hands in an ``(H, W, 3)`` uint8 image with intrinsics ``K`` (or the default)."""
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
-        h, w = image.shape[:2]
-        K = default_intrinsics(h, w, self.focal_factor, focal=self.focal, dtype=torch.float64).numpy() if K is None else np.asarray(K, np.float64)
-        side = float(max(h, w))
-        r = self._run(image, K, (w - side) / 2.0, (h - side) / 2.0, side)
-        present = r["presence"] > self.estimator.presence_threshold
-        if self.passes == 2 and present.any():
-            pts = r["uv"][present].reshape(-1, 2)
-            lo, hi = pts.min(0), pts.max(0)
-            side2 = max(float((hi - lo).max()) / self.fill, 16.0)
-            c = (lo + hi) / 2.0
-            r = self._run(image, K, c[0] - side2 / 2.0, c[1] - side2 / 2.0, side2)
-            present = r["presence"] > self.estimator.presence_threshold
-        keypoints = r["keypoints"]
-        present &= self._plausible(keypoints, K, h, w)
-        refined = False
-        if self.refiner is not None and present.any():
-            keypoints = self._refine(image, K, keypoints, present)
-            refined = True
-            present &= self._plausible(keypoints, K, h, w)
-        uvw = keypoints.reshape(-1, 3) @ K.T
-        reproj = np.linalg.norm(uvw[:, :2] / uvw[:, 2:] - r["uv"].reshape(-1, 2), axis=-1).reshape(2, NUM_KEYPOINTS)
-        rms = np.where(present, np.sqrt((reproj**2).mean(-1)), np.nan)
-        joints = {SIDES[i]: keypoints[i].copy() for i in range(2) if present[i]}
-        return EstimatedHands(joints=joints, K=K, keypoints=keypoints, keypoints_2d=r["uv"], presence=r["presence"],
-                              reprojection_px=rms, refined=refined)  # fmt: skip
-
-    @staticmethod
-    def _plausible(keypoints: np.ndarray, K: np.ndarray, h: int, w: int) -> np.ndarray:
-        """(2,) hands whose placed joints lie in front of the camera (``MIN_DEPTH_M`` to
-        ``MAX_DEPTH_M``) and project near the image (within one image size of it); others are
-        dropped (an untrained or confused estimator)."""
-        z = keypoints[..., 2]
-        ok = (z.min(-1) > MIN_DEPTH_M) & (z.max(-1) < MAX_DEPTH_M)
-        uvw = keypoints.reshape(-1, 3) @ K.T
-        uv = (uvw[:, :2] / np.clip(uvw[:, 2:], 1e-6, None)).reshape(2, NUM_KEYPOINTS, 2)
-        near = (uv > -np.array([w, h])) & (uv < 2 * np.array([w, h]))
-        return ok & near.all(-1).all(-1)
-
-    def _refine(self, image: np.ndarray, K: np.ndarray, keypoints: np.ndarray, present: np.ndarray) -> np.ndarray:
-        size = int(self.refiner.encoder.image_size)
-        uvw = keypoints[present].reshape(-1, 3) @ K.T
-        uv = uvw[:, :2] / np.clip(uvw[:, 2:], 1e-6, None)
-        lo, hi = uv.min(0), uv.max(0)
-        side = max(float((hi - lo).max()) / self.fill, 16.0)
-        c = (lo + hi) / 2.0
-        tensor, A = _crop(image, c[0] - side / 2.0, c[1] - side / 2.0, side, size)
-        dev = self.refiner.device
-        batch = {"image": tensor[None].to(dev), "K": torch.as_tensor(_crop_K(K, A), dtype=torch.float32)[None].to(dev)}
-        features = self.refiner.encode(batch)
-        kp = torch.as_tensor(keypoints, dtype=torch.float32)[None].to(dev)
-        valid = torch.as_tensor(present)[None].to(dev)
-        return self.refiner.refine(kp, features, valid)[0].double().cpu().numpy()

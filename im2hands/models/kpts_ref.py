@@ -44,7 +44,7 @@ from im2hands.data.keypoint_noise import KeypointNoise
 from im2hands.geometry.frames import m_to_mm, mm_to_m, project
 from im2hands.hands.constants import LEFT, NUM_KEYPOINTS, RIGHT
 from im2hands.models.attention import PreNormAttentionBlock
-from im2hands.models.base import HandsModel
+from im2hands.models.base import KeypointRefinement
 from im2hands.models.encoder import ImageEncoder
 from im2hands.models.graph import GraphResBlock
 from im2hands.registry import MODELS
@@ -282,7 +282,7 @@ class KeypointRefiner(nn.Module):
 
 
 @MODELS.register("kpts_ref")
-class KptsRefModel(HandsModel):
+class KptsRefModel(KeypointRefinement):
     """Stage 3 behind the :class:`HandsModel` interface: image encoder + :class:`KeypointRefiner`.
 
     ``forward(batch)`` refines ``batch["keypoints_noisy"]`` when present; otherwise it perturbs
@@ -342,6 +342,10 @@ class KptsRefModel(HandsModel):
         if self.freeze_encoder:
             self.encoder.eval()
         return self
+
+    @property
+    def image_size(self) -> int:
+        return int(self.encoder.image_size)
 
     def encode(self, batch: dict[str, Any]) -> KptsRefFeatures:
         """Image features of ``batch["image"]`` ``(B, 3, H, W)`` (with ``batch["K"]``)."""
@@ -417,10 +421,7 @@ class KptsRefModel(HandsModel):
         """Build from an :class:`~im2hands.config.schema.ExperimentConfig` (``model.encoder``, ``model.kpts_ref``)."""
         ec, kc = cfg.model.encoder, cfg.model.kpts_ref
         nc = kc.noise
-        encoder = ImageEncoder(
-            depth=ec.depth, width=ec.width, head_channels=ec.head_channels, feature_channels=ec.feature_channels,
-            image_size=ec.image_size, skips=ec.skips, weights=ec.weights,
-        )  # fmt: skip
+        encoder = ImageEncoder.from_config(ec)
         refiner = KeypointRefiner(
             feature_channels=kc.feature_dim, feature_size=encoder.feature_size, dim=kc.dim, layers=kc.layers,
             patch_grid=kc.patch_grid, heads=kc.heads, graph_order=kc.graph_order, mlp_ratio=kc.mlp_ratio,

@@ -31,7 +31,7 @@ use the same encoder config); the frozen stage 1 keeps its own encoder.
 A stage-2 checkpoint is self-contained: its state_dict holds the stage-1 weights
 (``init_occ.*``) and, as the model's extra state (``_extra_state``, plain strings), the
 stage-1 run's resolved config as YAML text. :meth:`RefOccNet.from_checkpoint` (which
-:func:`im2hands.engine.checkpoint.load_model` calls) builds stage 1 from that stored config, so
+:func:`im2hands.loading.load_model` calls) builds stage 1 from that stored config, so
 the stage-1 run named by ``model.ref_occ.init_occ`` is needed only to build stage 2 from a
 config (:meth:`RefOccNet.from_config`: training, resuming).
 
@@ -55,12 +55,8 @@ from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from im2hands.config.load import config_to_yaml
-from im2hands.config.schema import ExperimentConfig
 from im2hands.geometry.frames import project
 from im2hands.hands.constants import LEFT, RIGHT
 from im2hands.models.init_occ import OCC_LOSSES, occupancy_loss  # (importing it registers "init_occ")
@@ -68,12 +64,13 @@ from im2hands.models.anchors import AnchorFinder
 from im2hands.models.base import HandsModel
 from im2hands.models.encoder import ImageEncoder, ImageFeatures
 from im2hands.models.point_transformer import PointTransformerEncoder, QueryAnchorAttention
+from im2hands.loading import build_from_stored_config, load_frozen
 from im2hands.registry import MODELS
 from im2hands.typing import Bool, Float, Int, Tensor
 from im2hands.utils.errors import Im2HandsError
 
 # AnchorFinder lives in im2hands.models.anchors; re-exported here for existing imports.
-__all__ = ["POSITION_UNIT", "build_stage1", "load_stage1", "sample_pixel_features", "AnchorFinder", "RefOccFeatures",
+__all__ = ["POSITION_UNIT", "load_stage1", "sample_pixel_features", "AnchorFinder", "RefOccFeatures",
            "RefOccNet"]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -82,69 +79,16 @@ POSITION_UNIT: float = 0.1
 """Length unit of the positions fed to the point transformer and decoder, metres (decimetres:
 two hands span about +-1.5)."""
 
-# The trainer's checkpoint layout (im2hands.engine.checkpoint; models do not import engine).
-_CHECKPOINT_FORMAT = "im2hands-checkpoint"
-_RUN_FILES = ("best.pt", "last.pt")
 _EXTRA_STATE = "_extra_state"  # torch's state_dict key of the root module's get_extra_state()
-
-
-def build_stage1(config: Mapping[str, Any] | str, source: str) -> tuple[HandsModel, str]:
-    """An untrained stage-1 model of the architecture a stored stage-1 config describes.
-
-    Args:
-        config: the stage-1 run's resolved ExperimentConfig, as a plain dict (a checkpoint's
-            ``config``) or YAML text (what a stage-2 checkpoint stores). ``model.encoder.weights``
-            is ignored: the weights come from a checkpoint.
-        source: where the config came from, for error messages.
-
-    Returns:
-        ``(model in eval mode on the CPU, the config as YAML text)``.
-
-    Raises:
-        Im2HandsError: a config that does not fit the schema or is not a stage-1 one.
-    """
-    try:
-        raw = OmegaConf.create(config) if isinstance(config, str) else config
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw))
-    except OmegaConfBaseException as exc:
-        raise Im2HandsError(f"{source}: stored config does not match this toolkit's schema: {exc}") from None
-    name = cfg.model.type
-    cls = MODELS.get(name) if name in MODELS else None
-    if cls is None or getattr(cls, "stage", None) != "init_occ":
-        raise Im2HandsError(f"{source}: a '{name}' model; stage 2 needs a stage-1 (init_occ) model")
-    cfg.model.encoder.weights = None
-    return cls.from_config(cfg).eval(), config_to_yaml(cfg)
-
-
-def _load_stage1(path: str | Path) -> tuple[HandsModel, str]:
-    """:func:`load_stage1`, plus the stage-1 config as YAML text."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        found = [p / name for name in _RUN_FILES if (p / name).is_file()]
-        if not found:
-            raise Im2HandsError(f"stage-1 run folder {p} holds no {' or '.join(_RUN_FILES)}")
-        p = found[0]
-    elif not p.is_file():
-        raise Im2HandsError(f"stage-1 checkpoint or run folder not found: {p} (model.ref_occ.init_occ)")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise Im2HandsError(f"{p}: unreadable stage-1 checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != _CHECKPOINT_FORMAT or "config" not in ckpt:
-        raise Im2HandsError(f"{p}: not an im2hands training checkpoint")
-    model, config_yaml = build_stage1(ckpt["config"], source=str(p))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise Im2HandsError(f"{p}: weights do not match its config: {str(exc).splitlines()[0]}") from None
-    return model, config_yaml
+STAGE1_SOURCE = "model.ref_occ.init_occ"
 
 
 def load_stage1(path: str | Path) -> HandsModel:
     """Rebuild a trained stage-1 model from a run folder or a checkpoint file.
 
     A folder gives its ``best.pt``, else its ``last.pt``. The architecture comes from the
-    config stored in the checkpoint (:func:`build_stage1`), then the weights are loaded strictly.
+    config stored in the checkpoint, then the weights are loaded strictly
+    (:func:`im2hands.loading.load_frozen`).
 
     Returns:
         The model in eval mode on the CPU.
@@ -153,7 +97,7 @@ def load_stage1(path: str | Path) -> HandsModel:
         Im2HandsError: missing path, unreadable or foreign file, or not a stage-1 checkpoint;
             the message names the path.
     """
-    return _load_stage1(path)[0]
+    return load_frozen(path, source=STAGE1_SOURCE, stage="init_occ")[0]
 
 
 def sample_pixel_features(
@@ -241,7 +185,7 @@ class RefOccNet(HandsModel):
             shapes match (the stage-2 global conv has no stage-1 counterpart).
         decode_chunk: without autograd, :meth:`decode` works through this many points (over the
             batch and per hand) at a time.
-        init_occ_config: the stage-1 run's resolved config as YAML text (:func:`build_stage1`),
+        init_occ_config: the stage-1 run's resolved config as YAML text,
             kept as the model's extra state so that a checkpoint rebuilds stage 1 on its own
             (:meth:`from_checkpoint`); None: not stored (such a checkpoint needs the stage-1 run).
     """
@@ -250,6 +194,8 @@ class RefOccNet(HandsModel):
     val_metric = "iou"
     val_mode = "max"
     data_fields = ("image", "occupancy")
+    uses_image = True
+    decodes_occupancy = True
 
     def __init__(
         self,
@@ -292,7 +238,7 @@ class RefOccNet(HandsModel):
         self.encoder = encoder
         self.encoder_init_tensors = 0
         """Encoder tensors copied from stage 1 (0: none)."""
-        stage1_encoder = getattr(init_occ, "encoder", None)
+        stage1_encoder = init_occ.encoder if init_occ.uses_image else None
         if init_encoder and stage1_encoder is not None:
             own = encoder.state_dict()
             same = {k: v for k, v in stage1_encoder.state_dict().items() if k in own and own[k].shape == v.shape}
@@ -300,7 +246,7 @@ class RefOccNet(HandsModel):
             self.encoder_init_tensors = len(same)
             log.info("stage-2 encoder: %d of %d tensors initialised from stage 1", len(same), len(own))
         self.anchor_finder = AnchorFinder(
-            num_anchors=num_anchors, threshold=float(getattr(init_occ, "threshold", 0.5)), **(anchor or {})
+            num_anchors=num_anchors, threshold=float(init_occ.threshold), **(anchor or {})
         )
         C = encoder.feature_channels
         self.anchor_encoder = PointTransformerEncoder(
@@ -313,6 +259,10 @@ class RefOccNet(HandsModel):
             code_dim=D, query_dim=2 * C, dim=attention_dim, neighbors=query_neighbors,
             hidden=decoder_hidden, blocks=decoder_blocks,
         )  # fmt: skip
+
+    @property
+    def image_size(self) -> int:
+        return int(self.encoder.image_size)
 
     # ------------------------------------------------------------------ frozen stage 1, extra state
 
@@ -472,7 +422,7 @@ class RefOccNet(HandsModel):
         the surface points the anchor finder found per valid hand."""
         gt = batch["occupancy"].to(outputs["occupancy"].device) >= 0.5
         valid = self._valid(batch, gt)
-        thr1 = float(getattr(self.init_occ, "threshold", 0.5))
+        thr1 = float(self.init_occ.threshold)
         out: dict[str, float] = {}
         preds = {"iou": outputs["occupancy"] >= self.threshold, "iou_init": outputs["occupancy_init"] >= thr1}
         for key, pred in preds.items():
@@ -505,19 +455,17 @@ class RefOccNet(HandsModel):
         enc, r = cfg.model.encoder, cfg.model.ref_occ
         stored = init_occ_config is not None
         if stored:
-            stage1, init_occ_config = build_stage1(init_occ_config, "stage-1 config stored in the stage-2 checkpoint")
+            stage1, init_occ_config = build_from_stored_config(
+                init_occ_config, source="stage-1 config stored in the stage-2 checkpoint", stage="init_occ"
+            )
         elif not r.init_occ:
             raise Im2HandsError(
                 "model.ref_occ.init_occ is not set: give the stage-1 run folder or checkpoint, "
                 "e.g. model.ref_occ.init_occ=runs/init_occ/<stamp>"
             )
         else:
-            stage1, init_occ_config = _load_stage1(r.init_occ)
-        weights = None if stored else enc.weights
-        encoder = ImageEncoder(
-            depth=enc.depth, width=enc.width, head_channels=enc.head_channels, feature_channels=enc.feature_channels,
-            image_size=enc.image_size, with_global=True, skips=enc.skips, weights=weights,
-        )  # fmt: skip
+            stage1, init_occ_config = load_frozen(r.init_occ, source=STAGE1_SOURCE, stage="init_occ")
+        encoder = ImageEncoder.from_config(enc, with_global=True, weights=None if stored else enc.weights)
         anchor = dict(bone_samples=r.anchor_bone_samples, rays=r.anchor_rays, ray_length=r.anchor_ray_length,
                       ray_steps=r.anchor_ray_steps, bisections=r.anchor_bisections)  # fmt: skip
         return cls(

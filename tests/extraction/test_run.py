@@ -126,7 +126,7 @@ def test_prepare_image_crop_keeps_projection():
 
 def test_batch_job_one_malformed_file(tmp_path, kp_dir, monkeypatch):
     """Through the CLI: 2 ok, 1 failed, exit code 1, valid summary, no temporary files."""
-    monkeypatch.setattr(run_mod, "load_model", lambda path, device="cpu": (SkeletonOccupancy(), None))
+    monkeypatch.setattr(run_mod, "load_model", lambda path, device="cpu", **kw: (SkeletonOccupancy(), None))
     out = tmp_path / "out"
     code = main(["extract", "--model", "stand-in", "--keypoints", str(kp_dir), "--out", str(out),
                  "--resolution", "16", "--upsampling-steps", "2", "--device", "cpu", "--no-progress"])  # fmt: skip
@@ -265,15 +265,25 @@ def test_write_obj_round_trip(tmp_path):
     assert path.read_text().startswith("# a\n# b\n") and not leftovers(tmp_path)
 
 
-def test_model_uses_image_rules():
+def test_models_declare_what_the_extractor_needs(tmp_path):
+    """The extractor reads declared capabilities (models/base.py), not probed attributes: an
+    image model says so and names its input side, the stand-ins decode occupancy without images,
+    keypoint stages do not decode occupancy, and an object that is not a HandsModel is refused."""
     from torch import nn
 
-    class WithEncoder(nn.Module):
-        encoder = nn.Identity()
+    from im2hands.models.encoder import ImageEncoder
+    from im2hands.models.init_occ import InitOccNet
+    from im2hands.models.kpts_est import KptsEstModel
 
-    assert run_mod.model_uses_image(WithEncoder()) is True
-    assert run_mod.model_uses_image(SkeletonOccupancy()) is False
-    assert run_mod.model_uses_image(nn.Identity(), load_config(None, ["model.init_occ.use_image=true"])) is True
+    with_image = InitOccNet(encoder=ImageEncoder(depth=10, width=8, head_channels=8, feature_channels=8, image_size=32))
+    assert with_image.uses_image is True and with_image.image_size == 32 and with_image.decodes_occupancy
+    without = InitOccNet(encoder=None)
+    assert without.uses_image is False and without.image_size is None and without.decodes_occupancy
+    assert SkeletonOccupancy().uses_image is False and SkeletonOccupancy().decodes_occupancy
+    assert MeshOccupancy().needs_ground_truth and not SkeletonOccupancy().needs_ground_truth
+    assert KptsEstModel.decodes_occupancy is False and KptsEstModel.uses_image is True
+    with pytest.raises(Im2HandsError, match="HandsModel"):
+        extract_folder(tmp_path / "o", model=nn.Identity(), keypoints=_one_keypoint_file(tmp_path), **FAST)
 
 
 # --------------------------------------------------------------------------- keypoints for eval
@@ -328,7 +338,7 @@ def test_extract_shifted_keypoints_give_known_errors(tmp_path, synth, monkeypatc
             j[20] += tip_shift  # the pinky tip (standard order)
         given[sid] = joints
         write_keypoints(kp / f"{sid}.json", joints, ann.K, order="interhand")  # read back as standard
-    monkeypatch.setattr(run_mod, "load_model", lambda path, device="cpu": (SkeletonOccupancy(), None))
+    monkeypatch.setattr(run_mod, "load_model", lambda path, device="cpu", **kw: (SkeletonOccupancy(), None))
     out = tmp_path / "pred"
     assert main(["extract", "--model", "stand-in", "--keypoints", str(kp), "--out", str(out),
                  "--resolution", "16", "--upsampling-steps", "2", "--device", "cpu", "--no-progress"]) == 0  # fmt: skip

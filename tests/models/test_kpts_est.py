@@ -17,7 +17,8 @@ from im2hands.engine.checkpoint import save_checkpoint
 from im2hands.engine.weights import shipped_path
 from im2hands.extraction.run import extract_folder
 from im2hands.geometry.frames import project
-from im2hands.models.kpts_est import KeypointPipeline, KptsEstModel, border_weights
+from im2hands.extraction.keypoints import KeypointPipeline
+from im2hands.models.kpts_est import KptsEstModel, border_weights
 from im2hands.models.kpts_est_heads import heatmap_kl, sample_at, soft_argmax, splat
 from im2hands.registry import MODELS
 from im2hands.utils.errors import Im2HandsError
