@@ -7,6 +7,9 @@ predicted 2D keypoints are mapped back to image pixels and compared with the ann
 a right hand). Handedness accuracy counts a hand as right where the score is above 0.5 in
 ``right_if_above`` mode or below 0.5 otherwise; both readings are reported.
 
+Palm detection (:func:`palm_recall`): the share of valid hands whose palm centre lies inside a
+detected box, on the whole images letterboxed to 192 px.
+
 Speed (:func:`landmark_speed`): images per second of :class:`HandLandmarkNet` forward passes
 (no grad, float32) at each batch size, median of ``repeats`` timed runs after one warm-up.
 
@@ -29,6 +32,7 @@ import torch
 from im2hands.data.format import list_samples, read_annotation, read_image
 from im2hands.models.mediapipe.crops import crop_to_image, upright_crop_transform, warp_crops
 from im2hands.models.mediapipe.hand_landmark import CROP_SIZE, HandLandmarkNet
+from im2hands.models.mediapipe.palm import INPUT_SIZE, PalmDetector
 
 
 def _hands(root: Path, split: str, limit: int | None) -> list[tuple[str, str, np.ndarray]]:
@@ -97,6 +101,8 @@ def landmark_accuracy(root: str | Path, split: str = "all", scale: float = 1.8, 
             "hand_err_px_median": float(h_all.median()),
             "handedness_acc_right_if_above": float(((hn > 0.5) == is_right).float().mean()),
             "handedness_acc_right_if_below": float(((hn < 0.5) == is_right).float().mean()),
+            "left_hands_above_0.5": float((hn[is_left] > 0.5).float().mean()) if is_left.any() else None,
+            "right_hands_above_0.5": float((hn[is_right] > 0.5).float().mean()) if is_right.any() else None,
             "handedness_mean_left": float(hn[is_left].mean()) if is_left.any() else None,
             "handedness_mean_right": float(hn[is_right].mean()) if is_right.any() else None,
             "presence_mean": float(pr.mean()),
@@ -104,6 +110,50 @@ def landmark_accuracy(root: str | Path, split: str = "all", scale: float = 1.8, 
             "presence_above_0.5": float((pr > 0.5).float().mean()),
         }
     return result
+
+
+PALM_CENTRE = (0, 5, 9, 13, 17)  # wrist and the five base joints (standard order)
+
+
+@torch.no_grad()
+def palm_recall(root: str | Path, split: str = "all", limit: int | None = None,
+                detector: PalmDetector | None = None) -> dict[str, Any]:
+    """How many valid hands the palm detector finds on the dataset's images (letterboxed to 192 px).
+
+    A hand is found when a detected box contains its palm centre (mean of the wrist and the five
+    base joints); a detection containing no palm centre counts as unmatched.
+    """
+    root = Path(root)
+    detector = (detector if detector is not None else PalmDetector()).eval()
+    found = hands = dets = unmatched = 0
+    for sid in list_samples(root, split)[:limit]:
+        ann = read_annotation(root, sid)
+        img = torch.from_numpy(read_image(root / "images" / f"{sid}.png")).permute(2, 0, 1).float()[None] / 255.0
+        x, to_image = letterbox(img, INPUT_SIZE)
+        d = detector.detect(x)[0]
+        boxes = to_image(d.boxes.reshape(-1, 2, 2)).reshape(-1, 4)  # image pixels
+        centres = [torch.tensor(h.keypoints_2d[list(PALM_CENTRE)], dtype=torch.float32).mean(0)
+                   for h in ann.hands.values() if h.valid]
+        inside = torch.tensor([[bool((c >= b[:2]).all() and (c <= b[2:]).all()) for c in centres] for b in boxes])
+        inside = inside.reshape(len(boxes), len(centres))
+        hands += len(centres)
+        found += int(inside.any(0).sum())
+        dets += len(boxes)
+        unmatched += int((~inside.any(1)).sum())
+    return {"hands": hands, "found": found, "recall": found / max(hands, 1), "detections": dets,
+            "unmatched_detections": unmatched}
+
+
+def letterbox(images: torch.Tensor, size: int) -> tuple[torch.Tensor, Any]:
+    """Pad (B, 3, H, W) images to a centred square, resize to ``size``; returns them and the map from
+    input fractions [0, 1] back to image pixels."""
+    _, _, h, w = images.shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    sq = torch.nn.functional.pad(images, (left, side - w - left, top, side - h - top))
+    x = torch.nn.functional.interpolate(sq, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    offset = torch.tensor([left, top], dtype=torch.float32)
+    return x.clamp(0, 1), lambda p: p * side - offset
 
 
 @torch.no_grad()
@@ -146,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {"torch": torch.__version__}
     if args.data:
         result["accuracy"] = landmark_accuracy(args.data, args.split, args.scale, args.limit, net=net)
+        result["palm"] = palm_recall(args.data, args.split, args.limit)
     if args.repeats > 0:
         result["speed"] = landmark_speed(tuple(args.batch_sizes), args.repeats, args.threads, net=net)
     print(json.dumps(result, indent=1))
