@@ -13,7 +13,7 @@ detected box, on the whole images letterboxed to 192 px.
 Speed (:func:`landmark_speed`): images per second of :class:`HandLandmarkNet` forward passes
 (no grad, float32) at each batch size, median of ``repeats`` timed runs after one warm-up.
 
-Command line: ``python -m im2hands.benchmarks.mediapipe --data DIR [--scale 1.8] [--repeats 7]``
+Command line: ``python -m im2hands.benchmarks.mediapipe --data DIR [--scale 1.8] [--repeats 7] [--tflite]``
 (docs/mediapipe.md).
 """
 
@@ -180,6 +180,53 @@ def landmark_speed(batch_sizes: tuple[int, ...] = (1, 16), repeats: int = 7, thr
     return out
 
 
+@torch.no_grad()
+def port_differences(reference: str | Path, net: HandLandmarkNet | None = None,
+                     detector: PalmDetector | None = None) -> dict[str, float]:
+    """Max abs differences between the port and the TFLite outputs stored in ``reference``
+    (``tests/models/mediapipe/reference.npz``, written by eval/record_mediapipe_reference.py)."""
+    ref = np.load(reference)
+    net = (net if net is not None else HandLandmarkNet()).eval()
+    detector = (detector if detector is not None else PalmDetector()).eval()
+    out = net(torch.from_numpy(ref["landmark_inputs"]).permute(0, 3, 1, 2).float() / 255.0)
+    kp = ref["landmark_Identity"].reshape(-1, 21, 3)
+    raw, logits = detector(torch.from_numpy(ref["palm_inputs"]).permute(0, 3, 1, 2).float() / 255.0)
+    diff = lambda a, b: float(np.abs(a.numpy() - b).max())  # noqa: E731
+    return {
+        "keypoints_2d_px": diff(out.keypoints_2d, kp[..., :2]),
+        "z_px": diff(out.z, kp[..., 2]),
+        "presence": diff(out.presence, ref["landmark_Identity_1"][:, 0]),
+        "handedness": diff(out.handedness, ref["landmark_Identity_2"][:, 0]),
+        "world_m": diff(out.world, ref["landmark_Identity_3"].reshape(-1, 21, 3)),
+        "palm_regression_px": diff(raw, ref["palm_Identity"]),
+        "palm_logit": diff(logits, ref["palm_Identity_1"][..., 0]),
+    }
+
+
+def tflite_speed(repeats: int = 7, threads: int = 2) -> dict[str, Any]:
+    """Images per second of the original file in the TFLite interpreter (batch 1; the file is batch 1).
+
+    Needs ``ai-edge-litert``, which is not a dependency (install it into your own venv to compare).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from im2hands.models.mediapipe.fetch import model_path
+
+    it = Interpreter(model_path=str(model_path("hand_landmark_full.tflite")), num_threads=threads)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    x = np.random.default_rng(0).random((1, CROP_SIZE, CROP_SIZE, 3), dtype=np.float32)
+    it.set_tensor(inp["index"], x)
+    it.invoke()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        rates.append(1.0 / (time.perf_counter() - t0))
+    return {"threads": threads, "batch_1_images_per_s": statistics.median(rates), "batch_1_runs": rates}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line; prints JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -190,15 +237,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=7, help="timed runs per batch size (0: no speed)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reference", default=None,
+                    help="reference.npz of the TFLite outputs: report the port's max abs differences")
+    ap.add_argument("--tflite", action="store_true",
+                    help="also time the original in the TFLite interpreter (needs ai-edge-litert, not a dependency)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     net = HandLandmarkNet()
     result: dict[str, Any] = {"torch": torch.__version__}
+    if args.reference:
+        result["port_max_abs_diff"] = port_differences(args.reference, net=net)
     if args.data:
         result["accuracy"] = landmark_accuracy(args.data, args.split, args.scale, args.limit, net=net)
         result["palm"] = palm_recall(args.data, args.split, args.limit)
     if args.repeats > 0:
         result["speed"] = landmark_speed(tuple(args.batch_sizes), args.repeats, args.threads, net=net)
+        if args.tflite:
+            result["speed_tflite"] = tflite_speed(args.repeats, args.threads)
     print(json.dumps(result, indent=1))
 
 

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from im2hands.benchmarks.mediapipe import landmark_accuracy, landmark_speed, letterbox, palm_recall
+from im2hands.benchmarks.mediapipe import landmark_accuracy, landmark_speed, letterbox, palm_recall, port_differences
 from im2hands.models.mediapipe.fetch import MediaPipeWeightsError, model_path
 
 
@@ -52,3 +53,5 @@ def test_accuracy_speed_and_palm_run_on_one_sample(tmp_path):
     assert palm["hands"] == 2 and 0 <= palm["found"] <= 2
     speed = landmark_speed((2,), repeats=1, threads=1)
     assert speed["batch_2_images_per_s"] > 0
+    diffs = port_differences(Path(__file__).parents[1] / "models" / "mediapipe" / "reference.npz")
+    assert diffs["keypoints_2d_px"] < 0.01 and diffs["palm_logit"] < 1e-3
