@@ -7,10 +7,13 @@ predicted 2D keypoints are mapped back to image pixels and compared with the ann
 a right hand). Handedness accuracy counts a hand as right where the score is above 0.5 in
 ``right_if_above`` mode or below 0.5 otherwise; both readings are reported.
 
+Palm detection (:func:`palm_recall`): the share of valid hands whose palm centre lies inside a
+detected box, on the whole images letterboxed to 192 px.
+
 Speed (:func:`landmark_speed`): images per second of :class:`HandLandmarkNet` forward passes
 (no grad, float32) at each batch size, median of ``repeats`` timed runs after one warm-up.
 
-Command line: ``python -m im2hands.benchmarks.mediapipe --data DIR [--scale 1.8] [--repeats 7]``
+Command line: ``python -m im2hands.benchmarks.mediapipe --data DIR [--scale 1.8] [--repeats 7] [--tflite]``
 (docs/mediapipe.md).
 """
 
@@ -29,6 +32,7 @@ import torch
 from im2hands.data.format import list_samples, read_annotation, read_image
 from im2hands.models.mediapipe.crops import crop_to_image, upright_crop_transform, warp_crops
 from im2hands.models.mediapipe.hand_landmark import CROP_SIZE, HandLandmarkNet
+from im2hands.models.mediapipe.palm import INPUT_SIZE, PalmDetector
 
 
 def _hands(root: Path, split: str, limit: int | None) -> list[tuple[str, str, np.ndarray]]:
@@ -97,6 +101,8 @@ def landmark_accuracy(root: str | Path, split: str = "all", scale: float = 1.8, 
             "hand_err_px_median": float(h_all.median()),
             "handedness_acc_right_if_above": float(((hn > 0.5) == is_right).float().mean()),
             "handedness_acc_right_if_below": float(((hn < 0.5) == is_right).float().mean()),
+            "left_hands_above_0.5": float((hn[is_left] > 0.5).float().mean()) if is_left.any() else None,
+            "right_hands_above_0.5": float((hn[is_right] > 0.5).float().mean()) if is_right.any() else None,
             "handedness_mean_left": float(hn[is_left].mean()) if is_left.any() else None,
             "handedness_mean_right": float(hn[is_right].mean()) if is_right.any() else None,
             "presence_mean": float(pr.mean()),
@@ -104,6 +110,50 @@ def landmark_accuracy(root: str | Path, split: str = "all", scale: float = 1.8, 
             "presence_above_0.5": float((pr > 0.5).float().mean()),
         }
     return result
+
+
+PALM_CENTRE = (0, 5, 9, 13, 17)  # wrist and the five base joints (standard order)
+
+
+@torch.no_grad()
+def palm_recall(root: str | Path, split: str = "all", limit: int | None = None,
+                detector: PalmDetector | None = None) -> dict[str, Any]:
+    """How many valid hands the palm detector finds on the dataset's images (letterboxed to 192 px).
+
+    A hand is found when a detected box contains its palm centre (mean of the wrist and the five
+    base joints); a detection containing no palm centre counts as unmatched.
+    """
+    root = Path(root)
+    detector = (detector if detector is not None else PalmDetector()).eval()
+    found = hands = dets = unmatched = 0
+    for sid in list_samples(root, split)[:limit]:
+        ann = read_annotation(root, sid)
+        img = torch.from_numpy(read_image(root / "images" / f"{sid}.png")).permute(2, 0, 1).float()[None] / 255.0
+        x, to_image = letterbox(img, INPUT_SIZE)
+        d = detector.detect(x)[0]
+        boxes = to_image(d.boxes.reshape(-1, 2, 2)).reshape(-1, 4)  # image pixels
+        centres = [torch.tensor(h.keypoints_2d[list(PALM_CENTRE)], dtype=torch.float32).mean(0)
+                   for h in ann.hands.values() if h.valid]
+        inside = torch.tensor([[bool((c >= b[:2]).all() and (c <= b[2:]).all()) for c in centres] for b in boxes])
+        inside = inside.reshape(len(boxes), len(centres))
+        hands += len(centres)
+        found += int(inside.any(0).sum())
+        dets += len(boxes)
+        unmatched += int((~inside.any(1)).sum())
+    return {"hands": hands, "found": found, "recall": found / max(hands, 1), "detections": dets,
+            "unmatched_detections": unmatched}
+
+
+def letterbox(images: torch.Tensor, size: int) -> tuple[torch.Tensor, Any]:
+    """Pad (B, 3, H, W) images to a centred square, resize to ``size``; returns them and the map from
+    input fractions [0, 1] back to image pixels."""
+    _, _, h, w = images.shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    sq = torch.nn.functional.pad(images, (left, side - w - left, top, side - h - top))
+    x = torch.nn.functional.interpolate(sq, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    offset = torch.tensor([left, top], dtype=torch.float32)
+    return x.clamp(0, 1), lambda p: p * side - offset
 
 
 @torch.no_grad()
@@ -130,6 +180,53 @@ def landmark_speed(batch_sizes: tuple[int, ...] = (1, 16), repeats: int = 7, thr
     return out
 
 
+@torch.no_grad()
+def port_differences(reference: str | Path, net: HandLandmarkNet | None = None,
+                     detector: PalmDetector | None = None) -> dict[str, float]:
+    """Max abs differences between the port and the TFLite outputs stored in ``reference``
+    (``tests/models/mediapipe/reference.npz``, written by eval/record_mediapipe_reference.py)."""
+    ref = np.load(reference)
+    net = (net if net is not None else HandLandmarkNet()).eval()
+    detector = (detector if detector is not None else PalmDetector()).eval()
+    out = net(torch.from_numpy(ref["landmark_inputs"]).permute(0, 3, 1, 2).float() / 255.0)
+    kp = ref["landmark_Identity"].reshape(-1, 21, 3)
+    raw, logits = detector(torch.from_numpy(ref["palm_inputs"]).permute(0, 3, 1, 2).float() / 255.0)
+    diff = lambda a, b: float(np.abs(a.numpy() - b).max())  # noqa: E731
+    return {
+        "keypoints_2d_px": diff(out.keypoints_2d, kp[..., :2]),
+        "z_px": diff(out.z, kp[..., 2]),
+        "presence": diff(out.presence, ref["landmark_Identity_1"][:, 0]),
+        "handedness": diff(out.handedness, ref["landmark_Identity_2"][:, 0]),
+        "world_m": diff(out.world, ref["landmark_Identity_3"].reshape(-1, 21, 3)),
+        "palm_regression_px": diff(raw, ref["palm_Identity"]),
+        "palm_logit": diff(logits, ref["palm_Identity_1"][..., 0]),
+    }
+
+
+def tflite_speed(repeats: int = 7, threads: int = 2) -> dict[str, Any]:
+    """Images per second of the original file in the TFLite interpreter (batch 1; the file is batch 1).
+
+    Needs ``ai-edge-litert``, which is not a dependency (install it into your own venv to compare).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from im2hands.models.mediapipe.fetch import model_path
+
+    it = Interpreter(model_path=str(model_path("hand_landmark_full.tflite")), num_threads=threads)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    x = np.random.default_rng(0).random((1, CROP_SIZE, CROP_SIZE, 3), dtype=np.float32)
+    it.set_tensor(inp["index"], x)
+    it.invoke()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        rates.append(1.0 / (time.perf_counter() - t0))
+    return {"threads": threads, "batch_1_images_per_s": statistics.median(rates), "batch_1_runs": rates}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line; prints JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -140,14 +237,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=7, help="timed runs per batch size (0: no speed)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reference", default=None,
+                    help="reference.npz of the TFLite outputs: report the port's max abs differences")
+    ap.add_argument("--tflite", action="store_true",
+                    help="also time the original in the TFLite interpreter (needs ai-edge-litert, not a dependency)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     net = HandLandmarkNet()
     result: dict[str, Any] = {"torch": torch.__version__}
+    if args.reference:
+        result["port_max_abs_diff"] = port_differences(args.reference, net=net)
     if args.data:
         result["accuracy"] = landmark_accuracy(args.data, args.split, args.scale, args.limit, net=net)
+        result["palm"] = palm_recall(args.data, args.split, args.limit)
     if args.repeats > 0:
         result["speed"] = landmark_speed(tuple(args.batch_sizes), args.repeats, args.threads, net=net)
+        if args.tflite:
+            result["speed_tflite"] = tflite_speed(args.repeats, args.threads)
     print(json.dumps(result, indent=1))
 
 

@@ -39,9 +39,8 @@ class HandLandmarks:
         keypoints_2d: (B, 21, 2) landmark positions in crop pixels (x right, y down, 0..224).
         z: (B, 21) relative depth in the same pixel scale (MediaPipe: smaller is nearer the camera).
         presence: (B,) probability that the crop holds a hand.
-        handedness: (B,) the network's handedness probability; > 0.5 means a right hand when the crop
-            is mirrored (MediaPipe assumes selfie images), i.e. a left hand in an unmirrored crop
-            (measured on our renders, docs/mediapipe.md).
+        handedness: (B,) the network's handedness probability; above 0.5 reads as a right hand in an
+            unmirrored crop (right for 76 of our 100 synthetic test hands, docs/mediapipe.md).
         world: (B, 21, 3) landmarks in metres, hand-centred (the network's metric output).
     """
 

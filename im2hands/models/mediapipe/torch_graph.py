@@ -143,7 +143,7 @@ class TFLiteModule(nn.Module):
         elif op.kind == "FULLY_CONNECTED":
             self._param(graph, op.inputs[1], same)
         elif op.kind in ("PRELU", "ADD"):
-            rank = max(self.ranks[i] for i in op.inputs if graph.tensors[i].data is None)
+            rank = max((self.ranks[i] for i in op.inputs if graph.tensors[i].data is None), default=4)
             for i in op.inputs:
                 self._param(graph, i, lambda a: broadcast_constant_to_torch(a, rank))
         elif op.kind == "PAD":

@@ -124,3 +124,12 @@ def test_landmarks_on_cuda(ref):
     # TF32 convolutions on the GPU are allowed a looser bound than the CPU's
     kp = ref["landmark_Identity"].reshape(-1, 21, 3)
     np.testing.assert_allclose(out.keypoints_2d.cpu().numpy(), kp[..., :2], rtol=0, atol=0.5)
+
+
+def test_wrong_crop_size_is_one_clear_error(landmark_net, palm_net):
+    from im2hands.utils.errors import Im2HandsError
+
+    with pytest.raises(Im2HandsError, match=r"expects crops of shape \(B, 3, 224, 224\), got \(1, 3, 192, 192\)"):
+        landmark_net(torch.zeros(1, 3, 192, 192))
+    with pytest.raises(Im2HandsError, match=r"expects images of shape \(B, 3, 192, 192\)"):
+        palm_net(torch.zeros(2, 3, 224, 224))
