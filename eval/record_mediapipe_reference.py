@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from im2hands.config import load_config
 from im2hands.data.format import read_annotation, read_image
 from im2hands.data.synthetic import synthesize
-from im2hands.models.mediapipe.crops import upright_crop_transform, warp_crops
+from im2hands.geometry.crops import crop_images, upright_roi
 from im2hands.models.mediapipe.fetch import model_path
 
 HANDS = (("0000000", "left"), ("0000001", "right"))
@@ -61,7 +61,7 @@ def make_inputs(tmp: Path, palm_file: Path) -> tuple[np.ndarray, np.ndarray]:
     for sid, side in HANDS:
         img = torch.from_numpy(read_image(tmp / "images" / f"{sid}.png")).permute(2, 0, 1).float()[None] / 255.0
         kp = torch.tensor(read_annotation(tmp, sid).hands[side].keypoints_2d, dtype=torch.float32)[None]
-        crop = warp_crops(img, upright_crop_transform(kp, 224, 1.8), 224)[0]
+        crop = crop_images(img, upright_roi(kp, scale=1.8), 224)[0]
         crops.append((crop.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
     yy, xx = np.mgrid[0:224, 0:224]
     procedural = np.stack([xx, yy, (xx + yy) // 2], axis=-1).astype(np.uint8)  # smooth ramps, no hand

@@ -1,7 +1,7 @@
 """MediaPipe hand landmarks in torch: accuracy on a dataset folder and CPU speed.
 
 Accuracy (:func:`landmark_accuracy`): every valid hand of the samples gets a ground-truth-centred
-upright crop (:func:`~im2hands.models.mediapipe.crops.upright_crop_transform`, 224 px); the
+upright crop (:func:`~im2hands.geometry.crops.upright_roi`, 224 px); the
 predicted 2D keypoints are mapped back to image pixels and compared with the annotation's
 ``keypoints_2d``. Run twice: crops as they are, and left-hand crops mirrored (so every crop shows
 a right hand). Handedness accuracy counts a hand as right where the score is above 0.5 in
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from im2hands.data.format import list_samples, read_annotation, read_image
-from im2hands.models.mediapipe.crops import crop_to_image, upright_crop_transform, warp_crops
+from im2hands.geometry.crops import crop_images, crop_to_image, upright_roi
 from im2hands.models.mediapipe.hand_landmark import CROP_SIZE, HandLandmarkNet
 from im2hands.models.mediapipe.palm import INPUT_SIZE, PalmDetector
 
@@ -84,9 +84,9 @@ def landmark_accuracy(root: str | Path, split: str = "all", scale: float = 1.8, 
                     img = read_image(root / "images" / f"{sid}.png")
                     images[sid] = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
             imgs = torch.stack([images[hands[i][0]] for i in idx])
-            t = upright_crop_transform(kp[s:s + len(idx)], CROP_SIZE, scale, mirror[s:s + len(idx)])
-            out = net(warp_crops(imgs, t, CROP_SIZE))
-            pred = crop_to_image(out.keypoints_2d, t)
+            roi = upright_roi(kp[s:s + len(idx)], scale=scale, mirror=mirror[s:s + len(idx)])
+            out = net(crop_images(imgs, roi, CROP_SIZE))
+            pred = crop_to_image(out.keypoints_2d, roi, CROP_SIZE)
             e = (pred - kp[s:s + len(idx)]).norm(dim=-1)  # (b, 21) pixels
             errs.append(e.reshape(-1))
             hand_err.append(e.mean(1))

@@ -39,8 +39,11 @@ import torch
 from im2hands.geometry.crops import (
     Roi, box_iou, crop_images, crop_to_camera_orientation, crop_to_image, roi_angle, roi_from_points, square_windows,
 )
+from im2hands.extraction.inputs import placeholder_hand
+from im2hands.extraction.keypoints import refine_keypoints
 from im2hands.geometry.placement import default_intrinsics, place_hands
 from im2hands.hands.constants import SIDES
+from im2hands.models.base import KeypointRefinement
 from im2hands.typing import Float, Tensor
 
 WRIST, MIDDLE_MCP = 0, 9  # standard order
@@ -111,6 +114,7 @@ class HandsFound:
         boxes: side -> (center_u, center_v, size, angle) of the final crop, image pixels.
         reprojection_px: (2,) RMS reprojection error of the placement (NaN: not fitted).
         candidates: number of hand candidates looked at (after the searches).
+        refined: whether a stage-3 model refined the keypoints.
     """
 
     joints: dict[str, np.ndarray]
@@ -161,6 +165,8 @@ class HandCropPipeline:
             the other hand of a pair around a hand found alone (``()``: none).
         repaint: look again with the found hands painted over.
         dedup_iou: two hands whose keypoint boxes overlap more are one.
+        refiner: optional stage-3 keypoint refinement of the placed keypoints
+            (:func:`~im2hands.extraction.keypoints.refine_keypoints`).
     """
 
     def __init__(
@@ -179,6 +185,7 @@ class HandCropPipeline:
         probe_angles: tuple[float, ...] = (60.0, 90.0, 120.0, 180.0, 240.0, 270.0, 300.0),
         repaint: bool = True,
         dedup_iou: float = 0.3,
+        refiner: KeypointRefinement | None = None,
     ) -> None:
         if passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2, got {passes}")
@@ -189,6 +196,7 @@ class HandCropPipeline:
         self.scan, self.scan_presence = tuple(float(f) for f in scan), float(scan_presence)
         self.probe_angles = tuple(float(a) for a in probe_angles)
         self.repaint, self.dedup_iou = bool(repaint), float(dedup_iou)
+        self.refiner = refiner.eval() if refiner is not None else None
 
     # ------------------------------------------------------------------ steps
 
@@ -343,6 +351,14 @@ class HandCropPipeline:
                                  valid=torch.from_numpy(valid)[None], prior_weight=0.0)  # fmt: skip
             keypoints = np.where(valid[:, None, None], placed.keypoints[0].numpy(), np.nan)
             reproj = np.where(valid, placed.reprojection_px[0].numpy(), np.nan)
+        refined = self.refiner is not None and bool(valid.any())
+        if refined:
+            stand_in = keypoints.copy()
+            for s in range(2):
+                if not valid[s]:
+                    stand_in[s] = placeholder_hand(keypoints[1 - s], SIDES[s])
+            keypoints = np.where(valid[:, None, None], refine_keypoints(self.refiner, image, K, stand_in, valid), np.nan)
         joints = {SIDES[s]: keypoints[s].copy() for s in range(2) if valid[s]}
         return HandsFound(joints=joints, K=K, keypoints=keypoints, keypoints_2d=keypoints_2d, presence=presence,
-                          right_prob=right_prob, boxes=boxes, reprojection_px=reproj, candidates=candidates)  # fmt: skip
+                          right_prob=right_prob, boxes=boxes, reprojection_px=reproj, candidates=candidates,
+                          refined=refined)  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+
 import numpy as np
 import torch
 
@@ -181,16 +182,33 @@ class KeypointPipeline:
         return ok & near.all(-1).all(-1)
 
     def _refine(self, image: np.ndarray, K: np.ndarray, keypoints: np.ndarray, present: np.ndarray) -> np.ndarray:
-        size = int(self.refiner.image_size)
-        uvw = keypoints[present].reshape(-1, 3) @ K.T
-        uv = uvw[:, :2] / np.clip(uvw[:, 2:], 1e-6, None)
-        lo, hi = uv.min(0), uv.max(0)
-        side = max(float((hi - lo).max()) / self.fill, 16.0)
-        c = (lo + hi) / 2.0
-        tensor, A = _crop(image, c[0] - side / 2.0, c[1] - side / 2.0, side, size)
-        dev = self.refiner.device
-        batch = {"image": tensor[None].to(dev), "K": torch.as_tensor(_crop_K(K, A), dtype=torch.float32)[None].to(dev)}
-        features = self.refiner.encode(batch)
-        kp = torch.as_tensor(keypoints, dtype=torch.float32)[None].to(dev)
-        valid = torch.as_tensor(present)[None].to(dev)
-        return self.refiner.refine(kp, features, valid)[0].double().cpu().numpy()
+        return refine_keypoints(self.refiner, image, K, keypoints, present, fill=self.fill)
+
+
+def refine_keypoints(refiner: KeypointRefinement, image: np.ndarray, K: np.ndarray, keypoints: np.ndarray, present: np.ndarray,
+                     fill: float = 0.8) -> np.ndarray:  # fmt: skip
+    """Stage-3 refinement of placed keypoints: ``refiner`` (a keypoint-refinement model) sees a
+    square crop around the present hands' projections (they cover ``fill`` of its side).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        K: ``(3, 3)`` intrinsics of ``image``.
+        keypoints: ``(2, 21, 3)`` left, right camera-frame metres (an absent hand: any stand-in).
+        present: ``(2,)`` bool, which hands are there (at least one).
+
+    Returns:
+        ``(2, 21, 3)`` refined keypoints, float64.
+    """
+    size = int(refiner.image_size)
+    uvw = keypoints[present].reshape(-1, 3) @ K.T
+    uv = uvw[:, :2] / np.clip(uvw[:, 2:], 1e-6, None)
+    lo, hi = uv.min(0), uv.max(0)
+    side = max(float((hi - lo).max()) / fill, 16.0)
+    c = (lo + hi) / 2.0
+    tensor, A = _crop(image, c[0] - side / 2.0, c[1] - side / 2.0, side, size)
+    dev = refiner.device
+    batch = {"image": tensor[None].to(dev), "K": torch.as_tensor(_crop_K(K, A), dtype=torch.float32)[None].to(dev)}
+    features = refiner.encode(batch)
+    kp = torch.as_tensor(keypoints, dtype=torch.float32)[None].to(dev)
+    valid = torch.as_tensor(present)[None].to(dev)
+    return refiner.refine(kp, features, valid)[0].double().cpu().numpy()

@@ -39,6 +39,7 @@ import torch
 from im2hands.config import config_to_yaml
 from im2hands.extraction.extractor import Extraction, Extractor, resolve_threshold
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
+from im2hands.extraction.hand_crops import HandCropPipeline
 from im2hands.extraction.keypoints import KeypointPipeline
 from im2hands.hands.constants import SIDES
 from im2hands.loading import load_model, shipped_path
@@ -63,6 +64,9 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FORMAT = "im2hands-extract-summary"
 SUMMARY_VERSION = 1
+MEDIAPIPE_ESTIMATOR = "mediapipe"
+"""``--estimator mediapipe``: the per-hand crop pipeline with MediaPipe's palm detector and
+hand-landmark network (:mod:`im2hands.extraction.mediapipe_hands`; docs/estimator.md)."""
 NO_REFINER = "none"
 """``--refiner none``: no stage-3 refinement of estimated keypoints (the shipped refiner is used
 by default with the shipped estimator)."""
@@ -420,13 +424,14 @@ def extract_folder(
 
 def _load_estimator(
     estimator: Any, refiner: Any, device: torch.device, focal: float | None
-) -> tuple[KeypointPipeline, dict[str, str]]:
+) -> tuple[KeypointPipeline | HandCropPipeline, dict[str, str]]:
     """The image -> keypoints pipeline from run folders / checkpoints (or given objects), and
     the resolved configs (YAML text) of those loaded from files: ``{"estimator", "refiner"}``."""
     configs: dict[str, str] = {}
-    if isinstance(estimator, KeypointPipeline):
+    if isinstance(estimator, (KeypointPipeline, HandCropPipeline)):
         return estimator, configs
-    if isinstance(estimator, (str, os.PathLike)):
+    crops = isinstance(estimator, str) and estimator == MEDIAPIPE_ESTIMATOR
+    if isinstance(estimator, (str, os.PathLike)) and not crops:
         estimator, cfg = load_model(estimator, which="best", device=device)
         if not isinstance(estimator, KeypointEstimator):
             raise Im2HandsError(f"--estimator: model.type '{cfg.model.type}' is not a keypoint estimator (kpts_est)")
@@ -437,6 +442,10 @@ def _load_estimator(
             raise Im2HandsError(f"--refiner: model.type '{cfg.model.type}' is not a keypoint refinement (kpts_ref)")
         configs["refiner"] = config_to_yaml(cfg)
     refiner = None if refiner is None else refiner.to(device)
+    if crops:
+        from im2hands.extraction.mediapipe_hands import mediapipe_pipeline
+
+        return mediapipe_pipeline(device, focal=focal, refiner=refiner), configs
     return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal), configs
 
 

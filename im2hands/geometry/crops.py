@@ -44,6 +44,7 @@ __all__ = [
     "square_windows",
     "suppress_overlaps",
     "tile_centres",
+    "upright_roi",
     "rotate_xy",
 ]
 
@@ -183,6 +184,22 @@ def roi_angle(base: Float[Tensor, "B 2"], tip: Float[Tensor, "B 2"]) -> Float[Te
     """The ROI angle that turns the image direction ``base -> tip`` into the crop's up."""
     d = tip - base
     return torch.atan2(d[..., 0], -d[..., 1])
+
+
+def upright_roi(
+    keypoints_2d: Float[Tensor, "B 21 2"],
+    *,
+    scale: float = 2.0,
+    shift: tuple[float, float] = (0.0, 0.0),
+    mirror: Bool[Tensor, "B"] | None = None,
+) -> Roi:
+    """The upright ROI of hands given by 21 keypoints (``standard`` order, image pixels): the
+    wrist -> middle-MCP direction points up in the crop (:func:`roi_angle`), the keypoints'
+    box in that frame is centred (moved by ``shift``), and the side is ``scale`` x its longer
+    side (:func:`roi_from_points`); ``mirror`` flips those crops."""
+    roi = roi_from_points(keypoints_2d, roi_angle(keypoints_2d[:, 0], keypoints_2d[:, 9]), scale=scale, shift=shift)
+    roi.mirror = mirror
+    return roi
 
 
 def roi_from_points(

@@ -6,7 +6,8 @@
 - :mod:`.torch_graph`: run such a graph as an ``nn.Module`` (NCHW inside, TF padding rules).
 - :mod:`.hand_landmark`: :class:`HandLandmarkNet`, 21 keypoints from an upright 224-px hand crop.
 - :mod:`.palm`: :class:`PalmDetector`, palms from a 192-px image, SSD decoding and NMS.
-- :mod:`.crops`: upright (optionally mirrored) hand crops and the way back to image pixels.
+Crops for them: :func:`im2hands.geometry.crops.upright_roi` and :func:`~im2hands.geometry.crops.crop_images`;
+the pipeline that uses them: :mod:`im2hands.extraction.hand_crops`.
 
 See docs/mediapipe.md.
 """
