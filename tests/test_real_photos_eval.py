@@ -1,0 +1,145 @@
+"""eval/real_photos.py: the scoring on constructed cases with known answers, and the whole script."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from im2hands.extraction.inputs import KeypointFile, write_keypoints
+
+SCRIPT = Path(__file__).resolve().parents[1] / "eval" / "real_photos.py"
+_spec = importlib.util.spec_from_file_location("real_photos_eval", SCRIPT)
+rp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rp)
+
+F, Z = 1000.0, 0.5  # focal length (px) and the depth of every constructed joint (m)
+K = np.array([[F, 0.0, 320.0], [0.0, F, 240.0], [0.0, 0.0, 1.0]])
+
+
+def flat_hand(x0: float) -> np.ndarray:
+    """(21, 3) joints on the plane z = Z: wrist at (x0, 0.04), five fingers of 4 joints fanning
+    upwards; 2D size 0.08 m * F / Z = 160 px."""
+    joints = [[x0, 0.04, Z]]
+    for f in range(5):
+        for j in range(4):
+            joints.append([x0 - 0.04 + 0.02 * f, 0.02 - 0.02 * j, Z])
+    return np.array(joints)
+
+
+LEFT, RIGHT = flat_hand(-0.1), flat_hand(0.1)
+
+
+def kf(**hands) -> KeypointFile:
+    return KeypointFile(order="standard", K=K, joints=hands)
+
+
+def test_exact_prediction_scores_zero():
+    s = rp.score_item(kf(left=LEFT, right=RIGHT), kf(left=LEFT.copy(), right=RIGHT.copy()))
+    assert s["false_hands"] == [] and s["mrrpe_mm"] == pytest.approx(0.0, abs=1e-9)
+    for side in ("left", "right"):
+        h = s["hands"][side]
+        assert h["found"] and h["right_side"] and h["pred_side"] == side
+        assert h["size_px"] == pytest.approx(160.0)
+        assert h["error_2d_px"] == pytest.approx(0.0, abs=1e-9) and h["mpjpe_wrist_mm"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_known_offsets_give_known_errors():
+    """Left hand moved 10 mm along x (parallel to the image): 2D 10 mm * F / Z = 20 px on every
+    joint, wrist-aligned MPJPE 0, MRRPE 10 mm. Right hand: one tip moved 5 mm along x: MPJPE
+    5/21 mm, 2D (5 mm * F / Z) / 21 = 10/21 px, MRRPE unchanged (the wrists did not move)."""
+    left = LEFT + [0.01, 0.0, 0.0]
+    right = RIGHT.copy()
+    right[20, 0] += 0.005
+    s = rp.score_item(kf(left=LEFT, right=RIGHT), kf(left=left, right=right))
+    L, R = s["hands"]["left"], s["hands"]["right"]
+    assert L["error_2d_px"] == pytest.approx(20.0) and L["mpjpe_wrist_mm"] == pytest.approx(0.0, abs=1e-9)
+    assert L["error_2d_px_at_150"] == pytest.approx(20.0 * 150.0 / 160.0)
+    assert R["error_2d_px"] == pytest.approx(10.0 / 21.0) and R["mpjpe_wrist_mm"] == pytest.approx(5.0 / 21.0)
+    assert s["mrrpe_mm"] == pytest.approx(10.0)
+    total = rp.summarize({"a": s})
+    assert total["mean_error_2d_px"] == pytest.approx((20.0 + 10.0 / 21.0) / 2)
+    assert total["mean_mpjpe_wrist_mm"] == pytest.approx(5.0 / 42.0) and total["mean_mrrpe_mm"] == pytest.approx(10.0)
+    assert total["targets"] == {"every_hand_found_right_side": True, "no_false_hands": True,
+                                "error_2d_px_at_150<=15": True, "mpjpe_wrist_mm<=35": True}  # fmt: skip
+
+
+def test_swapped_sides_are_found_on_the_wrong_side():
+    s = rp.score_item(kf(left=LEFT, right=RIGHT), kf(left=RIGHT.copy(), right=LEFT.copy()))
+    assert s["false_hands"] == []
+    for side, other in (("left", "right"), ("right", "left")):
+        h = s["hands"][side]
+        assert h["found"] and not h["right_side"] and h["pred_side"] == other
+        assert h["error_2d_px"] == pytest.approx(0.0, abs=1e-9)  # paired by position, not by label
+    total = rp.summarize({"a": s})
+    assert total["found"] == 2 and total["found_right_side"] == 0
+    assert not total["targets"]["every_hand_found_right_side"]
+
+
+def test_extra_hand_is_false_and_missing_hand_is_missed():
+    # one-hand photo, the prediction adds a left hand elsewhere
+    s = rp.score_item(kf(right=RIGHT), kf(left=LEFT.copy(), right=RIGHT.copy()))
+    assert s["hands"]["right"]["found"] and s["false_hands"] == ["left"] and s["mrrpe_mm"] is None
+    # two-hand photo, one hand predicted: the other is missed, no MRRPE
+    s2 = rp.score_item(kf(left=LEFT, right=RIGHT), kf(right=RIGHT.copy()))
+    assert not s2["hands"]["left"]["found"] and s2["hands"]["left"]["pred_side"] is None and s2["mrrpe_mm"] is None
+    # extract produced nothing
+    s3 = rp.score_item(kf(right=RIGHT), None)
+    assert not s3["hands"]["right"]["found"] and s3["false_hands"] == []
+    total = rp.summarize({"a": s, "b": s2, "c": s3})
+    assert (total["gt_hands"], total["found"], total["missed"], total["false_hands"]) == (4, 2, 2, 1)
+    assert total["items_with_false_hands"] == 1 and total["two_hand_items_scored"] == 0
+
+
+def test_a_hand_further_than_one_hand_size_is_not_found():
+    """Moved 0.1 m along x: 200 px, more than the hand's 160 px size: missed, and a false hand."""
+    s = rp.score_item(kf(right=RIGHT), kf(right=RIGHT + [0.1, 0.0, 0.0]))
+    assert not s["hands"]["right"]["found"] and s["false_hands"] == ["right"]
+    s = rp.score_item(kf(right=RIGHT), kf(right=RIGHT + [0.07, 0.0, 0.0]))  # 140 px: found
+    assert s["hands"]["right"]["found"] and s["hands"]["right"]["error_2d_px"] == pytest.approx(140.0)
+
+
+def _photo_folder(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    for name in ("one", "two"):
+        Image.fromarray(np.full((480, 640, 3), 90, np.uint8)).save(root / "images" / f"{name}.png")
+        (root / "images" / f"{name}.json").write_text(json.dumps({"camera": {"K": K.tolist()}}))
+    write_keypoints(root / "gt" / "one.json", {"right": RIGHT}, K)
+    write_keypoints(root / "gt" / "two.json", {"left": LEFT, "right": RIGHT}, K)
+    return root
+
+
+def test_script_scores_an_extract_folder(tmp_path):
+    data = _photo_folder(tmp_path / "data")
+    pred = tmp_path / "pred"
+    write_keypoints(pred / "one_keypoints.json", {"left": LEFT, "right": RIGHT + [0.01, 0.0, 0.0]}, K)
+    write_keypoints(pred / "two_keypoints.json", {"left": RIGHT, "right": LEFT}, K, order="interhand")
+    out = tmp_path / "out"
+    assert rp.main(["--data", str(data), "--pred", str(pred), "--out", str(out)]) == 0
+    total = json.loads((out / "summary.json").read_text())["overall"]
+    assert (total["gt_hands"], total["found"], total["found_right_side"], total["false_hands"]) == (3, 3, 1, 1)
+    rows = {r["name"]: r for r in csv.DictReader((out / "per_item.csv").open())}
+    assert float(rows["one"]["right_error_2d_px"]) == pytest.approx(20.0) and rows["one"]["false_hands"] == "left"
+    assert rows["two"]["left_pred_side"] == "right" and rows["two"]["left_right_side"] == "False"
+    assert rows["one"]["extract_status"] == "missing"  # no summary.json in this prediction folder
+    assert "| **all 2** | 3 |" in (out / "real_photos.md").read_text()
+    assert Image.open(out / "overview.png").size[1] == rp.TILE_HEIGHT
+    assert rp.main(["--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_script_runs_extract_on_the_photos(tmp_path):
+    """The real command with the shipped models, on blank photos: every item is scored (a
+    photo without a hand found fails in extract and counts as missed)."""
+    data = _photo_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    code = rp.main(["--data", str(data), "--out", str(out), "--", "--resolution", "8", "--upsampling-steps", "1",
+                    "--no-progress"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "extract" / "summary.json").read_text())
+    assert summary["totals"]["processed"] == 2
+    assert all(r["camera"] is None or r["camera"].startswith("file ") for r in summary["items"])
+    total = json.loads((out / "summary.json").read_text())["overall"]
+    assert total["items"] == 2 and total["gt_hands"] == 3 and total["found"] + total["missed"] == 3
