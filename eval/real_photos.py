@@ -21,8 +21,9 @@ Scoring, per photo (``score_item``):
   *missed*; an unpaired predicted hand is a *false hand*.
 - for a found hand: the 2D error (px, mean over the 21 joints of the distance between the
   projections through each file's ``K``), the hand's 2D size (px), the 2D error scaled to a
-  150 px hand (``2D px * 150 / size``, the issue's target scale), and MPJPE in mm, wrist-aligned
-  and MCP-aligned-scaled (:mod:`im2hands.metrics.keypoints`);
+  150 px hand (``2D px * 150 / size``, the issue's target scale), MPJPE in mm, wrist-aligned
+  and MCP-aligned-scaled (:mod:`im2hands.metrics.keypoints`), and the wrist's absolute
+  position error in the camera frame (mm; where the camera and depth matter);
 - MRRPE (mm) for photos with two ground-truth hands when both were found.
 
 Outputs in ``OUT``: ``real_photos.md`` (the table), ``per_item.csv``, ``summary.json`` and
@@ -51,7 +52,8 @@ from im2hands.data.show import HAND_COLORS
 from im2hands.extraction.inputs import IMAGE_SUFFIXES, KeypointFile, read_keypoints
 from im2hands.hands.constants import SIDES
 from im2hands.hands.joint_orders import STANDARD_PARENTS
-from im2hands.metrics.keypoints import mpjpe_mcp_scaled, mpjpe_wrist, mrrpe
+from im2hands.geometry.frames import m_to_mm
+from im2hands.metrics.keypoints import WRIST, mpjpe_mcp_scaled, mpjpe_wrist, mrrpe
 from im2hands.utils.errors import Im2HandsError
 from im2hands.utils.io import atomic_path, write_json, write_text
 
@@ -116,7 +118,8 @@ def score_item(gt: KeypointFile, pred: KeypointFile | None) -> dict[str, Any]:
     Returns:
         ``{"hands": {gt side: {...}}, "false_hands": [predicted sides], "mrrpe_mm": float | None}``;
         per ground-truth hand ``found``, ``pred_side``, ``right_side``, ``size_px`` and, when
-        found, ``error_2d_px``, ``error_2d_px_at_150``, ``mpjpe_wrist_mm``, ``mpjpe_mcp_scaled_mm``.
+        found, ``error_2d_px``, ``error_2d_px_at_150``, ``mpjpe_wrist_mm``, ``mpjpe_mcp_scaled_mm``,
+        ``wrist_position_mm``.
     """
     if gt.K is None:
         raise Im2HandsError("the ground truth needs 'camera.K' (to project it)")
@@ -135,7 +138,8 @@ def score_item(gt: KeypointFile, pred: KeypointFile | None) -> dict[str, Any]:
             err = float(np.linalg.norm(pred_uv[p] - gt_uv[side], axis=-1).mean())
             rec.update(error_2d_px=err, error_2d_px_at_150=err * TARGET_HAND_PX / size,
                        mpjpe_wrist_mm=float(mpjpe_wrist(pred_joints[p], gt.joints[side])),
-                       mpjpe_mcp_scaled_mm=float(mpjpe_mcp_scaled(pred_joints[p], gt.joints[side])))  # fmt: skip
+                       mpjpe_mcp_scaled_mm=float(mpjpe_mcp_scaled(pred_joints[p], gt.joints[side])),
+                       wrist_position_mm=float(m_to_mm(np.linalg.norm(pred_joints[p][WRIST] - gt.joints[side][WRIST]))))  # fmt: skip
         hands[side] = rec
     false_hands = [p for p in pred_joints if p not in pairs.values()]
     mrrpe_mm = None
@@ -161,7 +165,7 @@ def summarize(scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "false_hands": sum(len(s["false_hands"]) for s in scores.values()),
         "items_with_false_hands": sum(bool(s["false_hands"]) for s in scores.values()),
     }
-    for key in ("error_2d_px", "size_px", "error_2d_px_at_150", "mpjpe_wrist_mm", "mpjpe_mcp_scaled_mm"):
+    for key in ("error_2d_px", "size_px", "error_2d_px_at_150", "mpjpe_wrist_mm", "mpjpe_mcp_scaled_mm", "wrist_position_mm"):
         out[f"mean_{key}"] = _mean([h[key] for h in found])
     out["mean_mrrpe_mm"] = _mean([s["mrrpe_mm"] for s in scores.values() if s["mrrpe_mm"] is not None])
     out["two_hand_items_scored"] = sum(s["mrrpe_mm"] is not None for s in scores.values())
@@ -183,7 +187,7 @@ def _fmt(x: Any, digits: int = 1) -> str:
 
 
 CSV_HAND_KEYS = ("found", "pred_side", "right_side", "size_px", "error_2d_px", "error_2d_px_at_150", "mpjpe_wrist_mm",
-                 "mpjpe_mcp_scaled_mm")  # fmt: skip
+                 "mpjpe_mcp_scaled_mm", "wrist_position_mm")  # fmt: skip
 
 
 def per_item_csv(scores: dict[str, dict[str, Any]], extract_records: dict[str, dict]) -> str:
@@ -206,22 +210,24 @@ def per_item_csv(scores: dict[str, dict[str, Any]], extract_records: dict[str, d
 
 def markdown_table(scores: dict[str, dict[str, Any]], total: dict[str, Any]) -> str:
     """The per-photo table and the overall line."""
-    lines = ["| photo | GT hands | found (right side) | false hands | 2D px (hand px) | MPJPE wrist mm | MRRPE mm |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| photo | GT hands | found (right side) | false hands | 2D px (hand px) | MPJPE wrist mm | MRRPE mm "
+             "| wrist position mm |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, s in scores.items():
         hs = s["hands"]
         found = ", ".join(f"{g}: " + ("no" if not h["found"] else "yes" if h["right_side"] else f"as {h['pred_side']}")
                           for g, h in hs.items())  # fmt: skip
         d2 = ", ".join(f"{_fmt(h.get('error_2d_px'))} ({h['size_px']:.0f})" for h in hs.values())
         mp = ", ".join(_fmt(h.get("mpjpe_wrist_mm")) for h in hs.values())
+        wp = ", ".join(_fmt(h.get("wrist_position_mm"), 0) for h in hs.values())
         lines.append(f"| {name} | {'+'.join(hs)} | {found} | {', '.join(s['false_hands']) or 0} | {d2} | {mp} | "
-                     f"{_fmt(s['mrrpe_mm'])} |")  # fmt: skip
+                     f"{_fmt(s['mrrpe_mm'])} | {wp} |")  # fmt: skip
     t = total
     lines.append(
         f"| **all {t['items']}** | {t['gt_hands']} | {t['found']} found, {t['found_right_side']} right side | "
         f"{t['false_hands']} | {_fmt(t['mean_error_2d_px'])} ({_fmt(t['mean_size_px'], 0)}); "
         f"{_fmt(t['mean_error_2d_px_at_150'])} at 150 px | {_fmt(t['mean_mpjpe_wrist_mm'])} "
-        f"(MCP-scaled {_fmt(t['mean_mpjpe_mcp_scaled_mm'])}) | {_fmt(t['mean_mrrpe_mm'])} |"
+        f"(MCP-scaled {_fmt(t['mean_mpjpe_mcp_scaled_mm'])}) | {_fmt(t['mean_mrrpe_mm'])} | "
+        f"{_fmt(t['mean_wrist_position_mm'], 0)} |"
     )
     return "\n".join(lines) + "\n"
 

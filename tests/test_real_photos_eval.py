@@ -58,6 +58,7 @@ def test_known_offsets_give_known_errors():
     L, R = s["hands"]["left"], s["hands"]["right"]
     assert L["error_2d_px"] == pytest.approx(20.0) and L["mpjpe_wrist_mm"] == pytest.approx(0.0, abs=1e-9)
     assert L["error_2d_px_at_150"] == pytest.approx(20.0 * 150.0 / 160.0)
+    assert L["wrist_position_mm"] == pytest.approx(10.0) and R["wrist_position_mm"] == pytest.approx(0.0, abs=1e-9)
     assert R["error_2d_px"] == pytest.approx(10.0 / 21.0) and R["mpjpe_wrist_mm"] == pytest.approx(5.0 / 21.0)
     assert s["mrrpe_mm"] == pytest.approx(10.0)
     total = rp.summarize({"a": s})
@@ -125,6 +126,7 @@ def test_script_scores_an_extract_folder(tmp_path):
     assert float(rows["one"]["right_error_2d_px"]) == pytest.approx(20.0) and rows["one"]["false_hands"] == "left"
     assert rows["two"]["left_pred_side"] == "right" and rows["two"]["left_right_side"] == "False"
     assert rows["one"]["extract_status"] == "missing"  # no summary.json in this prediction folder
+    assert float(rows["one"]["right_wrist_position_mm"]) == pytest.approx(10.0)
     assert "| **all 2** | 3 |" in (out / "real_photos.md").read_text()
     assert Image.open(out / "overview.png").size[1] == rp.TILE_HEIGHT
     assert rp.main(["--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
@@ -140,6 +142,8 @@ def test_script_runs_extract_on_the_photos(tmp_path):
     assert code == 0
     summary = json.loads((out / "extract" / "summary.json").read_text())
     assert summary["totals"]["processed"] == 2
-    assert all(r["camera"] is None or r["camera"].startswith("file ") for r in summary["items"])
+    for r in summary["items"]:  # the camera files were used, also where no hand was found
+        camera = f"file {data / 'images' / r['name']}.json"
+        assert r["camera"] == camera if r["status"] == "ok" else f"(camera: {camera})" in r["message"]
     total = json.loads((out / "summary.json").read_text())["overall"]
     assert total["items"] == 2 and total["gt_hands"] == 3 and total["found"] + total["missed"] == 3

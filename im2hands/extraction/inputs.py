@@ -381,7 +381,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
             camera = (f"--focal {focal:g}" if focal is not None else f"default focal {float(found.K[0][0]):.1f} px")
             camera += ", principal point at the image centre"
         if not found.joints:
-            raise DataError(f"{src.name}: the keypoint estimator found no hand in {path}")
+            raise DataError(f"{src.name}: the keypoint estimator found no hand in {path} (camera: {camera})")
         kp, present = _assemble(src.name, found.joints)
         source = "refined" if getattr(found, "refined", False) else "estimator"
         return Item(name=src.name, keypoints=kp, present=present, K=np.asarray(found.K, dtype=np.float64), image=image,
