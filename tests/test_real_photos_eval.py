@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from im2hands.extraction.inputs import KeypointFile, write_keypoints
+from im2hands.extraction.inputs import KeypointFile, read_keypoints, write_keypoints
 
 SCRIPT = Path(__file__).resolve().parents[1] / "eval" / "real_photos.py"
 _spec = importlib.util.spec_from_file_location("real_photos_eval", SCRIPT)
@@ -133,17 +133,33 @@ def test_script_scores_an_extract_folder(tmp_path):
 
 
 def test_script_runs_extract_on_the_photos(tmp_path):
-    """The real command with the shipped models, on blank photos: every item is scored (a
-    photo without a hand found fails in extract and counts as missed)."""
-    data = _photo_folder(tmp_path / "data")
+    """The real command with the shipped models on one of the committed photos (two hands): the
+    item is scored, and its per-image camera places the predictions."""
+    import shutil
+
+    src = SCRIPT.parent / "real_photos"
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "gt").mkdir()
+    names = ("ih_44669_400012",)
+    for name in names:
+        for part in (f"images/{name}.jpg", f"images/{name}.json", f"gt/{name}.json"):
+            shutil.copyfile(src / part, data / part)
     out = tmp_path / "out"
     code = rp.main(["--data", str(data), "--out", str(out), "--", "--resolution", "8", "--upsampling-steps", "1",
                     "--no-progress"])  # fmt: skip
     assert code == 0
     summary = json.loads((out / "extract" / "summary.json").read_text())
-    assert summary["totals"]["processed"] == 2
+    assert summary["totals"]["processed"] == 1
     for r in summary["items"]:  # the camera files were used, also where no hand was found
-        camera = f"file {data / 'images' / r['name']}.json"
-        assert r["camera"] == camera if r["status"] == "ok" else f"(camera: {camera})" in r["message"]
+        camera_path = data / "images" / f"{r['name']}.json"
+        if r["status"] == "ok":
+            assert r["camera"] == f"file {camera_path}"
+            K_file = np.asarray(json.loads(camera_path.read_text())["camera"]["K"])
+            np.testing.assert_allclose(read_keypoints(out / "extract" / f"{r['name']}_keypoints.json").K, K_file)
+        else:
+            assert f"(camera: file {camera_path})" in r["message"]
     total = json.loads((out / "summary.json").read_text())["overall"]
-    assert total["items"] == 2 and total["gt_hands"] == 3 and total["found"] + total["missed"] == 3
+    assert total["items"] == 1 and total["gt_hands"] == 2 and total["found"] + total["missed"] == 2
+    rows = list(csv.DictReader((out / "per_item.csv").open()))
+    assert [r["name"] for r in rows] == list(names) and all(r["extract_status"] in ("ok", "failed") for r in rows)
