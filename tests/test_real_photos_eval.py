@@ -163,3 +163,38 @@ def test_script_runs_extract_on_the_photos(tmp_path):
     assert total["items"] == 1 and total["gt_hands"] == 2 and total["found"] + total["missed"] == 2
     rows = list(csv.DictReader((out / "per_item.csv").open()))
     assert [r["name"] for r in rows] == list(names) and all(r["extract_status"] in ("ok", "failed") for r in rows)
+
+
+def test_interhand_conversion(tmp_path):
+    """convert_interhand.py: world mm -> camera metres through camrot / campos, InterHand order
+    -> standard, right hand in rows 0-20, a hand with invalid joints left out."""
+    spec = importlib.util.spec_from_file_location("convert_interhand", SCRIPT.parent / "real_photos" / "convert_interhand.py")
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    from im2hands.hands.joint_orders import convert
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(np.zeros((8, 6, 3), np.uint8)).save(src / "image7.jpg")
+    a = 0.3
+    R = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+    campos = np.array([100.0, -50.0, -900.0])  # mm
+    right_cam, left_cam = RIGHT, LEFT  # standard order, camera frame, metres
+    world = np.concatenate([convert(h, "standard", "interhand") for h in (right_cam, left_cam)]) * 1000.0 @ R + campos
+    valid = [[1]] * 21 + [[1]] * 20 + [[0]]  # one left joint invalid: the left hand is absent
+    (src / "test_interhand2.6m_data.json").write_text(json.dumps({"images": [
+        {"file_name": "image7.jpg", "capture": 0, "camera": "cam1", "frame_idx": 7, "seq_name": "s"}]}))
+    (src / "test_interhand2.6m_camera.json").write_text(json.dumps({"0": {
+        "campos": {"cam1": campos.tolist()}, "camrot": {"cam1": R.tolist()},
+        "focal": {"cam1": [F, F + 1.0]}, "princpt": {"cam1": [3.0, 4.0]}}}))
+    (src / "test_interhand2.6m_joint_3d.json").write_text(json.dumps({"0": {"7": {
+        "world_coord": world.tolist(), "joint_valid": valid, "hand_type": "interacting"}}}))
+    records = conv.convert_folder(src, tmp_path / "dst")
+    assert records[0]["name"] == "ih_00007_cam1" and records[0]["hands"] == ["right"]
+    gt = read_keypoints(tmp_path / "dst" / "gt" / "ih_00007_cam1.json")
+    assert set(gt.joints) == {"right"}
+    np.testing.assert_allclose(gt.joints["right"], right_cam, atol=1e-6)
+    np.testing.assert_allclose(gt.K, [[F, 0, 3.0], [0, F + 1.0, 4.0], [0, 0, 1]])
+    camera = json.loads((tmp_path / "dst" / "images" / "ih_00007_cam1.json").read_text())
+    assert camera == {"camera": {"K": gt.K.tolist()}}
+    assert (tmp_path / "dst" / "images" / "ih_00007_cam1.jpg").read_bytes() == (src / "image7.jpg").read_bytes()
