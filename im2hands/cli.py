@@ -297,8 +297,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    help="keypoint refinement run or checkpoint (kpts_ref) for estimated keypoints; 'none': no refinement "
                    "(default: the shipped refiner with the shipped estimator, none with --estimator)")
     p.add_argument("--focal", type=float, default=None,
-                   help="focal length in pixels of images without a camera (default: the estimator's "
-                   "model.kpts_est.default_focal_factor, 1.2, x the longer side)")
+                   help="focal length in pixels of images without a camera file NAME.json beside them "
+                   "(docs/keypoints_format.md; default: the estimator's model.kpts_est.default_focal_factor, 1.2, "
+                   "x the longer side)")
     p.add_argument("--split", default="test", help="dataset split (default test; 'all' for every sample)")
     p.add_argument("--resolution", type=int, default=32, help="MISE start resolution, cells per side")
     p.add_argument("--upsampling-steps", type=int, default=3, help="MISE levels after the first (3 from 32: 256 cells)")

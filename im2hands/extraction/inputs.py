@@ -42,6 +42,8 @@ __all__ = [
     "KeypointFile",
     "parse_keypoints",
     "read_keypoints",
+    "camera_file",
+    "read_camera",
     "keypoints_to_dict",
     "write_keypoints",
     "ItemSource",
@@ -155,6 +157,37 @@ def read_keypoints(path: str | Path) -> KeypointFile:
     return parse_keypoints(fmt.read_json(path), where=str(path))
 
 
+def camera_file(image: str | Path) -> Path:
+    """The per-image camera file of an image: ``NAME.json`` beside ``NAME.jpg|png``."""
+    return Path(image).with_suffix(".json")
+
+
+def read_camera(path: str | Path) -> np.ndarray:
+    """Read a per-image camera file ``{"camera": {"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]}}``.
+
+    ``K`` is in pixels of the image beside the file (``docs/keypoints_format.md``); other keys
+    are ignored (a keypoint file also serves).
+
+    Returns:
+        ``(3, 3)`` float64 intrinsics.
+
+    Raises:
+        DataError: naming the file: malformed JSON, no ``camera.K``, a ``K`` that is not 3x3
+            numbers, NaN or infinite values, non-positive focal lengths or a bad last row.
+    """
+    path = Path(path)
+    where = str(path)
+    data = fmt.read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{where}: expected a JSON object with 'camera', got {type(data).__name__}")
+    camera = data.get("camera")
+    if not isinstance(camera, dict) or "K" not in camera:
+        raise DataError(f"{where}: needs 'camera': {{'K': [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]}} (pixels of the image)")
+    K = _matrix(camera["K"], (3, 3), "camera.K", where)
+    _check_K(K, where)
+    return K
+
+
 def keypoints_to_dict(joints: dict[str, np.ndarray], K: np.ndarray | None = None, order: str = "standard") -> dict:
     """The JSON dict of a keypoint file.
 
@@ -212,6 +245,9 @@ class Item:
         keypoints_source: where ``keypoints`` came from, one of :data:`KEYPOINT_SOURCES`:
             ``file`` (a keypoint file), ``dataset`` (the dataset's annotation), ``estimator``
             (estimated from the image) or ``refined`` (estimated, then refined by stage 3).
+        camera: where ``K`` came from, in words (``summary.json``'s ``camera``): the keypoint
+            file, the dataset, a per-image camera file (:func:`camera_file`), ``--focal`` or
+            the default; None without a camera.
     """
 
     name: str
@@ -222,6 +258,7 @@ class Item:
     vertices: np.ndarray | None = None
     faces: np.ndarray | None = None
     keypoints_source: str = "file"
+    camera: str | None = None
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
@@ -316,7 +353,9 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
         estimate: keypoints from the image instead of from files: a callable ``(image, K or
             None) -> result`` with ``result.joints`` (side -> (21, 3)), ``result.K`` and
             optionally ``result.refined`` (:class:`~im2hands.models.kpts_est.KeypointPipeline`);
-            dataset items pass their camera.
+            dataset items pass their camera; an image with a per-image camera file
+            (:func:`camera_file`) passes that file's ``K``, else None (``--focal`` or the
+            estimator's default).
 
     Raises:
         DataError: anything wrong with this item's files, or no hand found in the image.
@@ -324,28 +363,35 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
     if src.problem:
         raise DataError(src.problem)
     if estimate is not None:
-        K = None
+        K, camera = None, None
         if src.dataset is not None:
             ann = fmt.read_annotation(src.dataset, src.sample_id)
             K, path = np.asarray(ann.K, dtype=np.float64), src.dataset / ann.image
+            camera = "dataset"
         elif src.image is not None:
-            path = src.image
+            path, cam = src.image, camera_file(src.image)
+            if cam.is_file():  # the per-image camera wins over --focal
+                K, camera = read_camera(cam), f"file {cam}"
         else:
             raise DataError(f"{src.name}: no image to estimate keypoints from")
         image = fmt.read_image(path)
         found = estimate(image, K)
+        if K is None:
+            focal = getattr(estimate, "focal", None)
+            camera = (f"--focal {focal:g}" if focal is not None else f"default focal {float(found.K[0][0]):.1f} px")
+            camera += ", principal point at the image centre"
         if not found.joints:
-            raise DataError(f"{src.name}: the keypoint estimator found no hand in {path}")
+            raise DataError(f"{src.name}: the keypoint estimator found no hand in {path} (camera: {camera})")
         kp, present = _assemble(src.name, found.joints)
         source = "refined" if getattr(found, "refined", False) else "estimator"
         return Item(name=src.name, keypoints=kp, present=present, K=np.asarray(found.K, dtype=np.float64), image=image,
-                    keypoints_source=source)  # fmt: skip
+                    keypoints_source=source, camera=camera)  # fmt: skip
     if src.dataset is not None:
         ann = fmt.read_annotation(src.dataset, src.sample_id)
         joints = {s: h.keypoints for s, h in ann.hands.items() if h.valid}
         kp, present = _assemble(src.name, joints)
         item = Item(name=src.name, keypoints=kp, present=present, K=np.asarray(ann.K, dtype=np.float64),
-                    keypoints_source="dataset")  # fmt: skip
+                    keypoints_source="dataset", camera="dataset")  # fmt: skip
         if ann.image:
             item.image = fmt.read_image(src.dataset / ann.image)
         if hand_models is not None:
@@ -361,7 +407,8 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
         raise DataError(f"{src.name}: no keypoint file")
     parsed = read_keypoints(src.keypoints)
     kp, present = _assemble(src.name, parsed.joints)
-    item = Item(name=src.name, keypoints=kp, present=present, K=parsed.K, keypoints_source="file")
+    item = Item(name=src.name, keypoints=kp, present=present, K=parsed.K, keypoints_source="file",
+                camera=None if parsed.K is None else f"keypoint file {src.keypoints}")  # fmt: skip
     if src.image is not None:
         if parsed.K is None:
             raise DataError(f"{src.keypoints}: 'camera.K' is required when an image is given (to place the meshes over it)")

@@ -11,7 +11,9 @@ Per item ``NAME`` in ``out``:
   orange, right blue, :data:`~im2hands.data.show.HAND_COLORS`);
 - ``summary.json``: settings, one record per item (status ``ok`` / ``failed`` and message;
   where the keypoints came from, ``keypoints_source``: ``file``, ``dataset``, ``estimator``
-  or ``refined``; seconds: load, encode, decode, mise, marching, write (keypoints, OBJ),
+  or ``refined``; which camera ``K`` the item used, ``camera``: the keypoint file, the
+  dataset, a per-image camera file ``NAME.json`` beside an image, ``--focal`` or the default;
+  seconds: load, encode, decode, mise, marching, write (keypoints, OBJ),
   overlay, total; per hand: status, vertex and face counts, watertight, components, volume,
   points evaluated) and totals. Rewritten as items finish (at most once a second) and when
   the job stops, also on Ctrl-C, so an interrupted run leaves a valid summary of what
@@ -293,8 +295,10 @@ def extract_folder(
         refiner: keypoint refinement (``kpts_ref``) run folder, checkpoint or model, applied to
             the estimated keypoints; ``"none"``: no refinement; None: the shipped refiner when
             the estimator is the shipped one, else no refinement.
-        focal: focal length (pixels) of images without a camera (estimation only); None: the
-            estimator's ``default_focal_factor`` x the longer image side.
+        focal: focal length (pixels) of images without a camera file (estimation only; an image
+            ``NAME.jpg`` with ``NAME.json`` beside it uses that file's ``K``, see
+            :func:`~im2hands.extraction.inputs.read_camera`); None: the estimator's
+            ``default_focal_factor`` x the longer image side, principal point at the centre.
         **extractor_kwargs: more :class:`~im2hands.extraction.extractor.Extractor` options.
 
     Returns:
@@ -458,8 +462,8 @@ def _process(
     estimate: Any = None,
 ) -> dict[str, Any]:
     """Run one item; every failure becomes a record, nothing escapes but interrupts."""
-    rec: dict[str, Any] = {"name": src.name, "status": "ok", "message": "", "keypoints_source": None, "hands": {},
-                           "files": [], "seconds": {}}  # fmt: skip
+    rec: dict[str, Any] = {"name": src.name, "status": "ok", "message": "", "keypoints_source": None, "camera": None,
+                           "hands": {}, "files": [], "seconds": {}}  # fmt: skip
     t0 = time.perf_counter()
     try:
         item = load_item(src, hand_models=hand_models, estimate=estimate)
@@ -467,7 +471,9 @@ def _process(
             raise Im2HandsError(f"{src.name}: the model reads images but this item has none")
         batch = batch_from_item(item, image_size=image_size, crop=crop)
         t_load = time.perf_counter() - t0
-        rec["keypoints_source"] = item.keypoints_source
+        rec["keypoints_source"], rec["camera"] = item.keypoints_source, item.camera
+        if estimate is not None and src.image is not None:  # plain images: say which camera placed the hands
+            log.info("%s: camera %s", src.name, item.camera)
         result = extractor.extract(batch)
         t = time.perf_counter()
         # the keypoints first: an item whose meshes are on disk always has its keypoints too
