@@ -116,7 +116,7 @@ def test_bad_camera_file_fails_its_item_only(tmp_path, monkeypatch, caplog):
         return fake, {}
 
     monkeypatch.setattr(run_mod, "_load_estimator", load_estimator)
-    monkeypatch.setattr(run_mod, "load_model", lambda path, device="cpu": (SkeletonOccupancy(), None))
+    monkeypatch.setattr(run_mod, "load_model", lambda path, **kwargs: (SkeletonOccupancy(), None))
     for name in "abc":
         _image(tmp_path / "img" / f"{name}.jpg")
     (tmp_path / "img" / "a.json").write_text(json.dumps({"camera": {"K": FILE_K.tolist()}}))
