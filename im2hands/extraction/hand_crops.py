@@ -318,8 +318,8 @@ class HandCropPipeline:
         if self.scan:
             searches.append(lambda: self._scan(t))
         searches.append(lambda: self._probe(t, found))
-        if self.repaint:
-            searches.append(lambda: self.detector(self._paint_over(t, found["box"])))
+        if self.repaint:  # only when something was found: painting nothing repeats the first search
+            searches.append(lambda: self.detector(self._paint_over(t, found["box"])) if "box" in found else Detections.empty())
         for search in searches:
             det = search()
             if len(det.roi) > 0:

@@ -198,3 +198,10 @@ def test_painting_over_the_found_hand_finds_the_other():
     assert detector.calls == 2
     one = HandCropPipeline(SalientOnlyDetector(centres), FakeCropNet(hands), scan=(), probe_angles=(), repaint=False)(_u8(image), K)
     assert set(one.joints) == {"left"}
+
+
+def test_all_searches_on_an_empty_image():
+    image, _ = _scene(())
+    detector = SalientOnlyDetector([(100, 100)])
+    found = HandCropPipeline(detector, FakeCropNet({}), scan=(0.5,), repaint=True)(_u8(image), K)
+    assert found.joints == {} and found.candidates == 0 and detector.calls == 1
