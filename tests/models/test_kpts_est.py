@@ -12,7 +12,7 @@ from im2hands.cli import main
 from im2hands.config import load_config
 from im2hands.data.dataset import HandsDataset
 from im2hands.data.synthetic import synthesize
-from im2hands.engine.builders import build_model
+from im2hands.engine.builders import build_batch_transform, build_model
 from im2hands.engine.checkpoint import save_checkpoint
 from im2hands.engine.weights import shipped_path
 from im2hands.extraction.run import extract_folder
@@ -104,8 +104,12 @@ def test_registered_and_output_shapes():
     model = _smoke()
     T = model.num_iterations
     batch = _random_batch()
+    augment = build_batch_transform(load_config(SMOKE))  # the trainer's: augmented targets in training
+    assert augment(batch, training=False) is batch
+    augmented = augment(batch, training=True)
+    assert not torch.equal(augmented["keypoints_2d"], batch["keypoints_2d"]) and "presence" in augmented
     model.train()
-    out = model(batch)
+    out = model(augmented)
     h = S // 4
     shapes = {
         "keypoints_2d": (2, 2, 21, 2), "keypoints_3d": (2, 2, 21, 3), "presence_logits": (2, 2),
@@ -119,7 +123,7 @@ def test_registered_and_output_shapes():
     for key, shape in shapes.items():
         assert tuple(out[key].shape) == shape, key
     assert (out["keypoints_3d"][:, :, 0] == 0).all()  # wrist-relative
-    assert "target_keypoints_2d" in out and "keypoints" not in out  # augmented targets in training
+    assert "keypoints" not in out  # no placement in training
     model.eval()
     with torch.no_grad():
         ev = model({"image": batch["image"], "K": batch["K"]})
@@ -213,7 +217,7 @@ def test_builds_from_each_config(path):
     assert cfg.model.type == "kpts_est"
     model = build_model(cfg)
     assert isinstance(model, KptsEstModel) and model.num_iterations == cfg.model.kpts_est.iterations
-    assert model.augment is not None and model.encoder.depth == cfg.model.encoder.depth
+    assert build_batch_transform(cfg) is not None and model.encoder.depth == cfg.model.encoder.depth
 
 
 def test_trains_with_the_one_trainer(synth, tmp_path):

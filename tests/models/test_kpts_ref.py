@@ -6,6 +6,7 @@ import torch
 
 from im2hands.config import load_config
 from im2hands.data.keypoint_noise import KeypointNoise
+from im2hands.engine.builders import build_batch_transform
 from im2hands.hands.constants import LEFT, RIGHT
 from im2hands.hands.joint_orders import STANDARD_PARENTS
 from im2hands.models.encoder import ImageEncoder
@@ -43,6 +44,15 @@ def _batch(B: int = 2, seed: int = 0) -> dict:
 def _smoke_model(**overrides) -> KptsRefModel:
     cfg = load_config(REPO / "configs/smoke/kpts_ref.yaml", [f"{k}={v}" for k, v in overrides.items()])
     return KptsRefModel.from_config(cfg)
+
+
+NOISY = build_batch_transform(load_config(REPO / "configs/smoke/kpts_ref.yaml"))
+"""The trainer's batch transform for kpts_ref: ``keypoints_noisy`` (fresh in training, seeded in eval)."""
+
+
+def _run(model: KptsRefModel, batch: dict) -> dict:
+    """``model(batch)`` as the trainer runs it (the batch transform first, in the model's mode)."""
+    return model(NOISY(batch, training=model.training))
 
 
 def _randomize_heads(model_or_refiner) -> None:
@@ -157,13 +167,15 @@ def test_model_registered_and_interface():
     assert (KptsRefModel.val_metric, KptsRefModel.val_mode, KptsRefModel.stage) == ("mpjpe_mm", "min", "kpts_ref")
     model = _smoke_model().eval()
     batch = _batch(2)
-    out = model(batch)
+    out = _run(model, batch)
     assert out["keypoints"].shape == out["keypoints_noisy"].shape == (2, 2, 21, 3)
     feats = model.encode(batch)
     assert feats.feature_map.shape == (2, 8, 16, 16) and feats.image_size == (S, S)
     torch.testing.assert_close(model.refine(out["keypoints_noisy"], feats, batch["hand_valid"]), out["keypoints"])
     with pytest.raises(NotImplementedError):
         model.decode(torch.zeros(2, 2, 5, 3), feats)
+    with pytest.raises(KeyError, match="keypoints_noisy"):  # the noise is the trainer's batch transform
+        model(batch)
 
 
 def test_gradients_flow_to_every_used_parameter():
@@ -171,7 +183,7 @@ def test_gradients_flow_to_every_used_parameter():
     _randomize_heads(model)
     model.train()
     batch = _batch(2)
-    model.compute_loss(batch, model(batch))["loss"].backward()
+    model.compute_loss(batch, _run(model, batch))["loss"].backward()
     no_grad = {n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0}
     # The encoder's heatmap/mask output convs and its query conv are not used by this stage (frozen).
     unused = {
@@ -190,7 +202,7 @@ def test_frozen_encoder_gets_no_gradient():
     model.train()
     assert not model.encoder.training
     batch = _batch(2)
-    model.compute_loss(batch, model(batch))["loss"].backward()
+    model.compute_loss(batch, _run(model, batch))["loss"].backward()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert model.fuse.weight.grad is not None
     assert all(p.requires_grad for p in model.trainable_parameters())
@@ -205,7 +217,7 @@ def test_batch_permutation_permutes_outputs():
     batch["hand_valid"][2, LEFT] = False
     perm = torch.tensor([2, 0, 3, 1])
     permuted = {k: v[perm] for k, v in batch.items()}
-    out, out_p = model(batch), model(permuted)  # eval noise is seeded by batch["index"]
+    out, out_p = _run(model, batch), _run(model, permuted)  # eval noise is seeded by batch["index"]
     torch.testing.assert_close(out_p["keypoints_noisy"], out["keypoints_noisy"][perm])
     torch.testing.assert_close(out_p["keypoints"], out["keypoints"][perm], rtol=1e-4, atol=1e-6)
 
@@ -214,12 +226,12 @@ def test_noise_fixed_in_eval_fresh_in_training_and_given_noisy_used():
     model = _smoke_model()
     batch = _batch(2)
     model.eval()
-    torch.testing.assert_close(model(batch)["keypoints_noisy"], model(batch)["keypoints_noisy"], rtol=0, atol=0)
-    assert not torch.allclose(model(batch)["keypoints_noisy"], batch["keypoints"])
+    torch.testing.assert_close(_run(model, batch)["keypoints_noisy"], _run(model, batch)["keypoints_noisy"], rtol=0, atol=0)
+    assert not torch.allclose(_run(model, batch)["keypoints_noisy"], batch["keypoints"])
     model.train()
-    assert not torch.allclose(model(batch)["keypoints_noisy"], model(batch)["keypoints_noisy"])
+    assert not torch.allclose(_run(model, batch)["keypoints_noisy"], _run(model, batch)["keypoints_noisy"])
     given = batch["keypoints"] + 0.001
-    assert torch.equal(model({**batch, "keypoints_noisy": given})["keypoints_noisy"], given)
+    assert torch.equal(_run(model, {**batch, "keypoints_noisy": given})["keypoints_noisy"], given)
 
 
 def test_loss_zero_at_ground_truth_and_known_values():
