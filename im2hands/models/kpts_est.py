@@ -323,11 +323,11 @@ class KptsEstModel(KeypointEstimator):
         both = present.all(-1)
         gt_lr = gt[:, LEFT, 0] - gt[:, RIGHT, 0]
         rel = outputs["rel_translation"].double().cpu().numpy()
-        out["mrrpe_mm"] = mean_over(1000.0 * np.linalg.norm(rel - gt_lr, axis=-1), both)
+        out["mrrpe_mm"] = mean_over(m_to_mm(np.linalg.norm(rel - gt_lr, axis=-1)), both)
         if "wrist" in outputs:
             wr = outputs["wrist"].double().cpu().numpy()  # (B, 2, 3)
-            out["mrrpe_placed_mm"] = mean_over(1000.0 * np.linalg.norm(wr[:, LEFT] - wr[:, RIGHT] - gt_lr, axis=-1), both)
-            out["wrist_abs_mm"] = mean_over(1000.0 * np.linalg.norm(wr - gt[:, :, 0], axis=-1), present)
+            out["mrrpe_placed_mm"] = mean_over(m_to_mm(np.linalg.norm(wr[:, LEFT] - wr[:, RIGHT] - gt_lr, axis=-1)), both)
+            out["wrist_abs_mm"] = mean_over(m_to_mm(np.linalg.norm(wr - gt[:, :, 0], axis=-1)), present)
         H_img, W_img = batch["image"].shape[-2:]
         for kind in ("amodal", "visible"):
             gt_m = tg[f"masks_{kind}"]

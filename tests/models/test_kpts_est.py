@@ -206,6 +206,7 @@ def overfit(synth):
     return model.eval(), before, after
 
 
+@pytest.mark.slow
 def test_tiny_overfit_lowers_2d_and_3d_errors(overfit):
     _, (e2_0, e3_0), (e2_1, e3_1) = overfit
     assert e2_1 < 0.4 * e2_0 and e3_1 < 0.3 * e3_0, (e2_0, e2_1, e3_0, e3_1)
@@ -255,6 +256,7 @@ def _images(synth, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_extract_from_images_alone(synth, runs, tmp_path):
     images = _images(synth, tmp_path / "img")
     out = tmp_path / "out"
@@ -280,6 +282,7 @@ def test_extract_from_images_alone(synth, runs, tmp_path):
     assert all(set(r["hands"]) == {"left", "right"} for r in s2["items"]), [r["message"] for r in s2["items"]]
 
 
+@pytest.mark.slow
 def test_extract_estimation_errors(synth, runs, tmp_path, capsys):
     images = _images(synth, tmp_path / "img")
     # no --estimator: the shipped estimator and, with it, the shipped refiner ('none' turns it off)
@@ -296,6 +299,7 @@ def test_extract_estimation_errors(synth, runs, tmp_path, capsys):
         extract_folder(tmp_path / "o", model=runs / "occ", images=images, estimator=runs / "occ", progress=False)
 
 
+@pytest.mark.slow
 def test_pipeline_on_images_of_any_size(runs):
     from im2hands.engine.checkpoint import load_model
 

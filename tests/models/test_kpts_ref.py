@@ -41,9 +41,14 @@ def _batch(B: int = 2, seed: int = 0) -> dict:
     }
 
 
-def _smoke_model(**overrides) -> KptsRefModel:
-    cfg = load_config(REPO / "configs/smoke/kpts_ref.yaml", [f"{k}={v}" for k, v in overrides.items()])
-    return KptsRefModel.from_config(cfg)
+def _smoke_model(*, dropout: float = 0.01, dim: int = 16, abs_weight: float = 0.0,
+                 freeze_encoder: bool = False) -> KptsRefModel:
+    """The smoke config's stage 3 (``configs/smoke/kpts_ref.yaml``), built from keyword arguments."""
+    encoder = ImageEncoder(depth=10, width=8, head_channels=8, feature_channels=4, image_size=S)
+    refiner = KeypointRefiner(feature_channels=8, feature_size=encoder.feature_size, dim=dim, layers=2, patch_grid=4,
+                              heads=2, graph_order=2, mlp_ratio=2.0, dropout=dropout, cross_hand=True,
+                              pixel_aligned=True)  # fmt: skip
+    return KptsRefModel(encoder=encoder, refiner=refiner, abs_weight=abs_weight, freeze_encoder=freeze_encoder)
 
 
 NOISY = build_batch_transform(load_config(REPO / "configs/smoke/kpts_ref.yaml"))
@@ -97,6 +102,7 @@ def test_cheb_graph_conv_matches_naive_loop(order):
     torch.testing.assert_close(conv(x), expected)
 
 
+@pytest.mark.slow
 def test_cheb_graph_conv_gradcheck():
     conv = ChebGraphConv(3, 2, order=3).double()
     x = torch.randn(2, 21, 3, dtype=torch.float64, requires_grad=True)
@@ -179,7 +185,7 @@ def test_model_registered_and_interface():
 
 
 def test_gradients_flow_to_every_used_parameter():
-    model = _smoke_model(**{"model.kpts_ref.dropout": 0.0})
+    model = _smoke_model(dropout=0.0)
     _randomize_heads(model)
     model.train()
     batch = _batch(2)
@@ -197,7 +203,7 @@ def test_gradients_flow_to_every_used_parameter():
 
 
 def test_frozen_encoder_gets_no_gradient():
-    model = _smoke_model(**{"model.kpts_ref.freeze_encoder": True})
+    model = _smoke_model(freeze_encoder=True)
     _randomize_heads(model)
     model.train()
     assert not model.encoder.training
@@ -235,7 +241,7 @@ def test_noise_fixed_in_eval_fresh_in_training_and_given_noisy_used():
 
 
 def test_loss_zero_at_ground_truth_and_known_values():
-    model = _smoke_model(**{"model.kpts_ref.abs_weight": 0.5})
+    model = _smoke_model(abs_weight=0.5)
     batch = _batch(2)
     gt = batch["keypoints"]
     losses = model.compute_loss(batch, {"keypoints": gt.clone(), "keypoints_noisy": gt})
@@ -284,11 +290,11 @@ def test_mpjpe_matches_numpy():
     assert all(np.isnan(v) for v in model.metrics(batch, {"keypoints": pred, "keypoints_noisy": noisy}).values())
 
 
+@pytest.mark.slow
 def test_overfit_one_batch():
     torch.manual_seed(0)
     # Frozen encoder: its BatchNorms stay in eval mode, so train- and eval-mode outputs agree.
-    overrides = {"model.kpts_ref.dropout": 0.0, "model.kpts_ref.dim": 32, "model.kpts_ref.freeze_encoder": True}
-    model = _smoke_model(**overrides)
+    model = _smoke_model(dropout=0.0, dim=32, freeze_encoder=True)
     noise = KeypointNoise(jitter_mm=8.0, depth_bias_mm=0.0, swap_prob=0.0, finger_drift_prob=0.0, scale_std=0.0)
     batch = _batch(2, seed=3)
     batch["keypoints_noisy"] = noise(batch["keypoints"], torch.Generator().manual_seed(0))
@@ -312,6 +318,12 @@ def test_from_config_builds(path):
     assert isinstance(model, KptsRefModel) and isinstance(model.encoder, ImageEncoder)
     assert model.refiner.feature_size == cfg.model.encoder.image_size // 4
     assert len(model.refiner.layers) == cfg.model.kpts_ref.layers
+
+
+def test_keyword_built_smoke_model_is_the_smoke_config():
+    from_yaml = KptsRefModel.from_config(load_config(REPO / "configs/smoke/kpts_ref.yaml"))
+    built = _smoke_model()
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in from_yaml.state_dict().items()}
 
 
 def test_autocast_keeps_geometry_precise():
