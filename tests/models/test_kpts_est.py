@@ -18,6 +18,7 @@ from im2hands.engine.weights import shipped_path
 from im2hands.extraction.run import extract_folder
 from im2hands.geometry.frames import project
 from im2hands.extraction.keypoints import KeypointPipeline
+from im2hands.models.encoder import ImageEncoder
 from im2hands.models.kpts_est import KptsEstModel, border_weights
 from im2hands.models.kpts_est_heads import heatmap_kl, sample_at, soft_argmax, splat
 from im2hands.registry import MODELS
@@ -41,8 +42,24 @@ def synth(tmp_path_factory):
     return root
 
 
-def _smoke(*overrides: str) -> KptsEstModel:
-    return build_model(load_config(SMOKE, list(overrides)))
+def _smoke() -> KptsEstModel:
+    """The smoke config's estimator (``configs/smoke/kpts_est.yaml``), built from keyword arguments
+    (its augmentation is the trainer's batch transform, not part of the model)."""
+    encoder = ImageEncoder(depth=10, width=8, head_channels=8, feature_channels=4, image_size=S)
+    weights = {"2d": 0.1, "heatmap": 1.0, "3d": 0.1, "rel": 0.02, "mask": 1.0, "presence": 0.1}
+    return KptsEstModel(
+        encoder=encoder, feature_dim=8, dim=16, iterations=2, graph_layers=1, graph_order=2, attention_layers=1,
+        heads=2, mlp_ratio=2.0, dropout=0.0, conv_blocks=1, splat_sigma=1.5, heatmap_sigma=1.0, loss_weights=weights,
+        presence_threshold=0.5, default_focal_factor=1.2, passes=1, prior_weight=4.0,
+    )  # fmt: skip
+
+
+def test_keyword_built_smoke_model_is_the_smoke_config():
+    from_yaml = build_model(load_config(SMOKE))
+    built = _smoke()
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in from_yaml.state_dict().items()}
+    for name in ("loss_weights", "presence_threshold", "default_focal_factor", "passes", "prior_weight", "heatmap_sigma"):
+        assert getattr(built, name) == getattr(from_yaml, name), name
 
 
 def _random_batch(B: int = 2, seed: int = 0) -> dict:
@@ -132,7 +149,7 @@ def test_registered_and_output_shapes():
 
 
 def test_gradients_reach_every_head_and_every_iteration_is_supervised():
-    model = _smoke("model.kpts_est.augment=false")
+    model = _smoke()
     model.train()
     batch = _random_batch(seed=1)
     out = model(batch)
@@ -185,7 +202,7 @@ def overfit(synth):
     """The smoke estimator fitted to the two synthetic samples (80 Adam steps, no augmentation):
     (model in eval mode, errors before, errors after) with errors = (2D px, MPJPE mm)."""
     torch.manual_seed(0)
-    model = _smoke("model.kpts_est.augment=false")
+    model = _smoke()
     batch = _dataset_batch(synth)
     opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
 
