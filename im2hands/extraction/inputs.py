@@ -195,7 +195,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
             ground-truth meshes (for :class:`~im2hands.extraction.oracle.MeshOccupancy`).
         estimate: keypoints from the image instead of from files: a callable ``(image, K or
             None) -> result`` with ``result.joints`` (side -> (21, 3)), ``result.K`` and
-            optionally ``result.refined`` (:class:`~im2hands.models.kpts_est.KeypointPipeline`);
+            optionally ``result.refined`` (:class:`~im2hands.extraction.keypoints.KeypointPipeline`);
             dataset items pass their camera.
 
     Raises:

@@ -131,7 +131,7 @@ def write_item_keypoints(path: str | os.PathLike, item: Item) -> Path:
     ``{"order": "standard", "camera": {"K": ...}, "left": {"joints": 21 x [x, y, z]}, "right": ...}``:
     camera frame (OpenCV), metres, ``standard`` order; ``camera`` only when the item has a
     ``K``; an absent hand is left out (its stand-in is not written). The format of
-    ``docs/keypoints_format.md``, read back by :func:`~im2hands.extraction.inputs.read_keypoints`
+    ``docs/keypoints_format.md``, read back by :func:`~im2hands.data.files.read_keypoints`
     and by ``im2hands eval`` (:func:`~im2hands.metrics.evaluator.read_keypoint_file`).
     """
     joints = {side: item.keypoints[h] for h, side in enumerate(SIDES) if item.present[h]}
