@@ -29,6 +29,7 @@ from im2hands.data.files import (  # noqa: F401 - keypoint files have one home; 
     read_keypoints,
     write_keypoints,
 )
+from im2hands.geometry.frames import project_np
 from im2hands.hands.constants import SIDES
 from im2hands.utils.errors import DataError, Im2HandsError
 
@@ -277,8 +278,7 @@ def prepare_image(
     """
     h, w = image.shape[:2]
     if keypoints is not None and fill:
-        uvw = np.asarray(keypoints, dtype=np.float64) @ np.asarray(K, dtype=np.float64).T
-        uv = uvw[:, :2] / uvw[:, 2:]
+        uv = project_np(np.asarray(keypoints, dtype=np.float64), np.asarray(K, dtype=np.float64))
         lo, hi = uv.min(0), uv.max(0)
         side = max(int(math.ceil(float((hi - lo).max()) / fill)), 16)
         x0, y0 = (int(round(float(c) - side / 2)) for c in (lo + hi) / 2)

@@ -40,6 +40,7 @@ from im2hands.typing import Bool, Float, Tensor
 __all__ = [
     "HALO_SCALE",
     "CM3_PER_M3",
+    "project_np",
     "orthonormal_basis",
     "WRIST",
     "INDEX_MCP",
@@ -179,6 +180,19 @@ def m_to_mm(x: Tensor) -> Tensor:
 def mm_to_m(x: Tensor) -> Tensor:
     """Millimetres to metres."""
     return x / 1000.0
+
+
+def project_np(points: np.ndarray, K: np.ndarray, min_depth: float | None = None) -> np.ndarray:
+    """numpy twin of :func:`project`: pixels ``(K p)[:2] / z`` of ``(N, 3)`` camera-frame points
+    (any unit) for ``(3, 3)`` intrinsics; with ``min_depth`` the depth is clipped from below
+    (points behind the camera then project far away instead of dividing by ~0).
+
+    Returns:
+        ``(N, 2)`` pixels.
+    """
+    uvw = points @ K.T
+    z = uvw[:, 2:] if min_depth is None else np.clip(uvw[:, 2:], min_depth, None)
+    return uvw[:, :2] / z
 
 
 CM3_PER_M3: float = 1e6
