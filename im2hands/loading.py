@@ -40,6 +40,7 @@ from omegaconf.errors import OmegaConfBaseException
 from im2hands.config.load import check_ranges, config_to_yaml
 from im2hands.config.schema import ExperimentConfig
 from im2hands.registry import MODELS
+from im2hands.typing import Tensor
 from im2hands.utils.errors import ConfigError, Im2HandsError
 
 __all__ = [
@@ -56,6 +57,8 @@ __all__ = [
     "model_class",
     "load_model",
     "build_from_stored_config",
+    "load_frozen",
+    "load_state_file",
     "shipped_path",
     "read_manifest",
 ]
@@ -276,6 +279,30 @@ def load_frozen(run_or_file: str | os.PathLike, *, source: str, stage: str | Non
     except RuntimeError as exc:
         raise Im2HandsError(f"{path}: weights do not match its config: {str(exc).splitlines()[0]}") from None
     return model, config_yaml
+
+
+# --------------------------------------------------------------------------- plain state dicts
+
+
+def load_state_file(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict saved with ``torch.save`` (plain, or under a ``state_dict``/``model`` key).
+
+    Raises:
+        Im2HandsError: the file is missing or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise Im2HandsError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable / not a torch file
+        raise Im2HandsError(f"{path}: cannot read weights: {exc}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise Im2HandsError(f"{path}: expected a state dict of tensors")
+    return state
 
 
 # --------------------------------------------------------------------------- shipped weights

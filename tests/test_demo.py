@@ -24,6 +24,7 @@ def demo(tmp_path_factory):
     return out, json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_demo_writes_meshes_pictures_and_tables(demo):
     out, results = demo
     assert (out / "strip.png").stat().st_size > 0 and (out / "results.md").is_file()
@@ -40,6 +41,7 @@ def test_demo_writes_meshes_pictures_and_tables(demo):
     assert settings["refiner"].endswith("kpts_ref.pt") and settings["model"].endswith("ref_occ.pt")
 
 
+@pytest.mark.slow
 def test_demo_reproduces_the_recorded_heldout_numbers(demo):
     _, results = demo
     recorded = read_manifest()["heldout"]

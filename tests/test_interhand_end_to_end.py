@@ -29,6 +29,7 @@ from fixtures_interhand import build_interhand_fixture  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_interhand_prepare_train_extract_eval(tmp_path):
     fx = build_interhand_fixture(tmp_path / "ih26m")
     data = tmp_path / "prepared"

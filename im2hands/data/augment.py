@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from im2hands.typing import Float, Tensor
+from im2hands.utils.batch import presence_from_batch
 
 __all__ = ["Augment", "rotation_z", "warp_pixels", "presence_from_batch"]
 
@@ -62,22 +63,6 @@ def warp_pixels(uv: Float[Tensor, "B ... 2"], A: Float[Tensor, "B 2 2"], b: Floa
     shape = uv.shape
     flat = uv.reshape(shape[0], -1, 2)
     return (flat @ A.transpose(-1, -2) + b[:, None]).reshape(shape)
-
-
-def presence_from_batch(batch: dict[str, Any]) -> torch.Tensor:
-    """``(B, 2)`` bool: the hand is valid and seen in the image (a visible-mask pixel, or
-    without masks a 2D keypoint inside the image)."""
-    kp2 = batch["keypoints_2d"]
-    B = kp2.shape[0]
-    valid = batch.get("hand_valid")
-    valid = torch.ones(B, 2, dtype=torch.bool, device=kp2.device) if valid is None else valid.bool()
-    if "masks_visible" in batch:
-        seen = batch["masks_visible"].flatten(2).any(-1)
-    else:
-        H, W = batch["image"].shape[-2:]
-        inside = (kp2[..., 0] >= 0) & (kp2[..., 0] < W) & (kp2[..., 1] >= 0) & (kp2[..., 1] < H)
-        seen = inside.any(-1)
-    return valid & seen
 
 
 def _sample(img: Tensor, grid: Tensor, mode: str) -> Tensor:

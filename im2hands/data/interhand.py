@@ -47,6 +47,7 @@ from im2hands.data.interhand_io import (
     read_split,
     split_id_range,
 )
+from im2hands.geometry.frames import project_np
 from im2hands.geometry.raster import join_meshes, rasterize
 from im2hands.hands.constants import SIDES
 from im2hands.hands.joint_orders import convert
@@ -133,11 +134,6 @@ def crop_image(image: np.ndarray, box: tuple[float, float, float], size: int = C
     return np.asarray(out, dtype=np.uint8)
 
 
-def _project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    q = points @ K.T
-    return q[:, :2] / q[:, 2:3]
-
-
 # ----------------------------------------------------------------------------- one sample
 
 
@@ -212,14 +208,14 @@ def prepare_sample(task: SampleTask, models: dict[str, HandModel], size: int = C
     all_verts = np.concatenate(list(verts.values()))
     if (all_verts[:, 2] <= 0.01).any():
         raise DataError(f"{task.file_name}: hand vertices lie behind camera {task.camera_name}")
-    box = crop_box(_project(all_verts, K_full))
+    box = crop_box(project_np(all_verts, K_full))
     K = crop_intrinsics(K_full, box, size)
     ann_hands = {}
     for side in task.sides:
         ann_hands[side] = fmt.HandAnnotation(
             valid=True, pose=_vector(task, side, "pose", 48)[0].numpy(),
             shape=_vector(task, side, "shape", 10)[0].numpy(), trans=_vector(task, side, "trans", 3)[0].numpy(),
-            keypoints=kps[side], keypoints_2d=_project(kps[side], K),
+            keypoints=kps[side], keypoints_2d=project_np(kps[side], K),
         )  # fmt: skip
     joints, joint_valid = _interhand_joints(task, R, t)
     extra: dict[str, Any] = {
@@ -256,7 +252,7 @@ def _joints_view(ann: fmt.Annotation, joints, joint_valid, K: np.ndarray) -> fmt
     hands = {}
     for side, h in ann.hands.items():
         hands[side] = fmt.HandAnnotation(valid=bool(joint_valid[side].all()), pose=h.pose, shape=h.shape,
-                                         trans=h.trans, keypoints=joints[side], keypoints_2d=_project(joints[side], K))
+                                         trans=h.trans, keypoints=joints[side], keypoints_2d=project_np(joints[side], K))
     if not any(h.valid for h in hands.values()):
         return None
     extra = {k: v for k, v in ann.extra.items() if k not in ("joints_interhand",)}

@@ -41,6 +41,34 @@ def build_model(cfg: Any):
     return model_class(cfg).from_config(cfg)
 
 
+def build_batch_transform(cfg: Any):
+    """The transform the trainer applies to every batch before ``forward``
+    (:mod:`im2hands.data.transforms`), or None: ``kpts_est`` with ``model.kpts_est.augment``
+    gets its training augmentation, ``kpts_ref`` its keypoint noise (``model.kpts_ref.noise``)."""
+    from im2hands.data.augment import Augment
+    from im2hands.data.keypoint_noise import KeypointNoise
+    from im2hands.data.transforms import AugmentBatch, NoisyKeypoints
+
+    name = cfg.model.type
+    if name == "kpts_est" and cfg.model.kpts_est.augment:
+        kc = cfg.model.kpts_est
+        return AugmentBatch(Augment(
+            scale_range=tuple(kc.aug_scale_range), rotation_deg=kc.aug_rotation_deg, translate=kc.aug_translate,
+            truncation_prob=kc.aug_truncation_prob, truncation_range=tuple(kc.aug_truncation_range),
+            color=kc.aug_color, hue=kc.aug_hue, blur_prob=kc.aug_blur_prob, blur_sigma=tuple(kc.aug_blur_sigma),
+            noise_std=kc.aug_noise_std, erase_prob=kc.aug_erase_prob,
+        ))  # fmt: skip
+    if name == "kpts_ref":
+        nc = cfg.model.kpts_ref.noise
+        noise = KeypointNoise(
+            jitter_mm=nc.jitter_mm, tip_growth=nc.tip_growth, depth_bias_mm=nc.depth_bias_mm,
+            depth_along_rays=nc.depth_along_rays, swap_prob=nc.swap_prob, finger_drift_prob=nc.finger_drift_prob,
+            finger_drift_mm=nc.finger_drift_mm, scale_std=nc.scale_std,
+        )  # fmt: skip
+        return NoisyKeypoints(noise, val_seed=nc.val_seed)
+    return None
+
+
 def build_device(cfg: Any, local_rank: int = 0) -> torch.device:
     """``train.device`` as a torch device: ``auto`` is CUDA when available (one GPU per local
     rank under torchrun), else CPU.

@@ -1,7 +1,7 @@
 """The one training loop, for every stage (stage differences live in the models).
 
 ``train(cfg)`` builds everything through :mod:`im2hands.engine.builders`, then repeats
-forward -> ``compute_loss`` -> backward -> (clip) -> optimizer and scheduler step until
+batch transform (augmentation, keypoint noise: :mod:`im2hands.data.transforms`) -> forward -> ``compute_loss`` -> backward -> (clip) -> optimizer and scheduler step until
 ``train.max_steps`` or ``train.max_minutes``. It validates every ``train.val_every`` steps and
 at the end (``best.pt`` when the model's ``val_metric`` improves), writes ``last.pt`` every
 ``train.checkpoint_every`` steps and at the end, and logs to ``metrics.jsonl`` (see
@@ -217,6 +217,7 @@ class Trainer:
 
         seed_everything(cfg.seed + info.rank)
         self.raw = builders.build_model(cfg)
+        self.transform = builders.build_batch_transform(cfg)
         if ckpt is None:  # a fresh run: initialisation from other trained weights (none on resume)
             for line in self.raw.initialize_from_config(cfg):
                 log.info("initialised %s", line)
@@ -313,6 +314,8 @@ class Trainer:
     def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         batch = move_to(batch, self.device)
         with self._autocast():
+            if self.transform is not None:
+                batch = self.transform(batch, training=True)
             outputs = self.model(batch)
             losses = self.raw.compute_loss(batch, outputs)
         if "loss" not in losses:
@@ -359,6 +362,8 @@ class Trainer:
             torch.manual_seed(self.cfg.seed)  # the same validation whenever it runs
             for batch in self.val_loader:
                 batch = move_to(batch, self.device)
+                if self.transform is not None:
+                    batch = self.transform(batch, training=False)
                 out = raw(batch)
                 values = {k: float(v) for k, v in raw.compute_loss(batch, out).items()}
                 values.update({k: float(v) for k, v in raw.metrics(batch, out).items()})

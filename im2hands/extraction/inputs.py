@@ -1,16 +1,7 @@
 """Inputs of ``im2hands extract``: keypoint JSON files, image folders and dataset splits -> items.
 
-Keypoint files (one per item, ``NAME.json``; ``docs/keypoints_format.md``)::
-
-    {"order": "standard",
-     "camera": {"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]},
-     "left":  {"joints": [[x, y, z], ... 21]},
-     "right": {"joints": [[x, y, z], ... 21]}}
-
-Camera frame (OpenCV: +x right, +y down, +z forward), metres. ``order`` is one of
-:data:`KEYPOINT_ORDERS` (default ``standard``); joints are converted to ``standard`` on reading.
-A hand may be absent (key missing or ``null``). Every problem raises
-:class:`~im2hands.utils.errors.DataError` naming the file and the field.
+Keypoint files (``docs/keypoints_format.md``) are read and written by :mod:`im2hands.data.files`
+(:func:`~im2hands.data.files.read_keypoints`, :func:`~im2hands.data.files.write_keypoints`).
 
 Items: :func:`list_items` pairs files by stem; :func:`load_item` reads one (the extraction job
 calls it inside its per-item error handling, so a bad file fails only its own item).
@@ -29,10 +20,20 @@ import torch
 from PIL import Image
 
 from im2hands.data import format as fmt
+from im2hands.data.files import (  # noqa: F401 - keypoint files have one home; the names stay importable here
+    KEYPOINT_ORDERS,
+    MAX_COORDINATE_M,
+    KeypointFile,
+    camera_file,
+    keypoints_to_dict,
+    parse_keypoints,
+    read_camera,
+    read_keypoints,
+    write_keypoints,
+)
+from im2hands.geometry.frames import project_np
 from im2hands.hands.constants import SIDES
-from im2hands.hands.joint_orders import convert
 from im2hands.utils.errors import DataError, Im2HandsError
-from im2hands.utils.io import write_json
 
 __all__ = [
     "KEYPOINT_ORDERS",
@@ -56,162 +57,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KEYPOINT_ORDERS: tuple[str, ...] = ("standard", "interhand", "mano")
-"""Joint orders accepted in keypoint files (see :mod:`im2hands.hands.joint_orders`)."""
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
-MAX_COORDINATE_M = 10.0
-"""Keypoint coordinates beyond this many metres are rejected (millimetres given by mistake)."""
 CROP_FILL = 0.8
 """Fraction of the model's input side covered by the hands' projected keypoints (IntagHand's crop)."""
 PLACEHOLDER_OFFSET_M = 0.3
 """How far along x the stand-in for an absent hand is moved from the present hand (metres)."""
 KEYPOINT_SOURCES: tuple[str, ...] = ("file", "dataset", "estimator", "refined")
 """Values of :attr:`Item.keypoints_source`."""
-
-
-# --------------------------------------------------------------------------- keypoint files
-
-
-@dataclass
-class KeypointFile:
-    """One parsed keypoint file.
-
-    Attributes:
-        order: the order the file was written in.
-        K: ``(3, 3)`` intrinsics (pixels) or None when the file has no camera.
-        joints: side -> ``(21, 3)`` float64, ``standard`` order, camera frame, metres; absent
-            hands are not in the dict.
-    """
-
-    order: str
-    K: np.ndarray | None
-    joints: dict[str, np.ndarray]
-
-
-def _matrix(value: Any, shape: tuple[int, ...], name: str, where: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: '{name}' must be a {'x'.join(map(str, shape))} array of numbers") from None
-    if arr.shape != shape:
-        raise DataError(f"{where}: '{name}' has shape {arr.shape}, expected {shape}")
-    if not np.all(np.isfinite(arr)):
-        raise DataError(f"{where}: '{name}' holds NaN or infinite values")
-    return arr
-
-
-def _check_K(K: np.ndarray, where: str) -> None:
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise DataError(f"{where}: 'camera.K' needs positive focal lengths fx = K[0][0], fy = K[1][1]")
-    if not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
-        raise DataError(f"{where}: 'camera.K' must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
-
-
-def parse_keypoints(data: Any, where: str = "keypoints") -> KeypointFile:
-    """Validate a keypoint dict (the JSON of one file); see the module docstring.
-
-    Raises:
-        DataError: wrong types or shapes, unknown order, NaN, non-positive depth, coordinates
-            beyond :data:`MAX_COORDINATE_M`, a bad ``K``, or no hand at all.
-    """
-    if not isinstance(data, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    order = data.get("order", "standard")
-    if order not in KEYPOINT_ORDERS:
-        raise DataError(f"{where}: unknown 'order' {order!r}; expected one of {', '.join(KEYPOINT_ORDERS)}")
-    K = None
-    camera = data.get("camera")
-    if camera is not None:
-        if not isinstance(camera, dict) or "K" not in camera:
-            raise DataError(f"{where}: 'camera' must be an object with 'K' (3x3 intrinsics, pixels)")
-        K = _matrix(camera["K"], (3, 3), "camera.K", where)
-        _check_K(K, where)
-    joints: dict[str, np.ndarray] = {}
-    for side in SIDES:
-        hand = data.get(side)
-        if hand is None:
-            continue
-        if not isinstance(hand, dict) or "joints" not in hand:
-            raise DataError(f"{where}: '{side}' must be an object with 'joints' (21 [x, y, z] in metres) or null")
-        kp = _matrix(hand["joints"], (21, 3), f"{side}.joints", where)
-        bad = np.flatnonzero(kp[:, 2] <= 0)
-        if bad.size:
-            raise DataError(
-                f"{where}: '{side}.joints' has non-positive depth z at joint(s) {bad.tolist()} "
-                f"(in this order); joints are camera-frame metres with +z forward"
-            )
-        if np.abs(kp).max() > MAX_COORDINATE_M:
-            raise DataError(
-                f"{where}: '{side}.joints' has coordinates beyond {MAX_COORDINATE_M:g} m; "
-                "the format is metres (millimetres given?)"
-            )
-        joints[side] = convert(kp, order, "standard")
-    if not joints:
-        raise DataError(f"{where}: no hand: give 'left' and/or 'right' with 'joints'")
-    return KeypointFile(order=order, K=K, joints=joints)
-
-
-def read_keypoints(path: str | Path) -> KeypointFile:
-    """Read and validate one keypoint file (:class:`DataError` for a missing or malformed file)."""
-    path = Path(path)
-    return parse_keypoints(fmt.read_json(path), where=str(path))
-
-
-def camera_file(image: str | Path) -> Path:
-    """The per-image camera file of an image: ``NAME.json`` beside ``NAME.jpg|png``."""
-    return Path(image).with_suffix(".json")
-
-
-def read_camera(path: str | Path) -> np.ndarray:
-    """Read a per-image camera file ``{"camera": {"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]}}``.
-
-    ``K`` is in pixels of the image beside the file (``docs/keypoints_format.md``); other keys
-    are ignored (a keypoint file also serves).
-
-    Returns:
-        ``(3, 3)`` float64 intrinsics.
-
-    Raises:
-        DataError: naming the file: malformed JSON, no ``camera.K``, a ``K`` that is not 3x3
-            numbers, NaN or infinite values, non-positive focal lengths or a bad last row.
-    """
-    path = Path(path)
-    where = str(path)
-    data = fmt.read_json(path)
-    if not isinstance(data, dict):
-        raise DataError(f"{where}: expected a JSON object with 'camera', got {type(data).__name__}")
-    camera = data.get("camera")
-    if not isinstance(camera, dict) or "K" not in camera:
-        raise DataError(f"{where}: needs 'camera': {{'K': [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]}} (pixels of the image)")
-    K = _matrix(camera["K"], (3, 3), "camera.K", where)
-    _check_K(K, where)
-    return K
-
-
-def keypoints_to_dict(joints: dict[str, np.ndarray], K: np.ndarray | None = None, order: str = "standard") -> dict:
-    """The JSON dict of a keypoint file.
-
-    Args:
-        joints: side -> ``(21, 3)`` in ``standard`` order, camera frame, metres.
-        K: ``(3, 3)`` intrinsics or None.
-        order: order to write the joints in.
-    """
-    if order not in KEYPOINT_ORDERS:
-        raise ValueError(f"order must be one of {KEYPOINT_ORDERS}, got {order!r}")
-    out: dict[str, Any] = {"order": order}
-    if K is not None:
-        out["camera"] = {"K": np.asarray(K, dtype=float).tolist()}
-    for side in SIDES:
-        if side in joints and joints[side] is not None:
-            kp = convert(np.asarray(joints[side], dtype=np.float64), "standard", order)
-            out[side] = {"joints": kp.round(7).tolist()}
-    return out
-
-
-def write_keypoints(path: str | Path, joints: dict[str, np.ndarray], K: np.ndarray | None = None, order: str = "standard") -> Path:
-    """Write a keypoint file atomically (see :func:`keypoints_to_dict`)."""
-    write_json(path, keypoints_to_dict(joints, K, order), indent=None)
-    return Path(path)
 
 
 # --------------------------------------------------------------------------- items
@@ -352,7 +204,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
             ground-truth meshes (for :class:`~im2hands.extraction.oracle.MeshOccupancy`).
         estimate: keypoints from the image instead of from files: a callable ``(image, K or
             None) -> result`` with ``result.joints`` (side -> (21, 3)), ``result.K`` and
-            optionally ``result.refined`` (:class:`~im2hands.models.kpts_est.KeypointPipeline`);
+            optionally ``result.refined`` (:class:`~im2hands.extraction.keypoints.KeypointPipeline`);
             dataset items pass their camera; an image with a per-image camera file
             (:func:`camera_file`) passes that file's ``K``, else None (``--focal`` or the
             estimator's default).
@@ -444,8 +296,7 @@ def prepare_image(
     """
     h, w = image.shape[:2]
     if keypoints is not None and fill:
-        uvw = np.asarray(keypoints, dtype=np.float64) @ np.asarray(K, dtype=np.float64).T
-        uv = uvw[:, :2] / uvw[:, 2:]
+        uv = project_np(np.asarray(keypoints, dtype=np.float64), np.asarray(K, dtype=np.float64))
         lo, hi = uv.min(0), uv.max(0)
         side = max(int(math.ceil(float((hi - lo).max()) / fill)), 16)
         x0, y0 = (int(round(float(c) - side / 2)) for c in (lo + hi) / 2)

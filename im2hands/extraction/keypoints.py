@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from im2hands.geometry.frames import project_np
 from im2hands.geometry.placement import default_intrinsics
 from im2hands.hands.constants import NUM_KEYPOINTS, SIDES
 from im2hands.models.base import KeypointEstimator, KeypointRefinement
@@ -162,8 +163,8 @@ class KeypointPipeline:
             keypoints = self._refine(image, K, keypoints, present)
             refined = True
             present &= self._plausible(keypoints, K, h, w)
-        uvw = keypoints.reshape(-1, 3) @ K.T
-        reproj = np.linalg.norm(uvw[:, :2] / uvw[:, 2:] - r["uv"].reshape(-1, 2), axis=-1).reshape(2, NUM_KEYPOINTS)
+        reproj = np.linalg.norm(project_np(keypoints.reshape(-1, 3), K) - r["uv"].reshape(-1, 2), axis=-1)
+        reproj = reproj.reshape(2, NUM_KEYPOINTS)
         rms = np.where(present, np.sqrt((reproj**2).mean(-1)), np.nan)
         joints = {SIDES[i]: keypoints[i].copy() for i in range(2) if present[i]}
         return EstimatedHands(joints=joints, K=K, keypoints=keypoints, keypoints_2d=r["uv"], presence=r["presence"],
@@ -176,8 +177,7 @@ class KeypointPipeline:
         dropped (an untrained or confused estimator)."""
         z = keypoints[..., 2]
         ok = (z.min(-1) > MIN_DEPTH_M) & (z.max(-1) < MAX_DEPTH_M)
-        uvw = keypoints.reshape(-1, 3) @ K.T
-        uv = (uvw[:, :2] / np.clip(uvw[:, 2:], 1e-6, None)).reshape(2, NUM_KEYPOINTS, 2)
+        uv = project_np(keypoints.reshape(-1, 3), K, min_depth=1e-6).reshape(2, NUM_KEYPOINTS, 2)
         near = (uv > -np.array([w, h])) & (uv < 2 * np.array([w, h]))
         return ok & near.all(-1).all(-1)
 
@@ -200,8 +200,7 @@ def refine_keypoints(refiner: KeypointRefinement, image: np.ndarray, K: np.ndarr
         ``(2, 21, 3)`` refined keypoints, float64.
     """
     size = int(refiner.image_size)
-    uvw = keypoints[present].reshape(-1, 3) @ K.T
-    uv = uvw[:, :2] / np.clip(uvw[:, 2:], 1e-6, None)
+    uv = project_np(keypoints[present].reshape(-1, 3), K, min_depth=1e-6)
     lo, hi = uv.min(0), uv.max(0)
     side = max(float((hi - lo).max()) / fill, 16.0)
     c = (lo + hi) / 2.0

@@ -28,7 +28,6 @@ malformed JSON, NaN keypoints, no surface found...) is recorded as failed and th
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
@@ -39,10 +38,12 @@ import numpy as np
 import torch
 
 from im2hands.config import config_to_yaml
+from im2hands.data.files import write_obj
 from im2hands.extraction.extractor import Extraction, Extractor, resolve_threshold
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
 from im2hands.extraction.hand_crops import HandCropPipeline
 from im2hands.extraction.keypoints import KeypointPipeline
+from im2hands.geometry.frames import CM3_PER_M3
 from im2hands.hands.constants import SIDES
 from im2hands.loading import load_model, shipped_path
 from im2hands.models.base import HandsModel, KeypointEstimator, KeypointRefinement
@@ -130,29 +131,13 @@ def batch_from_item(item: Item, *, image_size: int | None = None, crop: bool = T
 # --------------------------------------------------------------------------- writers
 
 
-def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, header: str = "") -> Path:
-    """Write a triangle mesh as Wavefront OBJ atomically (``v x y z``, 1-based ``f a b c``)."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64) + 1
-    lines = [f"# {line}" for line in header.splitlines()]
-    lines.append(f"# {len(v)} vertices, {len(f)} faces")
-    buf = io.StringIO()
-    buf.write("\n".join(lines) + "\n")
-    np.savetxt(buf, v, fmt="v %.6f %.6f %.6f")  # micrometre precision in metres
-    np.savetxt(buf, f, fmt="f %d %d %d")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-    return path
-
-
 def write_item_keypoints(path: str | os.PathLike, item: Item) -> Path:
     """Write the keypoints an item's meshes were made from, atomically, as a keypoint file.
 
     ``{"order": "standard", "camera": {"K": ...}, "left": {"joints": 21 x [x, y, z]}, "right": ...}``:
     camera frame (OpenCV), metres, ``standard`` order; ``camera`` only when the item has a
     ``K``; an absent hand is left out (its stand-in is not written). The format of
-    ``docs/keypoints_format.md``, read back by :func:`~im2hands.extraction.inputs.read_keypoints`
+    ``docs/keypoints_format.md``, read back by :func:`~im2hands.data.files.read_keypoints`
     and by ``im2hands eval`` (:func:`~im2hands.metrics.evaluator.read_keypoint_file`).
     """
     joints = {side: item.keypoints[h] for h, side in enumerate(SIDES) if item.present[h]}
@@ -222,7 +207,7 @@ def _hand_record(r) -> dict[str, Any]:
         rec.update(
             vertices=int(len(r.vertices)), faces=int(len(r.faces)), watertight=bool(r.watertight),
             components=int(r.components), dropped_faces=int(r.dropped_faces),
-            volume_cm3=round(r.volume_m3 * 1e6, 4), area_cm2=round(r.area_m2 * 1e4, 3),
+            volume_cm3=round(r.volume_m3 * CM3_PER_M3, 4), area_cm2=round(r.area_m2 * 1e4, 3),
         )  # fmt: skip
     return rec
 

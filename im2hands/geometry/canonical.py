@@ -36,12 +36,12 @@ that ends at MANO/HALO joint :data:`PART_END_JOINTS_MANO` (the palm part is the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 from im2hands.geometry.frames import apply_transform, palm_frame
 from im2hands.geometry.rotations import make_transform, normalize, rotation_about_axis, safe_norm
-from im2hands.hands.joint_orders import permutation
 from im2hands.typing import Bool, Float, Tensor
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "ROOT_BONE_ANGLES",
     "PART_END_JOINTS_MANO",
     "BONE_LENGTH_PAIRS_MANO",
-    "PART_BONES",
+    "part_bones",
     "Canonicalization",
     "canonicalize",
 ]
@@ -72,14 +72,20 @@ BONE_LENGTH_PAIRS_MANO: tuple[tuple[int, int], ...] = (
 )  # fmt: skip
 """MANO/HALO keypoint pairs of the 16 part lengths (palm = wrist -> middle MCP)."""
 
-_STD_OF_MANO = permutation("standard", "mano")  # _STD_OF_MANO[h]: standard index of MANO joint h
 
-PART_BONES: tuple[int, ...] = tuple(_STD_OF_MANO[h] - 1 for h in PART_END_JOINTS_MANO[1:])
-"""Bone index (0..19, the bone ending at ``standard`` keypoint ``index + 1``) of parts 1..15."""
 
-_LENGTH_PAIRS_STD: tuple[tuple[int, int], ...] = tuple(
-    (_STD_OF_MANO[a], _STD_OF_MANO[b]) for a, b in BONE_LENGTH_PAIRS_MANO
-)
+def part_bones(std_of_mano: Sequence[int]) -> tuple[int, ...]:
+    """Bone index (0..19, the bone ending at ``standard`` keypoint ``index + 1``) of parts 1..15.
+
+    Args:
+        std_of_mano: ``std_of_mano[h]`` is the ``standard`` index of MANO/HALO joint ``h``
+            (``im2hands.hands.joint_orders.permutation("standard", "mano")``).
+    """
+    return tuple(int(std_of_mano[h]) - 1 for h in PART_END_JOINTS_MANO[1:])
+
+
+def _length_pairs(std_of_mano: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    return tuple((int(std_of_mano[a]), int(std_of_mano[b])) for a, b in BONE_LENGTH_PAIRS_MANO)
 
 
 @dataclass
@@ -96,7 +102,7 @@ class Canonicalization:
         keypoints_canonical: ``(B, 21, 3)`` canonical-pose keypoints (palm frame axes, straight
             fingers, this hand's bone lengths), ``standard`` order.
         bone_unpose: ``(B, 20, 4, 4)`` palm frame -> canonical map of every skeleton bone; bone
-            ``i`` ends at ``standard`` keypoint ``i + 1`` (``unpose[:, 1:] == bone_unpose[:, PART_BONES]``).
+            ``i`` ends at ``standard`` keypoint ``i + 1`` (``unpose[:, 1:] == bone_unpose[:, part_bones(std_of_mano)]``).
     """
 
     palm_T: Float[Tensor, "B 4 4"]
@@ -199,20 +205,26 @@ def _check_inputs(keypoints: Tensor, is_left: bool | Tensor) -> None:
         raise ValueError(f"expected is_left of shape ({keypoints.shape[0]},), got {tuple(is_left.shape)}")
 
 
-def canonicalize(keypoints: Float[Tensor, "B 21 3"], is_left: bool | Bool[Tensor, "B"]) -> Canonicalization:
+def canonicalize(
+    keypoints: Float[Tensor, "B 21 3"], is_left: bool | Bool[Tensor, "B"], std_of_mano: Sequence[int]
+) -> Canonicalization:
     """HALO canonicalisation of a batch of hands from their keypoints.
 
     Args:
         keypoints: ``(B, 21, 3)`` keypoints, ``standard`` order, metres, in any right-handed frame
             (world or camera). Differentiable.
         is_left: bool or ``(B,)`` bool; left hands are mirrored (``x -> -x``) first.
+        std_of_mano: the joint permutation, ``std_of_mano[h]`` the ``standard`` index of
+            MANO/HALO joint ``h`` (``permutation("standard", "mano")`` of
+            :mod:`im2hands.hands.joint_orders`; geometry does not import the hand model).
 
     Returns:
         A :class:`Canonicalization` (same dtype and device as ``keypoints``).
 
     Example:
         >>> kp = torch.randn(2, 21, 3) * 0.05
-        >>> c = canonicalize(kp, torch.tensor([True, False]))
+        >>> from im2hands.hands.joint_orders import permutation
+        >>> c = canonicalize(kp, torch.tensor([True, False]), permutation("standard", "mano"))
         >>> c.unpose.shape, c.keypoints_canonical.shape
         (torch.Size([2, 16, 4, 4]), torch.Size([2, 21, 3]))
     """
@@ -244,8 +256,8 @@ def canonicalize(keypoints: Float[Tensor, "B 21 3"], is_left: bool | Bool[Tensor
     bone_T = make_transform(M, canon_parents - _mv(M, parents)).reshape(B, 20, 4, 4)  # (B, 20, 4, 4)
 
     identity = torch.eye(4, dtype=kp.dtype, device=kp.device).expand(B, 1, 4, 4)
-    unpose = torch.cat([identity, bone_T[:, list(PART_BONES)]], 1)  # (B, 16, 4, 4)
-    a, b = zip(*_LENGTH_PAIRS_STD)
+    unpose = torch.cat([identity, bone_T[:, list(part_bones(std_of_mano))]], 1)  # (B, 16, 4, 4)
+    a, b = zip(*_length_pairs(std_of_mano))
     bone_lengths = safe_norm(kp[:, list(b)] - kp[:, list(a)])  # (B, 16)
     return Canonicalization(
         palm_T=palm_T,

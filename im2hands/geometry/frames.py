@@ -31,6 +31,7 @@ Millimetres appear only through :func:`m_to_mm` / :func:`mm_to_m`.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from im2hands.geometry.rotations import invert_transform, make_transform, normalize
@@ -38,6 +39,12 @@ from im2hands.typing import Bool, Float, Tensor
 
 __all__ = [
     "HALO_SCALE",
+    "CM3_PER_M3",
+    "project_np",
+    "orthonormal_basis",
+    "WRIST",
+    "INDEX_MCP",
+    "MIDDLE_MCP",
     "mirror_x",
     "mirror_matrix",
     "to_homogeneous",
@@ -56,8 +63,12 @@ __all__ = [
 HALO_SCALE: float = 0.4
 """Length unit of HALO's normalised frame, in metres (1 unit = 0.4 m)."""
 
-# Keypoints used by the palm frame, ``standard`` order (see im2hands.hands.joint_orders).
-_WRIST, _INDEX_MCP, _MIDDLE_MCP = 0, 5, 9
+WRIST: int = 0
+"""``standard``-order index of the wrist (see :mod:`im2hands.hands.joint_orders`)."""
+INDEX_MCP: int = 5
+"""``standard``-order index of the index-finger MCP."""
+MIDDLE_MCP: int = 9
+"""``standard``-order index of the middle-finger MCP (root of the IntagHand protocol)."""
 
 
 def mirror_x(points: Float[Tensor, "... 3"]) -> Float[Tensor, "... 3"]:
@@ -171,6 +182,33 @@ def mm_to_m(x: Tensor) -> Tensor:
     return x / 1000.0
 
 
+def project_np(points: np.ndarray, K: np.ndarray, min_depth: float | None = None) -> np.ndarray:
+    """numpy twin of :func:`project`: pixels ``(K p)[:2] / z`` of ``(N, 3)`` camera-frame points
+    (any unit) for ``(3, 3)`` intrinsics; with ``min_depth`` the depth is clipped from below
+    (points behind the camera then project far away instead of dividing by ~0).
+
+    Returns:
+        ``(N, 2)`` pixels.
+    """
+    uvw = points @ K.T
+    z = uvw[:, 2:] if min_depth is None else np.clip(uvw[:, 2:], min_depth, None)
+    return uvw[:, :2] / z
+
+
+CM3_PER_M3: float = 1e6
+"""Cubic centimetres per cubic metre (volumes are reported in cm³)."""
+
+
+def orthonormal_basis(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors ``e1, e2`` with ``(e1, e2, u)`` right-handed orthonormal, for a unit
+    ``(3,)`` numpy vector ``u`` (``e1`` is perpendicular to ``u`` and to x, or to y when ``u``
+    is close to x)."""
+    helper = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(helper, u)
+    e1 /= np.linalg.norm(e1)
+    return e1, np.cross(u, e1)
+
+
 def _check_keypoints(keypoints: Tensor) -> None:
     if keypoints.dim() != 3 or keypoints.shape[-2:] != (21, 3):
         raise ValueError(f"expected keypoints of shape (B, 21, 3), got {tuple(keypoints.shape)}")
@@ -201,9 +239,9 @@ def palm_rotation(keypoints: Float[Tensor, "B 21 3"]) -> Float[Tensor, "B 3 3"]:
         ``(B, 3, 3)`` rotation ``R``; ``R (p - wrist)`` are palm-frame coordinates.
     """
     _check_keypoints(keypoints)
-    wrist = keypoints[:, _WRIST]
-    u = normalize(keypoints[:, _MIDDLE_MCP] - wrist)
-    n = normalize(torch.cross(u, keypoints[:, _INDEX_MCP] - wrist, dim=-1))
+    wrist = keypoints[:, WRIST]
+    u = normalize(keypoints[:, MIDDLE_MCP] - wrist)
+    n = normalize(torch.cross(u, keypoints[:, INDEX_MCP] - wrist, dim=-1))
     return torch.stack([-u, n, torch.cross(-u, n, dim=-1)], -2)  # (B, 3, 3) rows = new axes
 
 
@@ -238,7 +276,7 @@ def palm_frame(
     M = mirror_matrix(left).to(keypoints.dtype)  # (B, 3, 3)
     R = palm_rotation(keypoints @ M)  # M is diagonal, so p @ M == (M p)^T
     linear = (R @ M) / scale
-    wrist = keypoints[:, _WRIST]
+    wrist = keypoints[:, WRIST]
     return make_transform(linear, -(linear @ wrist[..., None]).squeeze(-1))
 
 

@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Literal
@@ -42,7 +43,7 @@ import torch
 
 from im2hands.typing import Bool, Float, Int, Tensor
 
-__all__ = ["inside_mesh", "winding_number", "winding_number_exact", "is_closed", "available_backends"]
+__all__ = ["inside_mesh", "winding_number", "winding_number_exact", "is_closed", "available_backends", "has_embree"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ _RAY_DIR = np.array([0.5320, 0.3149, 0.7860])
 _RAY_DIR = _RAY_DIR / np.linalg.norm(_RAY_DIR)
 # Step past a hit, in units of the normalised mesh (bounding box scaled to [-1, 1]).
 _STEP = 2e-6
+
+
+@functools.lru_cache(maxsize=1)
+def has_embree() -> bool:
+    """Whether the Embree ray backend is usable (cached)."""
+    return "embree" in available_backends()
 
 
 def available_backends() -> list[str]:

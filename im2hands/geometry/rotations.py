@@ -9,11 +9,16 @@ inputs named in its docstring.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from im2hands.typing import Float, Tensor
 
 __all__ = [
+    "random_rotation",
+    "axis_angle_to_matrix_np",
     "safe_norm",
     "normalize",
     "skew",
@@ -71,6 +76,12 @@ def axis_angle_to_matrix(axis_angle: Float[Tensor, "... 3"]) -> Float[Tensor, ".
     K = skew(axis_angle)
     eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
     return eye + a[..., None, None] * K + b[..., None, None] * (K @ K)
+
+
+def axis_angle_to_matrix_np(rotvec: np.ndarray) -> np.ndarray:
+    """:func:`axis_angle_to_matrix` for numpy arrays, in float64: ``(..., 3)`` rotation vectors
+    (radians) -> ``(..., 3, 3)`` rotation matrices (the one Rodrigues of the numpy code)."""
+    return axis_angle_to_matrix(torch.as_tensor(np.asarray(rotvec, dtype=np.float64))).numpy()
 
 
 def _matrix_to_quaternion(R: Float[Tensor, "... 3 3"]) -> Float[Tensor, "... 4"]:
@@ -184,3 +195,31 @@ def invert_transform(T: Float[Tensor, "... 4 4"]) -> Float[Tensor, "... 4 4"]:
     c2 = (L * L).sum((-1, -2)) / 3.0  # c^2
     L_inv = L.transpose(-1, -2) / c2[..., None, None]
     return make_transform(L_inv, -(L_inv @ t[..., :, None]).squeeze(-1))
+
+
+def random_rotation(n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                    max_angle: float | None = None) -> Float[Tensor, "n 3"]:
+    """Random rotations as axis-angle vectors.
+
+    Args:
+        n: how many.
+        generator: torch RNG (CPU).
+        max_angle: ``None``: uniform over SO(3) (Shoemake's quaternion method); otherwise a
+            uniformly random axis and an angle uniform in ``[0, max_angle]`` (radians).
+
+    Returns:
+        ``(n, 3)`` axis-angle vectors.
+    """
+    if max_angle is None:
+        u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
+        a, b = torch.sqrt(1 - u[:, 0]), torch.sqrt(u[:, 0])
+        q = torch.stack([a * torch.sin(2 * math.pi * u[:, 1]), a * torch.cos(2 * math.pi * u[:, 1]),
+                         b * torch.sin(2 * math.pi * u[:, 2]), b * torch.cos(2 * math.pi * u[:, 2])], -1)
+        q = torch.where(q[:, :1] < 0, -q, q)  # (w, x, y, z), w >= 0
+        s = q[:, 1:].norm(dim=-1).clamp(min=1e-12)
+        angle = 2 * torch.atan2(s, q[:, 0])
+        return (q[:, 1:] * (angle / s)[:, None]).to(dtype)
+    axis = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    angle = torch.rand(n, 1, generator=generator, dtype=torch.float64) * max_angle
+    return (axis * angle).to(dtype)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
+from im2hands.geometry.rotations import axis_angle_to_matrix_np as rotvec_to_matrix  # Rodrigues' one home
 from im2hands.hands import anatomy
 from im2hands.hands.anatomy import Skeleton
 # surface extraction lives in remesh.py; its constants stay importable from here
@@ -227,17 +228,6 @@ def shape_directions(vertices: np.ndarray, weights: np.ndarray, skeleton: Skelet
 
 # ----------------------------------------------------------------------------------------------
 # Pose correctives
-
-
-def rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
-    """Rodrigues: ``(..., 3)`` axis-angle (radians) -> ``(..., 3, 3)`` rotation matrices."""
-    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
-    axis = rotvec / np.maximum(angle, 1e-12)
-    x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]
-    zero = np.zeros_like(x)
-    k = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*x.shape, 3, 3)
-    s, c = np.sin(angle)[..., None], np.cos(angle)[..., None]
-    return np.eye(3) + s * k + (1.0 - c) * (k @ k)
 
 
 def linear_blend_skinning(vertices: np.ndarray, weights: np.ndarray, joints: np.ndarray,

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from im2hands.geometry.rotations import random_rotation  # noqa: F401 - the one home; name kept here
 from im2hands.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from im2hands.hands.constants import MANO_KINTREE_PARENTS, SIDES
 from im2hands.hands.mirror import mirror_pose
@@ -116,34 +117,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def _perp(v: np.ndarray, d: np.ndarray) -> np.ndarray:
     """Unit component of ``v`` perpendicular to unit ``d``."""
     return _unit(v - np.dot(v, d) * d)
-
-
-def random_rotation(n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                    max_angle: float | None = None) -> Float[Tensor, "n 3"]:
-    """Random rotations as axis-angle vectors.
-
-    Args:
-        n: how many.
-        generator: torch RNG (CPU).
-        max_angle: ``None``: uniform over SO(3) (Shoemake's quaternion method); otherwise a
-            uniformly random axis and an angle uniform in ``[0, max_angle]`` (radians).
-
-    Returns:
-        ``(n, 3)`` axis-angle vectors.
-    """
-    if max_angle is None:
-        u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
-        a, b = torch.sqrt(1 - u[:, 0]), torch.sqrt(u[:, 0])
-        q = torch.stack([a * torch.sin(2 * math.pi * u[:, 1]), a * torch.cos(2 * math.pi * u[:, 1]),
-                         b * torch.sin(2 * math.pi * u[:, 2]), b * torch.cos(2 * math.pi * u[:, 2])], -1)
-        q = torch.where(q[:, :1] < 0, -q, q)  # (w, x, y, z), w >= 0
-        s = q[:, 1:].norm(dim=-1).clamp(min=1e-12)
-        angle = 2 * torch.atan2(s, q[:, 0])
-        return (q[:, 1:] * (angle / s)[:, None]).to(dtype)
-    axis = torch.randn(n, 3, generator=generator, dtype=torch.float64)
-    axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    angle = torch.rand(n, 1, generator=generator, dtype=torch.float64) * max_angle
-    return (axis * angle).to(dtype)
 
 
 def _segment_distance(p0: Tensor, p1: Tensor, q0: Tensor, q1: Tensor) -> Tensor:

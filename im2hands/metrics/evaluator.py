@@ -24,15 +24,13 @@ it (the exception's type and message are its ``error``). The other items go on. 
 ``(seed, NAME, hand)``, so results do not depend on item order and repeat exactly.
 
 Outputs in ``out_dir`` (each written atomically): ``per_item.csv``, ``summary.json``,
-``iou_hist.png``, ``chamfer_hist.png``, ``fscore_curve.png``.
+``iou_hist.png``, ``chamfer_hist.png``, ``fscore_curve.png`` (the tables and plots:
+:mod:`im2hands.metrics.report`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import logging
 import math
 import sys
@@ -44,16 +42,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from im2hands.data.files import read_keypoints, read_obj  # noqa: F401 - read_obj is part of this module's API
 from im2hands.geometry.frames import m_to_mm
 from im2hands.geometry.inside import is_closed
 from im2hands.hands.constants import SIDES
-from im2hands.hands.joint_orders import ORDERS, convert
-from im2hands.metrics.chamfer import CURVE_THRESHOLDS_MM, DEFAULT_THRESHOLDS_MM, fscore_key, mesh_surface_metrics
+from im2hands.metrics.chamfer import CURVE_THRESHOLDS_MM, DEFAULT_THRESHOLDS_MM, mesh_surface_metrics
 from im2hands.metrics.iou import bbox_points, inside, iou_from_occupancy, palm_box_points
 from im2hands.metrics.keypoints import MIDDLE_MCP, mpjpe_mcp_scaled, mpjpe_wrist, mrrpe
 from im2hands.metrics.penetration import LINE_SPACING, penetration_volume_cm3
+from im2hands.metrics.report import _ITEM_KEYS, _hand_keys, csv_text, write_plots
 from im2hands.utils.errors import DataError
-from im2hands.utils.io import atomic_path, write_json, write_text
+from im2hands.utils.io import write_json, write_text
 
 ALIGN_MODES = ("none", "root")
 """``--align``: ``none`` (camera frame as given) or ``root`` (each predicted hand moved onto the
@@ -81,8 +80,6 @@ SUMMARY_KEYS: tuple[str, ...] = (
 )  # fmt: skip
 """The headline keys of ``summary.json`` (with the default F-score thresholds)."""
 
-_ITEM_KEYS = ("mrrpe_mm", "penetration_cm3", "penetration_gt_cm3")
-_OBJ_IGNORED = {"vn", "vt", "vp", "l", "p", "o", "g", "s", "usemtl", "mtllib"}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -97,130 +94,15 @@ class HandMesh:
     keypoints: np.ndarray | None = None  # (21, 3) float64, standard order
 
 
-def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices and triangles of a Wavefront OBJ file; :class:`DataError` for a bad file.
-
-    Reads ``v`` and ``f`` lines (``f`` entries may be ``i``, ``i/t``, ``i//n`` or ``i/t/n``,
-    negative indices count back from the last vertex read; polygons are fanned into
-    triangles); other standard statements are ignored, anything else is an error. Plain
-    ``v x y z`` / ``f a b c`` files (what marching-cubes writers produce) take a vectorised path.
-
-    Returns:
-        vertices (V, 3) float64 and faces (F, 3) int64.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"mesh not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: unreadable OBJ: {exc}") from None
-    parsed = _parse_obj_plain(text)
-    v, f = parsed if parsed is not None else _parse_obj_general(text, path)
-    if len(f) == 0:
-        raise DataError(f"{path}: the OBJ holds no triangles")
-    if not np.all(np.isfinite(v)):
-        raise DataError(f"{path}: the OBJ holds NaN or infinite vertices")
-    if f.min() < 0 or f.max() >= len(v):
-        raise DataError(f"{path}: face indices out of range (the OBJ has {len(v)} vertices)")
-    return v, f
-
-
-def _parse_obj_plain(text: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Fast path: only ``v x y z``, ``f a b c`` (positive indices), comments and ignored statements.
-
-    Returns None when the file is anything else (the general parser then reads it and
-    reports errors with line numbers).
-    """
-    lines = text.splitlines()
-    vl = [ln[2:] for ln in lines if ln.startswith("v ")]
-    fl = [ln[2:] for ln in lines if ln.startswith("f ")]
-    for ln in lines:
-        if ln.startswith(("v ", "f ")):
-            continue
-        parts = ln.split(maxsplit=1)
-        if parts and not parts[0].startswith("#") and parts[0] not in _OBJ_IGNORED:
-            return None
-    vtok, ftok = " ".join(vl).split(), " ".join(fl).split()
-    if len(vtok) != 3 * len(vl) or len(ftok) != 3 * len(fl) or any("/" in ln for ln in fl):
-        return None
-    try:
-        v = np.array(vtok, dtype=np.float64).reshape(-1, 3)
-        f = np.array(ftok, dtype=np.int64).reshape(-1, 3)
-    except ValueError:
-        return None
-    if f.size and f.min() < 1:
-        return None
-    return v, f - 1
-
-
-def _parse_obj_general(text: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    verts: list[list[str]] = []
-    faces: list[tuple[int, int, int]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        tag = parts[0]
-        try:
-            if tag == "v":
-                if len(parts) < 4:
-                    raise ValueError("a vertex needs 3 coordinates")
-                verts.append(parts[1:4])
-            elif tag == "f":
-                idx = [int(tok.split("/")[0]) for tok in parts[1:]]
-                if len(idx) < 3 or 0 in idx:
-                    raise ValueError("a face needs 3 or more non-zero indices")
-                idx = [i - 1 if i > 0 else len(verts) + i for i in idx]
-                faces.extend((idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1))
-            elif tag not in _OBJ_IGNORED:
-                raise ValueError(f"unexpected statement {tag[:20]!r}")
-        except ValueError as exc:
-            raise DataError(f"{path}:{lineno}: malformed OBJ: {exc}") from None
-    try:
-        v = np.array(verts, dtype=np.float64).reshape(-1, 3)
-    except ValueError as exc:
-        raise DataError(f"{path}: malformed OBJ vertex: {exc}") from None
-    return v, np.array(faces, dtype=np.int64).reshape(-1, 3)
-
-
 def read_keypoint_file(path: str | Path) -> dict[str, np.ndarray]:
-    """The hands' keypoints from a keypoint JSON file, converted to ``standard`` order.
-
-    Format: ``{"order": "standard"|"interhand"|"mano", "left": {"joints": [[x, y, z] x 21]},
-    "right": {...}}`` (camera frame, metres; ``camera`` and other keys are ignored; a hand may
-    be absent or ``null``).
+    """The hands' keypoints from a keypoint JSON file, converted to ``standard`` order
+    (:func:`~im2hands.data.files.read_keypoints` without the camera-frame checks: ``camera``
+    is ignored, any depth is accepted, a file may hold no hand).
 
     Returns:
         ``{side: (21, 3) float64}`` for the hands present.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"keypoint file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: malformed JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    order = data.get("order", "standard")
-    if order not in ORDERS:
-        raise DataError(f"{path}: unknown keypoint order {order!r} (expected one of {', '.join(ORDERS)})")
-    out = {}
-    for side in SIDES:
-        hand = data.get(side)
-        if hand is None:
-            continue
-        try:
-            joints = np.asarray(hand["joints"], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{path}: '{side}.joints' missing or malformed: {exc}") from None
-        if joints.shape != (21, 3):
-            raise DataError(f"{path}: '{side}.joints' has shape {joints.shape}, expected (21, 3)")
-        if not np.all(np.isfinite(joints)):
-            raise DataError(f"{path}: '{side}.joints' holds NaN or infinite values")
-        out[side] = convert(joints, order, "standard")
-    return out
+    return read_keypoints(path, camera_frame=False, require_hand=False).joints
 
 
 def _mesh_names(folder: Path) -> list[str]:
@@ -430,11 +312,6 @@ def _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers, a
 # ----------------------------------------------------------------------------- aggregation
 
 
-def _hand_keys(thresholds_mm: Sequence[float]) -> list[str]:
-    return ["iou", "chamfer_l1_mm", "chamfer_l2_mm2", "normal_consistency",
-            *[fscore_key(float(t)) for t in thresholds_mm], "mpjpe_wrist_mm", "mpjpe_mcp_scaled_mm"]
-
-
 def _mean(values: list[float]) -> float | None:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(vals)) if vals else None
@@ -494,94 +371,6 @@ def summarize(results: list[dict[str, Any]], thresholds_mm: Sequence[float] = DE
     secs = [r["seconds"] for r in ok]
     summary["timing"] = {"seconds_per_item": _mean(secs), "seconds_items_total": float(sum(secs))}
     return _jsonable(summary)
-
-
-def _csv_text(results: list[dict[str, Any]], thresholds_mm: Sequence[float]) -> str:
-    hand_cols = [*_hand_keys(thresholds_mm), "accuracy_mm", "completeness_mm", "iou_box",
-                 "pred_vertices", "pred_faces", "pred_closed", "align_shift_mm"]
-    header = ["name", "status", "error", "seconds", *[f"{s}_{k}" for s in SIDES for k in hand_cols], *_ITEM_KEYS]
-
-    def cell(x) -> str:
-        if x is None:
-            return ""
-        if isinstance(x, (float, np.floating)):
-            return f"{x:.6g}" if math.isfinite(x) else ""
-        return str(x)
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for r in results:
-        row = [r["name"], r["status"], r.get("error", ""), cell(r.get("seconds"))]
-        for s in SIDES:
-            hand = r.get("hands", {}).get(s, {})
-            row.extend(cell(hand.get(k)) for k in hand_cols)
-        row.extend(cell(r.get(k)) for k in _ITEM_KEYS)
-        w.writerow(row)
-    return buf.getvalue()
-
-
-def _save_figure(fig, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
-def _write_plots(results: list[dict[str, Any]], summary: dict[str, Any], out: Path) -> list[Path]:
-    from matplotlib.figure import Figure
-
-    ok = [r for r in results if r["status"] == "ok"]
-    colors = {"left": "tab:blue", "right": "tab:orange"}
-    paths = []
-    for key, label, fname in (("iou", "IoU", "iou_hist.png"), ("chamfer_l1_mm", "Chamfer-L1 (mm)", "chamfer_hist.png")):
-        fig = Figure(figsize=(5.5, 3.8))
-        ax = fig.add_subplot()
-        data = {s: [r["hands"][s][key] for r in ok if s in r["hands"] and math.isfinite(r["hands"][s][key])]
-                for s in SIDES}
-        vals = data["left"] + data["right"]
-        if vals:
-            lo, hi = (0.0, 1.0) if key == "iou" else (0.0, max(max(vals) * 1.05, 1e-6))
-            bins = np.linspace(lo, hi, 21)
-            for s in SIDES:
-                if data[s]:
-                    mean = float(np.mean(data[s]))
-                    label = f"{s} (mean {mean:.3g}, n={len(data[s])})"
-                    ax.hist(data[s], bins=bins, alpha=0.6, color=colors[s], label=label)
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no evaluated hands", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel(label)
-        ax.set_ylabel("hands")
-        ax.set_title(f"{label} per hand")
-        fig.tight_layout()
-        _save_figure(fig, out / fname)
-        paths.append(out / fname)
-    fig = Figure(figsize=(5.5, 3.8))
-    ax = fig.add_subplot()
-    curve = summary.get("fscore_curve")
-    if curve and curve.get("all") is not None:
-        t = curve["thresholds_mm"]
-        ax.plot(t, curve["all"], "k-o", ms=3, label="both hands")
-        for s in SIDES:
-            if curve.get(s) is not None:
-                ax.plot(t, curve[s], "--", color=colors[s], label=s)
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no evaluated hands", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("threshold (mm)")
-    ax.set_ylabel("mean F-score")
-    ax.set_title("F-score over thresholds")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _save_figure(fig, out / "fscore_curve.png")
-    paths.append(out / "fscore_curve.png")
-    return paths
-
-
-# ----------------------------------------------------------------------------- folders
 
 
 def evaluate_folder(
@@ -663,10 +452,10 @@ def evaluate_folder(
         "penetration": {"method": "lines", "spacing_mm": float(m_to_mm(LINE_SPACING))},
     }
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "per_item.csv", _csv_text(results, thresholds_mm))
+    write_text(out / "per_item.csv", csv_text(results, thresholds_mm))
     write_json(out / "summary.json", summary)
     if plots:
-        _write_plots(results, summary, out)
+        write_plots(results, summary, out)
     n_failed = summary["counts"]["failed"]
     log.info("evaluated %d of %d items (%d failed) in %.1f s; IoU %s, Chamfer-L1 %s mm",
              summary["counts"]["evaluated"], len(results), n_failed, summary["timing"]["seconds_total"],

@@ -24,14 +24,13 @@ of the generalized winding number wherever the rays see a closed surface.
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import torch
 
 from im2hands.data.sampling import HALO_BOX_SIDE, fixed_iou_points
 from im2hands.geometry.frames import palm_frame
-from im2hands.geometry.inside import available_backends, inside_mesh
+from im2hands.geometry.inside import has_embree, inside_mesh
 
 __all__ = ["BBOX_PAD", "iou_from_occupancy", "inside", "palm_box_points", "bbox_points", "mesh_iou"]
 
@@ -54,11 +53,6 @@ def iou_from_occupancy(pred_occ, gt_occ) -> float:
     return int(np.count_nonzero(p & g)) / union
 
 
-@functools.lru_cache(maxsize=1)
-def _has_embree() -> bool:
-    return "embree" in available_backends()
-
-
 def inside(vertices, faces, points) -> np.ndarray:
     """Inside labels (N,) bool of ``points`` for a mesh, closed or not (see module docstring).
 
@@ -73,7 +67,7 @@ def inside(vertices, faces, points) -> np.ndarray:
     if len(f) == 0 or len(p) == 0:
         return np.zeros(len(p), dtype=bool)
     # embree for closed meshes is what "auto" picks; for open ones see the module docstring
-    backend = "embree" if _has_embree() else "auto"
+    backend = "embree" if has_embree() else "auto"
     return np.asarray(inside_mesh(v, f, p, backend=backend), dtype=bool)
 
 

@@ -28,14 +28,14 @@ the synthetic generator places its hands in contact with about 0.25 cm³ of over
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 
 import numpy as np
 import torch
 
-from im2hands.geometry.inside import available_backends, is_closed
+from im2hands.geometry.frames import CM3_PER_M3, orthonormal_basis
+from im2hands.geometry.inside import has_embree, is_closed
 from im2hands.metrics.iou import inside
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CM3_PER_M3: float = 1e6
 """Cubic centimetres per cubic metre (volumes only; lengths go through ``m_to_mm``)."""
 LINE_SPACING: float = 5e-4
 """Default spacing of the line lattice of the ``"lines"`` estimator, metres (0.5 mm)."""
@@ -57,11 +56,6 @@ _LINE_DIR = np.array([0.3163, 0.5477, 0.7746])
 _LINE_DIR = _LINE_DIR / np.linalg.norm(_LINE_DIR)  # oblique: never along a grid mesh's edges
 _STEP = 2e-6  # step past a hit, normalised units (the scene is scaled to [-1, 1]^3)
 _MAX_BAD_FRACTION = 0.05  # more bad lines than this: the mesh is probably open, use points
-
-
-@functools.lru_cache(maxsize=1)
-def _has_embree() -> bool:
-    return "embree" in available_backends()
 
 
 def stratified_box_points(lo, hi, n: int, seed: int = 0) -> np.ndarray:
@@ -147,13 +141,6 @@ class _LineTracer:
         return cat(out_line, np.int64), cat(out_t, np.float64), cat(out_dw, np.int64), unfinished
 
 
-def _basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = np.array([1.0, 0.0, 0.0]) if abs(d[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(d, a)
-    e1 /= np.linalg.norm(e1)
-    return e1, np.cross(d, e1)
-
-
 def _lines_volume(va, fa, vb, fb, lo, hi, spacing: float, seed: int, max_hits: int) -> float | None:
     """The ``"lines"`` estimator in m³; None when too many lines are bad (open meshes)."""
     # normalise both meshes together so that Embree's float32 keeps ~1e-7 relative precision
@@ -161,7 +148,8 @@ def _lines_volume(va, fa, vb, fb, lo, hi, spacing: float, seed: int, max_hits: i
     center = (both.min(0) + both.max(0)) / 2
     scale = 1.0 / max(float((both.max(0) - both.min(0)).max()) / 2, 1e-12)
     d = _LINE_DIR
-    e1, e2 = _basis(d)
+    e1, e2 = orthonormal_basis(d)
+    e1, e2 = -e1, -e2  # the basis the estimator was written with (exact negation)
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
     rel = (corners - center) * scale  # (8, 3) overlap box, normalised
     h = spacing * scale
@@ -261,7 +249,7 @@ def intersection_volume(
     hi = np.minimum(va.max(0), vb.max(0))
     if np.any(hi <= lo):
         return 0.0
-    if method == "lines" and _has_embree() and is_closed(fa) and is_closed(fb):
+    if method == "lines" and has_embree() and is_closed(fa) and is_closed(fb):
         vol = _lines_volume(va, fa, vb, fb, lo, hi, float(spacing), seed, max_hits)
         if vol is not None:
             return vol

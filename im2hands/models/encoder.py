@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from im2hands.loading import load_state_file
 from im2hands.typing import Float, Tensor
 from im2hands.utils.errors import Im2HandsError
 
@@ -173,27 +174,6 @@ class ImageFeatures:
     def mask_features(self) -> Float[Tensor, "B C H W"]:
         """The mask head's last feature map ``(B, head_channels, S/4, S/4)``."""
         return self.mask_pyramid[-1]
-
-
-def load_state_file(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict saved with ``torch.save`` (plain, or under a ``state_dict``/``model`` key).
-
-    Raises:
-        Im2HandsError: the file is missing or holds no state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise Im2HandsError(f"weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable / not a torch file
-        raise Im2HandsError(f"{path}: cannot read weights: {exc}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise Im2HandsError(f"{path}: expected a state dict of tensors")
-    return state
 
 
 class ImageEncoder(nn.Module):

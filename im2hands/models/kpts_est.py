@@ -28,9 +28,9 @@ Outputs (``forward``), per hand ``LEFT = 0``, ``RIGHT = 1``:
 Losses, each iteration supervised (averaged over iterations): 2D (Euclidean, pixels, joints
 inside the image), heatmap (KL to a Gaussian around the true joint), 3D (Euclidean, mm, wrist
 aligned), relative translation (mm), masks (BCE, amodal + visible), presence (BCE). Targets come
-from the batch, or from the augmented batch: in training mode ``forward`` augments the batch
-(:class:`~im2hands.data.augment.Augment`) and returns the augmented targets as ``target_*``
-outputs, which ``compute_loss`` prefers.
+from the batch; in training the trainer augments batches before ``forward``
+(:class:`~im2hands.data.transforms.AugmentBatch`, built from ``model.kpts_est.aug_*``), so
+``compute_loss`` sees the augmented targets.
 
 :class:`~im2hands.extraction.keypoints.KeypointPipeline` runs the model (through
 :meth:`KptsEstModel.estimate`) on whole images of any size.
@@ -45,16 +45,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from im2hands.data.augment import Augment, presence_from_batch
 from im2hands.geometry.frames import m_to_mm
 from im2hands.geometry.placement import DEFAULT_FOCAL_FACTOR, DEFAULT_PRIOR_WEIGHT, place_hands
 from im2hands.hands.constants import LEFT, NUM_KEYPOINTS, RIGHT
-from im2hands.metrics.keypoints import mpjpe_mcp_scaled, mpjpe_wrist
 from im2hands.models.base import KeypointEstimate, KeypointEstimator
 from im2hands.models.encoder import ImageEncoder
 from im2hands.models.kpts_est_heads import RefineIteration, heatmap_kl, soft_argmax
+from im2hands.models.measures import masked_mean, mpjpe_mcp_scaled, mpjpe_wrist
 from im2hands.registry import MODELS
 from im2hands.typing import Float, Tensor
+from im2hands.utils.batch import presence_from_batch
 
 __all__ = ["KptsEstModel", "border_weights"]
 
@@ -70,13 +70,6 @@ def border_weights(uv: Float[Tensor, "... 2"], size: tuple[int, int], margin: fl
     return ok.to(uv.dtype)
 
 
-def _masked_mean(values: Tensor, mask: Tensor, empty: float = 0.0) -> Tensor:
-    w = mask.to(values.dtype)
-    n = w.sum()
-    mean = (values * w).sum() / n.clamp(min=1.0)
-    return torch.where(n > 0, mean, mean.new_tensor(empty))
-
-
 @MODELS.register("kpts_est")
 class KptsEstModel(KeypointEstimator):
     """The keypoint estimator behind the :class:`HandsModel` interface (module docstring).
@@ -90,7 +83,6 @@ class KptsEstModel(KeypointEstimator):
             splat_sigma: see :class:`~im2hands.models.kpts_est_heads.RefineIteration`.
         heatmap_sigma: Gaussian radius of the heatmap target, map cells.
         loss_weights: weights of ``2d``, ``heatmap``, ``3d``, ``rel``, ``mask``, ``presence``.
-        augment: training augmentation applied in ``forward`` (training mode only); None: none.
         presence_threshold: probability above which a hand counts as present.
         default_focal_factor: focal length for plain images, times the longer side.
         passes: image passes of :class:`~im2hands.extraction.keypoints.KeypointPipeline` (1, or 2: again on a crop around the
@@ -124,7 +116,6 @@ class KptsEstModel(KeypointEstimator):
         splat_sigma: float = 1.5,
         heatmap_sigma: float = 1.0,
         loss_weights: Optional[dict[str, float]] = None,
-        augment: Optional[Augment] = None,
         presence_threshold: float = 0.5,
         default_focal_factor: float = DEFAULT_FOCAL_FACTOR,
         passes: int = 1,
@@ -143,7 +134,6 @@ class KptsEstModel(KeypointEstimator):
         self.encoder = encoder
         self.feature_dim, self.dim, self.num_iterations = int(feature_dim), int(dim), int(iterations)
         self.heatmap_sigma = float(heatmap_sigma)
-        self.augment = augment
         self.presence_threshold = float(presence_threshold)
         self.default_focal_factor = float(default_focal_factor)
         if passes not in (1, 2):
@@ -179,12 +169,6 @@ class KptsEstModel(KeypointEstimator):
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Predict keypoints, presence, relative translation and masks (module docstring)."""
         out: dict[str, Tensor] = {}
-        if self.training and self.augment is not None:
-            batch = self.augment(batch)
-            for key in _TARGETS:
-                if key in batch:
-                    out[f"target_{key}"] = batch[key]
-            out["target_K"] = batch["K"]
         image = batch["image"]
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(image.shape)}")
@@ -226,9 +210,7 @@ class KptsEstModel(KeypointEstimator):
 
     def estimate(self, batch: dict[str, Any]) -> KeypointEstimate:
         """The final iteration's keypoints of ``image`` ``(B, 3, S, S)``, placed for ``K`` ``(B, 3, 3)``
-        when the batch has one (the model must be in eval mode; see :class:`KeypointEstimate`)."""
-        if self.training:
-            raise RuntimeError("KptsEstModel.estimate needs eval mode (training mode augments the batch)")
+        when the batch has one and the model is in eval mode (see :class:`KeypointEstimate`)."""
         out = self(batch)
         return KeypointEstimate(
             keypoints_2d=out["keypoints_2d"], keypoints_3d=out["keypoints_3d"], presence_logits=out["presence_logits"],
@@ -250,16 +232,17 @@ class KptsEstModel(KeypointEstimator):
     # ------------------------------------------------------------------ losses
 
     @staticmethod
-    def _targets(batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Ground truth for the outputs: the augmented targets when present, else the batch."""
-        tg = {k: outputs.get(f"target_{k}", batch.get(k)) for k in _TARGETS}
+    def _targets(batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Ground truth for the outputs: the batch's (augmented in training), with ``presence``
+        computed from it when the batch has none."""
+        tg = {k: batch.get(k) for k in _TARGETS}
         if tg["presence"] is None:
-            tg["presence"] = presence_from_batch({**batch, **{k: v for k, v in tg.items() if v is not None}})
+            tg["presence"] = presence_from_batch(batch)
         return tg
 
     def compute_loss(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-iteration losses ``loss_<term>_it<t>``, their means ``loss_<term>``, and the weighted ``loss``."""
-        tg = self._targets(batch, outputs)
+        tg = self._targets(batch)
         present = tg["presence"].bool()  # (B, 2)
         kp2 = tg["keypoints_2d"].float()
         H_img, W_img = batch["image"].shape[-2:]
@@ -277,9 +260,9 @@ class KptsEstModel(KeypointEstimator):
         T = self.num_iterations
         for t in range(T + 1):
             err = (outputs[f"keypoints_2d_it{t}"].float() - kp2).square().sum(-1).add(1e-6).sqrt()  # (B, 2, 21)
-            losses[f"loss_2d_it{t}"] = _masked_mean(err, joint_ok)
+            losses[f"loss_2d_it{t}"] = masked_mean(err, joint_ok)
             kl = heatmap_kl(outputs[f"heatmaps_it{t}"], kp2 / stride, self.heatmap_sigma)  # (B, 2, 21)
-            losses[f"loss_heatmap_it{t}"] = _masked_mean(kl, joint_ok)
+            losses[f"loss_heatmap_it{t}"] = masked_mean(kl, joint_ok)
             mask_terms = [
                 F.binary_cross_entropy_with_logits(outputs[f"masks_{k}_logits_it{t}"].float(), gt)
                 for k, gt in masks_gt.items() if gt is not None
@@ -288,9 +271,9 @@ class KptsEstModel(KeypointEstimator):
             if t == 0:
                 continue
             e3 = (m_to_mm(outputs[f"keypoints_3d_it{t}"].float()) - gt_rel).norm(dim=-1).mean(-1)  # (B, 2)
-            losses[f"loss_3d_it{t}"] = _masked_mean(e3, present)
+            losses[f"loss_3d_it{t}"] = masked_mean(e3, present)
             er = (m_to_mm(outputs[f"rel_translation_it{t}"].float()) - gt_lr).norm(dim=-1)  # (B,)
-            losses[f"loss_rel_it{t}"] = _masked_mean(er, both)
+            losses[f"loss_rel_it{t}"] = masked_mean(er, both)
             losses[f"loss_presence_it{t}"] = F.binary_cross_entropy_with_logits(
                 outputs[f"presence_logits_it{t}"].float(), present.float()
             )
@@ -314,7 +297,7 @@ class KptsEstModel(KeypointEstimator):
         ``mrrpe_placed_mm`` and ``wrist_abs_mm`` (after placement); ``mask_iou_amodal``,
         ``mask_iou_visible`` (image resolution, logits > 0); ``presence_acc``.
         """
-        tg = self._targets(batch, outputs)
+        tg = self._targets(batch)
         present = tg["presence"].bool().cpu().numpy()  # (B, 2)
         gt = tg["keypoints"].double().cpu().numpy()  # (B, 2, 21, 3)
         nan = float("nan")
@@ -340,11 +323,11 @@ class KptsEstModel(KeypointEstimator):
         both = present.all(-1)
         gt_lr = gt[:, LEFT, 0] - gt[:, RIGHT, 0]
         rel = outputs["rel_translation"].double().cpu().numpy()
-        out["mrrpe_mm"] = mean_over(1000.0 * np.linalg.norm(rel - gt_lr, axis=-1), both)
+        out["mrrpe_mm"] = mean_over(m_to_mm(np.linalg.norm(rel - gt_lr, axis=-1)), both)
         if "wrist" in outputs:
             wr = outputs["wrist"].double().cpu().numpy()  # (B, 2, 3)
-            out["mrrpe_placed_mm"] = mean_over(1000.0 * np.linalg.norm(wr[:, LEFT] - wr[:, RIGHT] - gt_lr, axis=-1), both)
-            out["wrist_abs_mm"] = mean_over(1000.0 * np.linalg.norm(wr - gt[:, :, 0], axis=-1), present)
+            out["mrrpe_placed_mm"] = mean_over(m_to_mm(np.linalg.norm(wr[:, LEFT] - wr[:, RIGHT] - gt_lr, axis=-1)), both)
+            out["wrist_abs_mm"] = mean_over(m_to_mm(np.linalg.norm(wr - gt[:, :, 0], axis=-1)), present)
         H_img, W_img = batch["image"].shape[-2:]
         for kind in ("amodal", "visible"):
             gt_m = tg[f"masks_{kind}"]
@@ -368,21 +351,13 @@ class KptsEstModel(KeypointEstimator):
         """Build from an :class:`~im2hands.config.schema.ExperimentConfig` (``model.encoder``, ``model.kpts_est``)."""
         ec, kc = cfg.model.encoder, cfg.model.kpts_est
         encoder = ImageEncoder.from_config(ec)
-        augment = None
-        if kc.augment:
-            augment = Augment(
-                scale_range=tuple(kc.aug_scale_range), rotation_deg=kc.aug_rotation_deg, translate=kc.aug_translate,
-                truncation_prob=kc.aug_truncation_prob, truncation_range=tuple(kc.aug_truncation_range),
-                color=kc.aug_color, hue=kc.aug_hue, blur_prob=kc.aug_blur_prob, blur_sigma=tuple(kc.aug_blur_sigma),
-                noise_std=kc.aug_noise_std, erase_prob=kc.aug_erase_prob,
-            )  # fmt: skip
         weights = {"2d": kc.loss_2d, "heatmap": kc.loss_heatmap, "3d": kc.loss_3d, "rel": kc.loss_rel,
                    "mask": kc.loss_mask, "presence": kc.loss_presence}  # fmt: skip
         return cls(
             encoder=encoder, feature_dim=kc.feature_dim, dim=kc.dim, iterations=kc.iterations,
             graph_layers=kc.graph_layers, graph_order=kc.graph_order, attention_layers=kc.attention_layers,
             heads=kc.heads, mlp_ratio=kc.mlp_ratio, dropout=kc.dropout, conv_blocks=kc.conv_blocks,
-            splat_sigma=kc.splat_sigma, heatmap_sigma=kc.heatmap_sigma, loss_weights=weights, augment=augment,
+            splat_sigma=kc.splat_sigma, heatmap_sigma=kc.heatmap_sigma, loss_weights=weights,
             presence_threshold=kc.presence_threshold, default_focal_factor=kc.default_focal_factor,
             passes=kc.passes, prior_weight=kc.prior_weight, freeze_encoder=kc.freeze_encoder,
         )  # fmt: skip

@@ -40,20 +40,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from im2hands.data.keypoint_noise import KeypointNoise
 from im2hands.geometry.frames import m_to_mm, mm_to_m, project
 from im2hands.hands.constants import LEFT, NUM_KEYPOINTS, RIGHT
 from im2hands.models.attention import PreNormAttentionBlock
 from im2hands.models.base import KeypointRefinement
 from im2hands.models.encoder import ImageEncoder
 from im2hands.models.graph import GraphResBlock
+from im2hands.models.measures import MIDDLE_MCP, aligned_joint_errors_mm, masked_mean
 from im2hands.registry import MODELS
 from im2hands.typing import Bool, Float, Tensor
+from im2hands.utils.batch import hand_valid
 
 __all__ = ["KptsRefFeatures", "KeypointRefiner", "KptsRefModel", "aligned_joint_errors_mm", "masked_mean"]
 
-MIDDLE_MCP: int = 9
-"""Standard index of the middle-finger MCP: each hand's reference point for loss and metrics."""
 POS_SCALE_MM: float = 100.0
 """Positions are fed to the point MLP in units of this many millimetres."""
 OFFSET_SCALE_MM: float = 10.0
@@ -74,33 +73,6 @@ class KptsRefFeatures:
     feature_map: Float[Tensor, "B C S S"]
     K: Float[Tensor, "B 3 3"]
     image_size: tuple[int, int]
-
-
-def masked_mean(values: Float[Tensor, "B 2"], valid: Bool[Tensor, "B 2"], empty: float = 0.0) -> Float[Tensor, ""]:
-    """Mean over the valid entries; ``empty`` when there are none (0 for losses, NaN for metrics)."""
-    w = valid.to(values.dtype)
-    n = w.sum()
-    mean = (values * w).sum() / n.clamp(min=1.0)
-    return torch.where(n > 0, mean, mean.new_tensor(empty))
-
-
-def aligned_joint_errors_mm(
-    pred: Float[Tensor, "B 2 21 3"], gt: Float[Tensor, "B 2 21 3"], align: bool = True
-) -> Float[Tensor, "B 2 21"]:
-    """Per-joint Euclidean errors in mm, each hand re-centred at its own middle MCP.
-
-    Args:
-        pred, gt: ``(B, 2, 21, 3)`` keypoints, camera frame, metres, ``standard`` order.
-        align: subtract each hand's own middle MCP (index 9) from prediction and ground truth
-            first; False: absolute errors.
-
-    Returns:
-        ``(B, 2, 21)`` errors, mm.
-    """
-    if align:
-        pred = pred - pred[:, :, MIDDLE_MCP : MIDDLE_MCP + 1]
-        gt = gt - gt[:, :, MIDDLE_MCP : MIDDLE_MCP + 1]
-    return m_to_mm(pred - gt).norm(dim=-1)
 
 
 def _check_keypoints(kp: Tensor, name: str) -> None:
@@ -283,20 +255,17 @@ class KeypointRefiner(nn.Module):
 
 @MODELS.register("kpts_ref")
 class KptsRefModel(KeypointRefinement):
-    """Stage 3 behind the :class:`HandsModel` interface: image encoder + :class:`KeypointRefiner`.
+    """Stage 3 behind the :class:`~im2hands.models.base.KeypointRefinement` interface: image
+    encoder + :class:`KeypointRefiner`.
 
-    ``forward(batch)`` refines ``batch["keypoints_noisy"]`` when present; otherwise it perturbs
-    the ground truth ``batch["keypoints"]`` with the noise model: fresh noise (torch's global
-    RNG) in training mode, and in eval mode noise seeded per item with ``val_seed +
-    batch["index"]`` (``val_seed + position in the batch`` when there is no ``index``), so
-    validation numbers are comparable across runs.
+    ``forward(batch)`` refines ``batch["keypoints_noisy"]``: in training and validation the
+    trainer's batch transform (:class:`~im2hands.data.transforms.NoisyKeypoints`) perturbs the
+    ground truth ``batch["keypoints"]`` with the keypoint noise model (``model.kpts_ref.noise``).
 
     Args:
         encoder: the image encoder.
         refiner: the refinement network; its ``feature_channels`` sets the fused map's width and
             its ``feature_size`` must equal ``encoder.feature_size``.
-        noise: the keypoint noise model.
-        val_seed: base seed of the eval-mode noise.
         abs_weight: weight of the absolute (not re-centred) MSE term.
         freeze_encoder: keep the encoder's weights fixed and its BatchNorms in eval mode.
     """
@@ -312,8 +281,6 @@ class KptsRefModel(KeypointRefinement):
         *,
         encoder: ImageEncoder,
         refiner: KeypointRefiner,
-        noise: KeypointNoise,
-        val_seed: int = 0,
         abs_weight: float = 0.0,
         freeze_encoder: bool = False,
     ) -> None:
@@ -326,8 +293,6 @@ class KptsRefModel(KeypointRefinement):
         fused_in = encoder.stage_channels[0] + 2 * encoder.head_channels
         self.fuse = nn.Conv2d(fused_in, refiner.feature_channels, 1)  # [layer1, hm feats, mask feats] -> C
         self.refiner = refiner
-        self.noise = noise
-        self.val_seed = int(val_seed)
         self.abs_weight = float(abs_weight)
         self.freeze_encoder = bool(freeze_encoder)
         if self.freeze_encoder:
@@ -364,33 +329,22 @@ class KptsRefModel(KeypointRefinement):
         """Refine keypoints (camera frame, metres, ``standard`` order) given :meth:`encode`'s output."""
         return self.refiner(keypoints_noisy, features.feature_map, features.K, features.image_size, hand_valid)
 
-    def noisy_keypoints(self, batch: dict[str, Any]) -> Float[Tensor, "B 2 21 3"]:
-        """``batch["keypoints_noisy"]``, or the ground truth perturbed as described in the class docstring."""
-        if "keypoints_noisy" in batch:
-            return batch["keypoints_noisy"]
-        gt = batch["keypoints"]
-        if self.training:
-            return self.noise(gt)
-        index = batch.get("index")
-        index = torch.arange(gt.shape[0]) if index is None else torch.as_tensor(index).reshape(-1)
-        return self.noise.seeded(gt, (self.val_seed + index.cpu().long()).tolist())
-
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Returns ``{"keypoints": refined, "keypoints_noisy": input}``, both ``(B, 2, 21, 3)`` m."""
-        noisy = self.noisy_keypoints(batch)
+        if "keypoints_noisy" not in batch:
+            raise KeyError(
+                "kpts_ref refines batch['keypoints_noisy']: add them (in training and validation the trainer's "
+                "batch transform does, im2hands.data.transforms.NoisyKeypoints)"
+            )
+        noisy = batch["keypoints_noisy"]
         _check_keypoints(noisy, "keypoints_noisy")
         refined = self.refine(noisy, self.encode(batch), batch.get("hand_valid"))
         return {"keypoints": refined, "keypoints_noisy": noisy}
 
-    @staticmethod
-    def _valid(batch: dict[str, Any], like: Tensor) -> Tensor:
-        v = batch.get("hand_valid")
-        return torch.ones(like.shape[:2], dtype=torch.bool, device=like.device) if v is None else v.bool()
-
     def compute_loss(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """``loss = rel + abs_weight * abs``: mm^2 MSEs per hand (rel: middle-MCP-centred), mean over valid hands."""
         pred, gt = outputs["keypoints"], batch["keypoints"].to(outputs["keypoints"].dtype)
-        valid = self._valid(batch, pred)
+        valid = hand_valid(batch, pred)
         c = slice(MIDDLE_MCP, MIDDLE_MCP + 1)
         rel = m_to_mm((pred - pred[:, :, c]) - (gt - gt[:, :, c])).square().mean(dim=(-1, -2))  # (B, 2)
         absolute = m_to_mm(pred - gt).square().mean(dim=(-1, -2))  # (B, 2)
@@ -402,7 +356,7 @@ class KptsRefModel(KeypointRefinement):
         """MPJPE (mm) of refined and input keypoints after per-hand middle-MCP alignment, and absolute."""
         pred = outputs["keypoints"]
         noisy, gt = outputs["keypoints_noisy"].to(pred.dtype), batch["keypoints"].to(pred.dtype)
-        valid = self._valid(batch, pred)
+        valid = hand_valid(batch, pred)
         err = aligned_joint_errors_mm(pred, gt).mean(-1)  # (B, 2)
         err_in = aligned_joint_errors_mm(noisy, gt).mean(-1)  # (B, 2)
         nan = float("nan")  # no valid hand: the trainer counts the value as missing
@@ -420,19 +374,13 @@ class KptsRefModel(KeypointRefinement):
     def from_config(cls, cfg: Any) -> "KptsRefModel":
         """Build from an :class:`~im2hands.config.schema.ExperimentConfig` (``model.encoder``, ``model.kpts_ref``)."""
         ec, kc = cfg.model.encoder, cfg.model.kpts_ref
-        nc = kc.noise
         encoder = ImageEncoder.from_config(ec)
         refiner = KeypointRefiner(
             feature_channels=kc.feature_dim, feature_size=encoder.feature_size, dim=kc.dim, layers=kc.layers,
             patch_grid=kc.patch_grid, heads=kc.heads, graph_order=kc.graph_order, mlp_ratio=kc.mlp_ratio,
             dropout=kc.dropout, cross_hand=kc.cross_hand, pixel_aligned=kc.pixel_aligned,
         )  # fmt: skip
-        noise = KeypointNoise(
-            jitter_mm=nc.jitter_mm, tip_growth=nc.tip_growth, depth_bias_mm=nc.depth_bias_mm,
-            depth_along_rays=nc.depth_along_rays, swap_prob=nc.swap_prob, finger_drift_prob=nc.finger_drift_prob,
-            finger_drift_mm=nc.finger_drift_mm, scale_std=nc.scale_std,
-        )  # fmt: skip
         return cls(
-            encoder=encoder, refiner=refiner, noise=noise, val_seed=nc.val_seed, abs_weight=kc.abs_weight,
+            encoder=encoder, refiner=refiner, abs_weight=kc.abs_weight,
             freeze_encoder=kc.freeze_encoder,
         )  # fmt: skip

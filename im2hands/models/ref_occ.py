@@ -59,14 +59,15 @@ from torch import nn
 
 from im2hands.geometry.frames import project
 from im2hands.hands.constants import LEFT, RIGHT
-from im2hands.models.init_occ import OCC_LOSSES, occupancy_loss  # (importing it registers "init_occ")
 from im2hands.models.anchors import AnchorFinder
 from im2hands.models.base import HandsModel
 from im2hands.models.encoder import ImageEncoder, ImageFeatures
+from im2hands.models.measures import OCC_LOSSES, hand_iou, occupancy_loss
 from im2hands.models.point_transformer import PointTransformerEncoder, QueryAnchorAttention
 from im2hands.loading import build_from_stored_config, load_frozen
 from im2hands.registry import MODELS
-from im2hands.typing import Bool, Float, Int, Tensor
+from im2hands.typing import Float, Int, Tensor
+from im2hands.utils.batch import hand_valid
 from im2hands.utils.errors import Im2HandsError
 
 # AnchorFinder lives in im2hands.models.anchors; re-exported here for existing imports.
@@ -291,13 +292,6 @@ class RefOccNet(HandsModel):
 
     # ------------------------------------------------------------------ encode / decode
 
-    @staticmethod
-    def _valid(batch: dict[str, Any], like: Tensor) -> Bool[Tensor, "B 2"]:
-        valid = batch.get("hand_valid")
-        if valid is None:
-            return torch.ones(like.shape[:2], dtype=torch.bool, device=like.device)
-        return valid.to(device=like.device, dtype=torch.bool)
-
     def encode(self, batch: dict[str, Any]) -> RefOccFeatures:
         """Stage-1 features, anchors, anchor codes and two-hand contexts.
 
@@ -315,7 +309,7 @@ class RefOccNet(HandsModel):
         M = anchors.shape[2]
         img = self.encoder(image)
         hw = (int(image.shape[-2]), int(image.shape[-1]))
-        use = self._valid(batch, kp)
+        use = hand_valid(batch, kp)
         use = use | ~use.any(1, keepdim=True)  # no valid hand: centre on both
         w = use[:, :, None, None]  # (B, 2, 1, 1)
         lo, hi = anchors.masked_fill(~w, math.inf).amin((1, 2)), anchors.masked_fill(~w, -math.inf).amax((1, 2))
@@ -405,7 +399,7 @@ class RefOccNet(HandsModel):
         and ``bce_left``, ``bce_right`` with ``loss="bce"``.
         """
         occ = outputs["occupancy"]
-        valid = self._valid(batch, occ)
+        valid = hand_valid(batch, occ)
         data_loss, out = occupancy_loss(occ, outputs["logits"], batch["occupancy"], valid, self.loss)
         pen = occ.new_zeros(())
         if "occupancy_at_other" in outputs:
@@ -421,13 +415,12 @@ class RefOccNet(HandsModel):
         none; a sample with empty prediction and ground truth counts as 1); ``anchor_crossings``:
         the surface points the anchor finder found per valid hand."""
         gt = batch["occupancy"].to(outputs["occupancy"].device) >= 0.5
-        valid = self._valid(batch, gt)
+        valid = hand_valid(batch, gt)
         thr1 = float(self.init_occ.threshold)
         out: dict[str, float] = {}
         preds = {"iou": outputs["occupancy"] >= self.threshold, "iou_init": outputs["occupancy_init"] >= thr1}
         for key, pred in preds.items():
-            inter, union = (pred & gt).sum(-1).float(), (pred | gt).sum(-1).float()
-            iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))  # (B, 2)
+            iou = hand_iou(pred, gt)  # (B, 2)
             for suffix, m, v in (("", valid, iou), ("_left", valid[:, LEFT], iou[:, LEFT]),
                                  ("_right", valid[:, RIGHT], iou[:, RIGHT])):  # fmt: skip
                 out[key + suffix] = float(v[m].mean()) if bool(m.any()) else float("nan")

@@ -26,6 +26,7 @@ def quick_run(tmp_path_factory):
     return code, out, returned
 
 
+@pytest.mark.slow
 def test_run_bench_quick_returns_every_key_finite_and_positive(quick_run):
     code, _, returned = quick_run
     assert code == 0 and len(returned) == 1
@@ -54,6 +55,7 @@ def test_run_bench_quick_returns_every_key_finite_and_positive(quick_run):
     assert images["estimator"]["passes"] == 1 and images["estimator_refiner"]["median_images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_cli_writes_the_json(quick_run):
     _, out, returned = quick_run
     data = json.loads(out.read_text())

@@ -211,6 +211,7 @@ def test_resume_skips_complete_samples(ih, prepared):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "annotations").iterdir()} == stamps
 
 
+@pytest.mark.slow
 def test_shards_union_equals_the_full_run(ih, prepared, tmp_path):
     out, _ = prepared
     sharded = tmp_path / "sharded"

@@ -50,6 +50,7 @@ def test_annotations_are_consistent(synth_dir):
         assert ann.extra["penetration_cm3"] <= 0.5 + 1e-9
 
 
+@pytest.mark.slow
 def test_sample_is_pure_function_of_seed_and_index():
     cfg = load_config(None, ["synth.image_size=64"]).synth
     models = load_hand_models()
@@ -85,6 +86,7 @@ def test_bad_options():
         synthesize("/tmp/never", 2, workers=0)
 
 
+@pytest.mark.slow
 def test_two_workers_match_one(tmp_path):
     cfg = load_config(None, ["synth.image_size=64"])
     synthesize(tmp_path / "a", 3, seed=5, workers=1, cfg=cfg, progress=False)

@@ -73,6 +73,7 @@ def _worker(rank: int, cfg, port: int, out: str) -> None:
     Path(out, f"rank{rank}.json").write_text(json.dumps({"hash": _state_hash(res.model), "summary": res.summary}))
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_hold_identical_weights(make_cfg, tmp_path):
     cfg = make_cfg("train.max_steps=4", "train.val_every=2", "train.checkpoint_every=2", "train.log_every=2")
     ctx = mp.start_processes(_worker, args=(cfg, _free_port(), str(tmp_path)), nprocs=WORLD, join=False,

@@ -213,3 +213,19 @@ def test_orbit_view_keeps_distances_and_turns_about_the_centre():
     # camera moved to +x by 90 degrees: a point on the +x side of the centre comes nearer
     q = orbit_view(center + torch.tensor([[0.1, 0.0, 0.0]]), center, 90.0)
     assert torch.allclose(q, center + torch.tensor([[0.0, 0.0, -0.1]]), atol=1e-6)
+
+
+def test_project_np_matches_project_and_clips_depth():
+    import numpy as np
+
+    from im2hands.geometry.frames import project, project_np
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(50, 3, generator=g, dtype=torch.float64) * 0.1 + torch.tensor([0.0, 0.0, 0.6], dtype=torch.float64)
+    K = torch.tensor([[500.0, 0.0, 128.0], [0.0, 480.0, 120.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    np.testing.assert_allclose(project_np(pts.numpy(), K.numpy()), project(pts, K).numpy(), rtol=1e-12, atol=1e-9)
+    behind = np.array([[0.1, 0.0, -0.5], [0.1, 0.0, 0.5]])
+    uv = project_np(behind, K.numpy(), min_depth=1e-6)
+    # behind the camera: (K p) keeps its u, v and the depth -0.5 is clipped to 1e-6
+    assert np.all(np.isfinite(uv)) and uv[0, 0] == pytest.approx((500.0 * 0.1 + 128.0 * -0.5) / 1e-6)
+    assert uv[1, 0] == pytest.approx(128.0 + 500.0 * 0.1 / 0.5)

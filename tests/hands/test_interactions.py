@@ -10,15 +10,8 @@ import torch
 import trimesh
 
 from im2hands.hands.constants import LEFT, RIGHT
-from im2hands.hands.interactions import (
-    TEMPLATES,
-    overlap_profile,
-    penetration_volume,
-    penetration_volume_grid,
-    pose_pair,
-    rotate_pair,
-    sample_interaction,
-)
+from im2hands.hands.interactions import TEMPLATES, pose_pair, rotate_pair, sample_interaction
+from im2hands.hands.overlap import overlap_profile, penetration_volume, penetration_volume_grid
 from im2hands.hands.mano_io import DEFAULT_MODEL_DIR
 
 needs_model = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "MANO_RIGHT.pkl").exists(), reason="open hand model not built")

@@ -125,6 +125,7 @@ def test_cli_exit_codes(data, perfect_run, tmp_path, caplog):
     assert main(["eval", "--pred", str(tmp_path / "nope"), "--gt", str(root), "--out", str(tmp_path / "c")]) == 2
 
 
+@pytest.mark.slow
 def test_mesh_folder_ground_truth_and_known_errors(data, tmp_path):
     """GT from mesh files; the left prediction moved 1 mm: MRRPE 1 mm, MPJPE 0, Chamfer <= 1 mm."""
     _, items = data

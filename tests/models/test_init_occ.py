@@ -284,6 +284,7 @@ def test_invalid_hands_are_excluded(hands):
     assert math.isnan(m.metrics(bad, out)["iou_left"]) and not math.isnan(m.metrics(bad, out)["iou"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_image", [False, True])
 def test_overfits_one_batch(hands, use_image):
     """60 Adam steps on one batch of hand-model occupancy: the loss halves and beats the best

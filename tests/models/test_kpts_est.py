@@ -12,12 +12,13 @@ from im2hands.cli import main
 from im2hands.config import load_config
 from im2hands.data.dataset import HandsDataset
 from im2hands.data.synthetic import synthesize
-from im2hands.engine.builders import build_model
+from im2hands.engine.builders import build_batch_transform, build_model
 from im2hands.engine.checkpoint import save_checkpoint
 from im2hands.engine.weights import shipped_path
 from im2hands.extraction.run import extract_folder
 from im2hands.geometry.frames import project
 from im2hands.extraction.keypoints import KeypointPipeline
+from im2hands.models.encoder import ImageEncoder
 from im2hands.models.kpts_est import KptsEstModel, border_weights
 from im2hands.models.kpts_est_heads import heatmap_kl, sample_at, soft_argmax, splat
 from im2hands.registry import MODELS
@@ -41,8 +42,24 @@ def synth(tmp_path_factory):
     return root
 
 
-def _smoke(*overrides: str) -> KptsEstModel:
-    return build_model(load_config(SMOKE, list(overrides)))
+def _smoke() -> KptsEstModel:
+    """The smoke config's estimator (``configs/smoke/kpts_est.yaml``), built from keyword arguments
+    (its augmentation is the trainer's batch transform, not part of the model)."""
+    encoder = ImageEncoder(depth=10, width=8, head_channels=8, feature_channels=4, image_size=S)
+    weights = {"2d": 0.1, "heatmap": 1.0, "3d": 0.1, "rel": 0.02, "mask": 1.0, "presence": 0.1}
+    return KptsEstModel(
+        encoder=encoder, feature_dim=8, dim=16, iterations=2, graph_layers=1, graph_order=2, attention_layers=1,
+        heads=2, mlp_ratio=2.0, dropout=0.0, conv_blocks=1, splat_sigma=1.5, heatmap_sigma=1.0, loss_weights=weights,
+        presence_threshold=0.5, default_focal_factor=1.2, passes=1, prior_weight=4.0,
+    )  # fmt: skip
+
+
+def test_keyword_built_smoke_model_is_the_smoke_config():
+    from_yaml = build_model(load_config(SMOKE))
+    built = _smoke()
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in from_yaml.state_dict().items()}
+    for name in ("loss_weights", "presence_threshold", "default_focal_factor", "passes", "prior_weight", "heatmap_sigma"):
+        assert getattr(built, name) == getattr(from_yaml, name), name
 
 
 def _random_batch(B: int = 2, seed: int = 0) -> dict:
@@ -104,8 +121,12 @@ def test_registered_and_output_shapes():
     model = _smoke()
     T = model.num_iterations
     batch = _random_batch()
+    augment = build_batch_transform(load_config(SMOKE))  # the trainer's: augmented targets in training
+    assert augment(batch, training=False) is batch
+    augmented = augment(batch, training=True)
+    assert not torch.equal(augmented["keypoints_2d"], batch["keypoints_2d"]) and "presence" in augmented
     model.train()
-    out = model(batch)
+    out = model(augmented)
     h = S // 4
     shapes = {
         "keypoints_2d": (2, 2, 21, 2), "keypoints_3d": (2, 2, 21, 3), "presence_logits": (2, 2),
@@ -119,7 +140,7 @@ def test_registered_and_output_shapes():
     for key, shape in shapes.items():
         assert tuple(out[key].shape) == shape, key
     assert (out["keypoints_3d"][:, :, 0] == 0).all()  # wrist-relative
-    assert "target_keypoints_2d" in out and "keypoints" not in out  # augmented targets in training
+    assert "keypoints" not in out  # no placement in training
     model.eval()
     with torch.no_grad():
         ev = model({"image": batch["image"], "K": batch["K"]})
@@ -128,7 +149,7 @@ def test_registered_and_output_shapes():
 
 
 def test_gradients_reach_every_head_and_every_iteration_is_supervised():
-    model = _smoke("model.kpts_est.augment=false")
+    model = _smoke()
     model.train()
     batch = _random_batch(seed=1)
     out = model(batch)
@@ -181,7 +202,7 @@ def overfit(synth):
     """The smoke estimator fitted to the two synthetic samples (80 Adam steps, no augmentation):
     (model in eval mode, errors before, errors after) with errors = (2D px, MPJPE mm)."""
     torch.manual_seed(0)
-    model = _smoke("model.kpts_est.augment=false")
+    model = _smoke()
     batch = _dataset_batch(synth)
     opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
 
@@ -202,6 +223,7 @@ def overfit(synth):
     return model.eval(), before, after
 
 
+@pytest.mark.slow
 def test_tiny_overfit_lowers_2d_and_3d_errors(overfit):
     _, (e2_0, e3_0), (e2_1, e3_1) = overfit
     assert e2_1 < 0.4 * e2_0 and e3_1 < 0.3 * e3_0, (e2_0, e2_1, e3_0, e3_1)
@@ -213,7 +235,7 @@ def test_builds_from_each_config(path):
     assert cfg.model.type == "kpts_est"
     model = build_model(cfg)
     assert isinstance(model, KptsEstModel) and model.num_iterations == cfg.model.kpts_est.iterations
-    assert model.augment is not None and model.encoder.depth == cfg.model.encoder.depth
+    assert build_batch_transform(cfg) is not None and model.encoder.depth == cfg.model.encoder.depth
 
 
 def test_trains_with_the_one_trainer(synth, tmp_path):
@@ -251,6 +273,7 @@ def _images(synth, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_extract_from_images_alone(synth, runs, tmp_path):
     images = _images(synth, tmp_path / "img")
     out = tmp_path / "out"
@@ -276,6 +299,7 @@ def test_extract_from_images_alone(synth, runs, tmp_path):
     assert all(set(r["hands"]) == {"left", "right"} for r in s2["items"]), [r["message"] for r in s2["items"]]
 
 
+@pytest.mark.slow
 def test_extract_estimation_errors(synth, runs, tmp_path, capsys):
     images = _images(synth, tmp_path / "img")
     # no --estimator: the shipped estimator and, with it, the shipped refiner ('none' turns it off)
@@ -292,6 +316,7 @@ def test_extract_estimation_errors(synth, runs, tmp_path, capsys):
         extract_folder(tmp_path / "o", model=runs / "occ", images=images, estimator=runs / "occ", progress=False)
 
 
+@pytest.mark.slow
 def test_pipeline_on_images_of_any_size(runs):
     from im2hands.engine.checkpoint import load_model
 

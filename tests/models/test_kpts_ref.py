@@ -6,6 +6,7 @@ import torch
 
 from im2hands.config import load_config
 from im2hands.data.keypoint_noise import KeypointNoise
+from im2hands.engine.builders import build_batch_transform
 from im2hands.hands.constants import LEFT, RIGHT
 from im2hands.hands.joint_orders import STANDARD_PARENTS
 from im2hands.models.encoder import ImageEncoder
@@ -40,9 +41,23 @@ def _batch(B: int = 2, seed: int = 0) -> dict:
     }
 
 
-def _smoke_model(**overrides) -> KptsRefModel:
-    cfg = load_config(REPO / "configs/smoke/kpts_ref.yaml", [f"{k}={v}" for k, v in overrides.items()])
-    return KptsRefModel.from_config(cfg)
+def _smoke_model(*, dropout: float = 0.01, dim: int = 16, abs_weight: float = 0.0,
+                 freeze_encoder: bool = False) -> KptsRefModel:
+    """The smoke config's stage 3 (``configs/smoke/kpts_ref.yaml``), built from keyword arguments."""
+    encoder = ImageEncoder(depth=10, width=8, head_channels=8, feature_channels=4, image_size=S)
+    refiner = KeypointRefiner(feature_channels=8, feature_size=encoder.feature_size, dim=dim, layers=2, patch_grid=4,
+                              heads=2, graph_order=2, mlp_ratio=2.0, dropout=dropout, cross_hand=True,
+                              pixel_aligned=True)  # fmt: skip
+    return KptsRefModel(encoder=encoder, refiner=refiner, abs_weight=abs_weight, freeze_encoder=freeze_encoder)
+
+
+NOISY = build_batch_transform(load_config(REPO / "configs/smoke/kpts_ref.yaml"))
+"""The trainer's batch transform for kpts_ref: ``keypoints_noisy`` (fresh in training, seeded in eval)."""
+
+
+def _run(model: KptsRefModel, batch: dict) -> dict:
+    """``model(batch)`` as the trainer runs it (the batch transform first, in the model's mode)."""
+    return model(NOISY(batch, training=model.training))
 
 
 def _randomize_heads(model_or_refiner) -> None:
@@ -87,6 +102,7 @@ def test_cheb_graph_conv_matches_naive_loop(order):
     torch.testing.assert_close(conv(x), expected)
 
 
+@pytest.mark.slow
 def test_cheb_graph_conv_gradcheck():
     conv = ChebGraphConv(3, 2, order=3).double()
     x = torch.randn(2, 21, 3, dtype=torch.float64, requires_grad=True)
@@ -157,21 +173,23 @@ def test_model_registered_and_interface():
     assert (KptsRefModel.val_metric, KptsRefModel.val_mode, KptsRefModel.stage) == ("mpjpe_mm", "min", "kpts_ref")
     model = _smoke_model().eval()
     batch = _batch(2)
-    out = model(batch)
+    out = _run(model, batch)
     assert out["keypoints"].shape == out["keypoints_noisy"].shape == (2, 2, 21, 3)
     feats = model.encode(batch)
     assert feats.feature_map.shape == (2, 8, 16, 16) and feats.image_size == (S, S)
     torch.testing.assert_close(model.refine(out["keypoints_noisy"], feats, batch["hand_valid"]), out["keypoints"])
     with pytest.raises(NotImplementedError):
         model.decode(torch.zeros(2, 2, 5, 3), feats)
+    with pytest.raises(KeyError, match="keypoints_noisy"):  # the noise is the trainer's batch transform
+        model(batch)
 
 
 def test_gradients_flow_to_every_used_parameter():
-    model = _smoke_model(**{"model.kpts_ref.dropout": 0.0})
+    model = _smoke_model(dropout=0.0)
     _randomize_heads(model)
     model.train()
     batch = _batch(2)
-    model.compute_loss(batch, model(batch))["loss"].backward()
+    model.compute_loss(batch, _run(model, batch))["loss"].backward()
     no_grad = {n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0}
     # The encoder's heatmap/mask output convs and its query conv are not used by this stage (frozen).
     unused = {
@@ -185,12 +203,12 @@ def test_gradients_flow_to_every_used_parameter():
 
 
 def test_frozen_encoder_gets_no_gradient():
-    model = _smoke_model(**{"model.kpts_ref.freeze_encoder": True})
+    model = _smoke_model(freeze_encoder=True)
     _randomize_heads(model)
     model.train()
     assert not model.encoder.training
     batch = _batch(2)
-    model.compute_loss(batch, model(batch))["loss"].backward()
+    model.compute_loss(batch, _run(model, batch))["loss"].backward()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert model.fuse.weight.grad is not None
     assert all(p.requires_grad for p in model.trainable_parameters())
@@ -205,7 +223,7 @@ def test_batch_permutation_permutes_outputs():
     batch["hand_valid"][2, LEFT] = False
     perm = torch.tensor([2, 0, 3, 1])
     permuted = {k: v[perm] for k, v in batch.items()}
-    out, out_p = model(batch), model(permuted)  # eval noise is seeded by batch["index"]
+    out, out_p = _run(model, batch), _run(model, permuted)  # eval noise is seeded by batch["index"]
     torch.testing.assert_close(out_p["keypoints_noisy"], out["keypoints_noisy"][perm])
     torch.testing.assert_close(out_p["keypoints"], out["keypoints"][perm], rtol=1e-4, atol=1e-6)
 
@@ -214,16 +232,16 @@ def test_noise_fixed_in_eval_fresh_in_training_and_given_noisy_used():
     model = _smoke_model()
     batch = _batch(2)
     model.eval()
-    torch.testing.assert_close(model(batch)["keypoints_noisy"], model(batch)["keypoints_noisy"], rtol=0, atol=0)
-    assert not torch.allclose(model(batch)["keypoints_noisy"], batch["keypoints"])
+    torch.testing.assert_close(_run(model, batch)["keypoints_noisy"], _run(model, batch)["keypoints_noisy"], rtol=0, atol=0)
+    assert not torch.allclose(_run(model, batch)["keypoints_noisy"], batch["keypoints"])
     model.train()
-    assert not torch.allclose(model(batch)["keypoints_noisy"], model(batch)["keypoints_noisy"])
+    assert not torch.allclose(_run(model, batch)["keypoints_noisy"], _run(model, batch)["keypoints_noisy"])
     given = batch["keypoints"] + 0.001
-    assert torch.equal(model({**batch, "keypoints_noisy": given})["keypoints_noisy"], given)
+    assert torch.equal(_run(model, {**batch, "keypoints_noisy": given})["keypoints_noisy"], given)
 
 
 def test_loss_zero_at_ground_truth_and_known_values():
-    model = _smoke_model(**{"model.kpts_ref.abs_weight": 0.5})
+    model = _smoke_model(abs_weight=0.5)
     batch = _batch(2)
     gt = batch["keypoints"]
     losses = model.compute_loss(batch, {"keypoints": gt.clone(), "keypoints_noisy": gt})
@@ -272,11 +290,11 @@ def test_mpjpe_matches_numpy():
     assert all(np.isnan(v) for v in model.metrics(batch, {"keypoints": pred, "keypoints_noisy": noisy}).values())
 
 
+@pytest.mark.slow
 def test_overfit_one_batch():
     torch.manual_seed(0)
     # Frozen encoder: its BatchNorms stay in eval mode, so train- and eval-mode outputs agree.
-    overrides = {"model.kpts_ref.dropout": 0.0, "model.kpts_ref.dim": 32, "model.kpts_ref.freeze_encoder": True}
-    model = _smoke_model(**overrides)
+    model = _smoke_model(dropout=0.0, dim=32, freeze_encoder=True)
     noise = KeypointNoise(jitter_mm=8.0, depth_bias_mm=0.0, swap_prob=0.0, finger_drift_prob=0.0, scale_std=0.0)
     batch = _batch(2, seed=3)
     batch["keypoints_noisy"] = noise(batch["keypoints"], torch.Generator().manual_seed(0))
@@ -300,6 +318,12 @@ def test_from_config_builds(path):
     assert isinstance(model, KptsRefModel) and isinstance(model.encoder, ImageEncoder)
     assert model.refiner.feature_size == cfg.model.encoder.image_size // 4
     assert len(model.refiner.layers) == cfg.model.kpts_ref.layers
+
+
+def test_keyword_built_smoke_model_is_the_smoke_config():
+    from_yaml = KptsRefModel.from_config(load_config(REPO / "configs/smoke/kpts_ref.yaml"))
+    built = _smoke_model()
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in from_yaml.state_dict().items()}
 
 
 def test_autocast_keeps_geometry_precise():

@@ -314,6 +314,7 @@ def test_decode_in_chunks_matches_one_pass(stage1_run):
     torch.testing.assert_close(chunked, whole.detach())
 
 
+@pytest.mark.slow
 def test_overfit_one_batch(stage1_run):
     torch.manual_seed(0)
     model = _model(stage1_run, "model.ref_occ.decoder_hidden=32", "model.ref_occ.decoder_blocks=2").train()

@@ -1,0 +1,40 @@
+"""Conventions of collated batches shared by the data transforms and the models (pure torch).
+
+A batch is a dict of tensors with a leading batch axis ``B`` and the hand axis ``2``
+(``LEFT = 0``, ``RIGHT = 1``); see :mod:`im2hands.models.base`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from im2hands.typing import Bool, Tensor
+
+__all__ = ["hand_valid", "presence_from_batch"]
+
+
+def hand_valid(batch: dict[str, Any], like: Tensor) -> Bool[Tensor, "B 2"]:
+    """``batch["hand_valid"]`` as a bool ``(B, 2)`` on ``like``'s device; all True when absent
+    (``like``: any tensor whose first two axes are ``(B, 2)``)."""
+    valid = batch.get("hand_valid")
+    if valid is None:
+        return torch.ones(like.shape[:2], dtype=torch.bool, device=like.device)
+    return valid.to(device=like.device, dtype=torch.bool)
+
+
+def presence_from_batch(batch: dict[str, Any]) -> Bool[Tensor, "B 2"]:
+    """``(B, 2)`` bool: the hand is valid and seen in the image (a visible-mask pixel, or
+    without masks a 2D keypoint inside the image)."""
+    kp2 = batch["keypoints_2d"]
+    B = kp2.shape[0]
+    valid = batch.get("hand_valid")
+    valid = torch.ones(B, 2, dtype=torch.bool, device=kp2.device) if valid is None else valid.bool()
+    if "masks_visible" in batch:
+        seen = batch["masks_visible"].flatten(2).any(-1)
+    else:
+        H, W = batch["image"].shape[-2:]
+        inside = (kp2[..., 0] >= 0) & (kp2[..., 0] < W) & (kp2[..., 1] >= 0) & (kp2[..., 1] < H)
+        seen = inside.any(-1)
+    return valid & seen
