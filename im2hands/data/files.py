@@ -175,7 +175,7 @@ def read_camera(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     where = str(path)
-    data = fmt.read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{where}: expected a JSON object with 'camera', got {type(data).__name__}")
     camera = data.get("camera")
