@@ -292,10 +292,12 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    help="folder of NAME.json keypoint files (docs/keypoints_format.md), or 'auto': estimate them "
                    "from the images (--images or --dataset) with --estimator")
     p.add_argument("--estimator", default=None,
-                   help="keypoint estimator run folder or checkpoint (kpts_est; docs/estimator.md; default: the shipped one)")
+                   help="how keypoints are found in images: 'mediapipe' (per-hand crops through MediaPipe's "
+                   "real-photo networks), or a whole-image estimator run folder or checkpoint (kpts_est, e.g. "
+                   "im2hands/assets/weights/kpts_est.pt); docs/estimator.md (default: mediapipe)")
     p.add_argument("--refiner", default=None,
-                   help="keypoint refinement run or checkpoint (kpts_ref) for estimated keypoints; 'none': no refinement "
-                   "(default: the shipped refiner with the shipped estimator, none with --estimator)")
+                   help="keypoint refinement run or checkpoint (kpts_ref, e.g. im2hands/assets/weights/kpts_ref.pt) "
+                   "for estimated keypoints; 'none': no refinement (default: none)")
     p.add_argument("--focal", type=float, default=None,
                    help="focal length in pixels of images without a camera file NAME.json beside them "
                    "(docs/keypoints_format.md; default: the estimator's model.kpts_est.default_focal_factor, 1.2, "

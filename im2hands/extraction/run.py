@@ -275,11 +275,14 @@ def extract_folder(
         limit: process only the first ``limit`` items (sorted by name).
         progress: show a tqdm progress bar.
         overlay: write ``NAME.png`` for items with an image.
-        estimator: keypoint estimator (``kpts_est``) run folder or checkpoint, or a
-            :class:`~im2hands.extraction.keypoints.KeypointPipeline`; None: the shipped one.
+        estimator: ``"mediapipe"`` (the default when None: the per-hand crop pipeline with
+            MediaPipe's networks, :mod:`~im2hands.extraction.mediapipe_hands`), a whole-image
+            keypoint estimator (``kpts_est``) run folder or checkpoint (the shipped one:
+            ``im2hands/assets/weights/kpts_est.pt``), or a ready
+            :class:`~im2hands.extraction.keypoints.KeypointPipeline` /
+            :class:`~im2hands.extraction.hand_crops.HandCropPipeline`.
         refiner: keypoint refinement (``kpts_ref``) run folder, checkpoint or model, applied to
-            the estimated keypoints; ``"none"``: no refinement; None: the shipped refiner when
-            the estimator is the shipped one, else no refinement.
+            the estimated keypoints; None or ``"none"``: no refinement.
         focal: focal length (pixels) of images without a camera file (estimation only; an image
             ``NAME.jpg`` with ``NAME.json`` beside it uses that file's ``K``, see
             :func:`~im2hands.extraction.inputs.read_camera`); None: the estimator's
@@ -299,9 +302,8 @@ def extract_folder(
     if auto and images is None and dataset is None:
         raise Im2HandsError("--keypoints auto estimates keypoints from images: pass --images DIR or --dataset DIR")
     estimate = auto or (images is not None and keypoints is None and dataset is None)
-    if estimate and estimator is None:  # the shipped estimator, and with it the shipped refiner
-        estimator = shipped_path("estimator")
-        refiner = shipped_path("refiner") if refiner is None else refiner
+    if estimate and estimator is None:  # the per-hand crop pipeline with MediaPipe's real-photo networks
+        estimator = MEDIAPIPE_ESTIMATOR
     refiner = None if isinstance(refiner, str) and refiner == NO_REFINER else refiner
     keypoints = None if auto else keypoints
     if images is None and keypoints is None and dataset is None:
