@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Mapping, Optional
 import torch
 from torch import nn
 
+from im2hands.geometry.placement import DEFAULT_FOCAL_FACTOR
 from im2hands.typing import Bool, Float, Tensor
 
 DEFAULT_DECODE_BYTES_PER_POINT = 4096
@@ -172,7 +173,7 @@ class KeypointEstimator(HandsModel):
 
     uses_image = True
     presence_threshold: float = 0.5
-    default_focal_factor: float = 1.0
+    default_focal_factor: float = DEFAULT_FOCAL_FACTOR
     passes: int = 1
 
     def estimate(self, batch: dict[str, Any]) -> KeypointEstimate:
