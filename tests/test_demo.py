@@ -35,10 +35,10 @@ def test_demo_writes_meshes_pictures_and_tables(demo):
     for name in sorted(results["runs"]["images"]["items"]):
         for suffix in ("_left.obj", "_right.obj", ".png", "_keypoints.json"):
             assert (out / "meshes" / f"{name}{suffix}").is_file()
-    # images only: the keypoints came from the shipped estimator and refiner
+    # images only: the keypoints came from the default per-hand crop pipeline (MediaPipe's networks)
     settings = json.loads((out / "meshes" / "summary.json").read_text())["settings"]
-    assert settings["inputs"]["keypoints"] == "auto" and settings["estimator"].endswith("kpts_est.pt")
-    assert settings["refiner"].endswith("kpts_ref.pt") and settings["model"].endswith("ref_occ.pt")
+    assert settings["inputs"]["keypoints"] == "auto" and settings["estimator"] == "mediapipe"
+    assert settings["refiner"] is None and settings["model"].endswith("ref_occ.pt")
 
 
 @pytest.mark.slow
