@@ -40,7 +40,7 @@ from im2hands.geometry.crops import (
     Roi, box_iou, crop_images, crop_to_camera_orientation, crop_to_image, roi_angle, roi_from_points, square_windows,
 )
 from im2hands.extraction.inputs import placeholder_hand
-from im2hands.extraction.keypoints import refine_keypoints
+from im2hands.extraction.keypoints import EstimatedHands, refine_keypoints
 from im2hands.geometry.placement import default_intrinsics, place_hands
 from im2hands.hands.constants import SIDES
 from im2hands.models.base import KeypointRefinement
@@ -101,32 +101,18 @@ class CropNet(Protocol):
 
 
 @dataclass
-class HandsFound:
-    """What :class:`HandCropPipeline` found in one image (``np.float64`` arrays).
+class HandsFound(EstimatedHands):
+    """What :class:`HandCropPipeline` found in one image: :class:`EstimatedHands` (absent hands'
+    ``keypoints`` and ``keypoints_2d`` are NaN, their ``presence`` 0; ``boxes`` holds the final
+    crop of each hand found) plus:
 
     Attributes:
-        joints: side -> (21, 3) camera-frame metres, ``standard`` order, hands found only.
-        K: (3, 3) intrinsics used.
-        keypoints: (2, 21, 3) left, right placed keypoints (absent hands: NaN).
-        keypoints_2d: (2, 21, 2) image pixels (absent hands: NaN).
-        presence: (2,) presence of the hand kept for each side (0 when none).
-        right_prob: (2,) the network's right-hand probability of those hands (NaN when none).
-        boxes: side -> (center_u, center_v, size, angle) of the final crop, image pixels.
-        reprojection_px: (2,) RMS reprojection error of the placement (NaN: not fitted).
+        right_prob: (2,) the network's right-hand probability of the hands kept (NaN when none).
         candidates: number of hand candidates looked at (after the searches).
-        refined: whether a stage-3 model refined the keypoints.
     """
 
-    joints: dict[str, np.ndarray]
-    K: np.ndarray
-    keypoints: np.ndarray
-    keypoints_2d: np.ndarray
-    presence: np.ndarray
-    right_prob: np.ndarray
-    boxes: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
-    reprojection_px: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
+    right_prob: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
     candidates: int = 0
-    refined: bool = False
 
 
 def assign_sides(presence: Tensor, right_prob: Tensor) -> tuple[int | None, int | None]:

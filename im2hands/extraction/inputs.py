@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,9 @@ class Item:
     faces: np.ndarray | None = None
     keypoints_source: str = "file"
     camera: str | None = None
+    regions: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    """Estimated items: per side, the image region the hand was found in ``(center_u, center_v,
+    size, angle)`` (drawn in the overlay)."""
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
@@ -237,7 +240,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
         kp, present = _assemble(src.name, found.joints)
         source = "refined" if getattr(found, "refined", False) else "estimator"
         return Item(name=src.name, keypoints=kp, present=present, K=np.asarray(found.K, dtype=np.float64), image=image,
-                    keypoints_source=source, camera=camera)  # fmt: skip
+                    keypoints_source=source, camera=camera, regions=dict(found.boxes))  # fmt: skip
     if src.dataset is not None:
         ann = fmt.read_annotation(src.dataset, src.sample_id)
         joints = {s: h.keypoints for s, h in ann.hands.items() if h.valid}

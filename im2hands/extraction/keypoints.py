@@ -11,7 +11,7 @@ It uses the models through those declared interfaces only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 import numpy as np
@@ -51,6 +51,10 @@ class EstimatedHands:
     presence: np.ndarray
     reprojection_px: np.ndarray
     refined: bool = False
+    boxes: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    """Per side found, the image region the hand was found in: ``(center_u, center_v, size,
+    angle)`` (pixels, radians; :class:`~im2hands.geometry.crops.Roi`); empty for the whole-image
+    estimator."""
 
 
 def _crop(image: np.ndarray, x0: float, y0: float, side: float, size: int) -> tuple[torch.Tensor, np.ndarray]:

@@ -411,3 +411,20 @@ def _one_keypoint_file(tmp_path):
     d = tmp_path / "kp1"
     write_keypoints(d / "x.json", {"right": rng.normal(0, 0.03, (21, 3)) + [0, 0, 0.5]})
     return d
+
+
+def test_overlay_draws_the_found_regions_with_their_sides():
+    from im2hands.data.show import HAND_COLORS
+    from im2hands.extraction.run import _draw_regions
+
+    image = np.zeros((100, 120, 3), np.uint8)
+    drawn = _draw_regions(image, {"left": (30.0, 50.0, 40.0, 0.0), "right": (90.0, 50.0, 30.0, np.pi / 4)}, 1.0)
+    left = tuple(int(255 * c) for c in HAND_COLORS["left"])
+    assert tuple(drawn[50, 10]) == left and tuple(drawn[30, 30]) == left  # left and top edges of the square
+    assert tuple(drawn[50, 30]) == (0, 0, 0)  # its centre stays the image
+    right = tuple(int(255 * c) for c in HAND_COLORS["right"])
+    corner = 90 - 15 * np.sqrt(2)  # the turned square's left corner (68.8)
+    assert right in {tuple(drawn[50, u]) for u in range(int(corner) - 1, int(corner) + 2)}
+    assert not drawn[:, : int(corner) - 1][:, 60:].any()  # nothing of it further left
+    half = _draw_regions(np.zeros((50, 60, 3), np.uint8), {"left": (30.0, 50.0, 40.0, 0.0)}, 0.5)
+    assert tuple(half[25, 5]) == left  # regions follow a resized picture
