@@ -238,11 +238,12 @@ def bench_synth(*, workers: int, num: int, repeats: int, image_size: int, seed: 
 
 def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int, upsampling_steps: int,
                  device: torch.device, seed: int = 0) -> dict[str, Any]:
-    """Images alone with the shipped weights: keypoints per second (``KeypointPipeline`` with
-    the shipped estimator, without and with the shipped refiner; median over ``repeats`` passes
-    over ``images`` synthetic images after a warm-up), and seconds per item of the whole
-    image-to-mesh job (``extract --keypoints auto``: estimator, refiner, stage 1, stage 2, MISE,
-    marching cubes, files; median over the items)."""
+    """Images alone: keypoints per second of the default per-hand crop pipeline (``crops``:
+    MediaPipe's networks) and of the whole-image ``KeypointPipeline`` with the shipped
+    estimator, without and with the shipped refiner (median over ``repeats`` passes over
+    ``images`` synthetic images after a warm-up), and seconds per item of the whole
+    image-to-mesh job with the defaults (``extract --keypoints auto``: crop pipeline, stage 1,
+    stage 2, MISE, marching cubes, files; median over the items with a hand found)."""
     from im2hands.config import load_config
     from im2hands.data import format as fmt
     from im2hands.data.synthetic import synthesize
@@ -250,6 +251,7 @@ def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int
     from im2hands.loading import shipped_path
     from im2hands.extraction.run import extract_folder
     from im2hands.extraction.keypoints import KeypointPipeline
+    from im2hands.extraction.mediapipe_hands import mediapipe_pipeline
 
     out: dict[str, Any] = {"images": images, "repeats": repeats, "image_size": image_size}
     with tempfile.TemporaryDirectory(prefix="im2hands_bench_images_") as tmp:
@@ -260,7 +262,7 @@ def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int
         inputs = [(fmt.read_image(root / a.image), a.K) for a in anns]
         estimator, _ = load_model(shipped_path("estimator"), device=device)
         refiner, _ = load_model(shipped_path("refiner"), device=device)
-        for name, pipe in (("estimator", KeypointPipeline(estimator)),
+        for name, pipe in (("crops", mediapipe_pipeline(device)), ("estimator", KeypointPipeline(estimator)),
                            ("estimator_refiner", KeypointPipeline(estimator, refiner=refiner))):
             pipe(*inputs[0])  # warm-up
             runs = []
