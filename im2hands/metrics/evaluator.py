@@ -182,15 +182,17 @@ class _MeshFolderGT:
 
 
 def _load_prediction(pred_dir: Path, name: str, sides: Sequence[str]) -> dict[str, HandMesh]:
+    """The predicted hands of ``sides`` that exist (a missing one is left out); none fails the item."""
     kp_path = pred_dir / f"{name}_keypoints.json"
     kps = read_keypoint_file(kp_path) if kp_path.is_file() else {}
     hands = {}
     for side in sides:
         path = pred_dir / f"{name}_{side}.obj"
-        if not path.is_file():
-            raise DataError(f"missing prediction: {path}")
-        v, f = read_obj(path)
-        hands[side] = HandMesh(v, f, kps.get(side))
+        if path.is_file():
+            v, f = read_obj(path)
+            hands[side] = HandMesh(v, f, kps.get(side))
+    if not hands:
+        raise DataError(f"missing prediction: {pred_dir / f'{name}_{sides[0]}.obj'}" if sides else f"{name}: no hand")
     return hands
 
 
@@ -219,11 +221,13 @@ def evaluate_item(
     torch_threads: int | None = 1,
     align: str = "none",
 ) -> dict[str, Any]:
-    """Every metric of one item (two hands); hands absent from ``gt`` are not evaluated.
+    """Every metric of one item (two hands); hands absent from ``gt`` are not evaluated, and a
+    ground-truth hand without a prediction is a **missing** hand: listed in ``missing``, not
+    scored (summaries count it; its metrics are absent, never zero-filled).
 
     Args:
         pred: ``{side: HandMesh}`` predicted meshes (and keypoints, optional), one per
-            ground-truth hand.
+            ground-truth hand that was predicted.
         gt: ``{side: HandMesh}`` ground-truth meshes and keypoints (keypoints optional).
         n_points: IoU query points, surface samples per mesh, and penetration points.
         seed: the item's seed (:func:`item_seed`).
@@ -240,9 +244,9 @@ def evaluate_item(
             meshes as given. Needs both keypoint sets (else the item fails).
 
     Returns:
-        ``{"hands": {side: {metric: value}}, "mrrpe_mm", "penetration_cm3",
-        "penetration_gt_cm3"}``; NaN where a metric cannot be computed (no keypoints, one
-        hand only).
+        ``{"hands": {side: {metric: value}}, "missing": [side, ...], "mrrpe_mm",
+        "penetration_cm3", "penetration_gt_cm3"}``; NaN where a metric cannot be computed (no
+        keypoints, one hand only).
     """
     with _torch_threads(torch_threads):
         return _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers, align)
@@ -265,11 +269,12 @@ def _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers, a
     if align not in ALIGN_MODES:
         raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
     hands: dict[str, dict[str, Any]] = {}
+    missing = [side for side in SIDES if side in gt and side not in pred]
+    if len(missing) == len(gt):
+        raise DataError(f"no predicted {' or '.join(missing)} hand")
     for h, side in enumerate(SIDES):
-        if side not in gt:
+        if side not in gt or side not in pred:
             continue
-        if side not in pred:
-            raise DataError(f"no predicted {side} hand")
         p, g = pred[side], gt[side]
         shift = np.zeros(3)
         if align == "root":
@@ -295,9 +300,9 @@ def _evaluate_item(pred, gt, n_points, seed, thresholds_mm, curve_mm, workers, a
         res["pred_vertices"], res["pred_faces"] = int(len(p.vertices)), int(len(p.faces))
         res["pred_closed"] = bool(is_closed(p.faces))
         hands[side] = res
-    out: dict[str, Any] = {"hands": hands, "mrrpe_mm": math.nan, "penetration_cm3": math.nan,
+    out: dict[str, Any] = {"hands": hands, "missing": missing, "mrrpe_mm": math.nan, "penetration_cm3": math.nan,
                            "penetration_gt_cm3": math.nan}
-    if all(s in gt for s in SIDES):
+    if all(s in gt and s in pred for s in SIDES):
         kp = [pred[s].keypoints for s in SIDES] + [gt[s].keypoints for s in SIDES]
         if all(k is not None for k in kp):
             out["mrrpe_mm"] = float(mrrpe(*kp))
@@ -335,7 +340,9 @@ def summarize(results: list[dict[str, Any]], thresholds_mm: Sequence[float] = DE
 
     Per-hand metrics are averaged over every evaluated (item, hand) pair that has them (the
     headline keys) and over each hand separately (``left``, ``right``); ``mrrpe_mm`` and the
-    penetration volumes over items. Values are ``None`` when nothing was measured.
+    penetration volumes over items (with both hands predicted). Values are ``None`` when nothing
+    was measured. A missing hand (no prediction for a ground-truth hand) is in no mean: it is
+    counted in ``counts.missing_hands`` and listed under ``missing``, beside failed items.
     """
     ok = [r for r in results if r["status"] == "ok"]
     keys = _hand_keys(thresholds_mm)
@@ -362,12 +369,14 @@ def summarize(results: list[dict[str, Any]], thresholds_mm: Sequence[float] = DE
         "evaluated": len(ok),
         "failed": len(results) - len(ok),
         "hands": {s: len(per_side[s]["iou"]) for s in SIDES},
+        "missing_hands": {s: sum(1 for r in ok if s in r.get("missing", ())) for s in SIDES},
         "mpjpe_hands": {s: finite(per_side[s]["mpjpe_wrist_mm"]) for s in SIDES},
         "mrrpe_items": finite([r["mrrpe_mm"] for r in ok]),
         "penetration_items": finite([r["penetration_cm3"] for r in ok]),
         "pred_open_hands": sum(1 for r in ok for h in r["hands"].values() if not h.get("pred_closed", True)),
     }
     summary["failed"] = {r["name"]: r["error"] for r in results if r["status"] != "ok"}
+    summary["missing"] = {r["name"]: list(r["missing"]) for r in ok if r.get("missing")}
     secs = [r["seconds"] for r in ok]
     summary["timing"] = {"seconds_per_item": _mean(secs), "seconds_items_total": float(sum(secs))}
     return _jsonable(summary)
@@ -470,7 +479,9 @@ def _run_item(name, gt, pred_dir, n_points, seed, thresholds_mm, curve_mm, worke
         pred_hands = _load_prediction(pred_dir, name, list(gt_hands))
         res = evaluate_item(pred_hands, gt_hands, n_points=n_points, seed=item_seed(seed, name),
                             thresholds_mm=thresholds_mm, curve_mm=curve_mm, workers=workers, align=align)
-        res.update(name=name, status="ok", error="")
+        res.update(name=name, status="ok", error="; ".join(f"no predicted {s} hand" for s in res["missing"]))
+        if res["missing"]:
+            log.warning("item %s: %s (a missing hand; the other is scored)", name, res["error"])
     except (DataError, ValueError) as exc:  # bad input files, degenerate (zero-area) meshes
         log.warning("item %s failed: %s", name, exc)
         res = _failed(name, str(exc))

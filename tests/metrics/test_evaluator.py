@@ -265,3 +265,23 @@ def test_align_root_undoes_a_per_hand_translation(data, tmp_path):
     assert s["counts"]["failed"] == 1 and "--align root needs" in s["failed"][name]
     with pytest.raises(DataError, match="--align must be one of"):
         evaluate_folder(pred, gt, tmp_path / "bad", n_points=POINTS, align="wrist")
+
+
+def test_an_item_missing_one_hand_scores_the_other(data, tmp_path):
+    """A ground-truth hand without a prediction is a missing hand (counted, listed, in no mean);
+    the item's other hand is scored; MRRPE and penetration need both and stay empty."""
+    root, items = data
+    names = sorted(items)
+    pred = tmp_path / "pred"
+    for name in names:
+        meshes, kps = items[name]
+        _write_item(pred, name, meshes, kps, order="standard", writer=write_obj)
+    (pred / f"{names[0]}_left.obj").unlink()
+    s = evaluate_folder(pred, root, tmp_path / "out", split="all", n_points=POINTS, seed=0, progress=False, plots=False)
+    assert s["counts"]["evaluated"] == len(names) and s["counts"]["failed"] == 0
+    assert s["counts"]["missing_hands"] == {"left": 1, "right": 0} and s["missing"] == {names[0]: ["left"]}
+    assert s["counts"]["hands"] == {"left": len(names) - 1, "right": len(names)}
+    assert s["iou"] == pytest.approx(1.0, abs=2e-3) and s["counts"]["mrrpe_items"] == len(names) - 1
+    rows = {r["name"]: r for r in csv.DictReader((tmp_path / "out" / "per_item.csv").open())}
+    assert rows[names[0]]["status"] == "ok" and rows[names[0]]["error"] == "no predicted left hand"
+    assert rows[names[0]]["left_iou"] == "" and float(rows[names[0]]["right_iou"]) == pytest.approx(1.0, abs=2e-3)
