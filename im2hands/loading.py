@@ -126,7 +126,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Im2HandsError(f"{path}: unreadable checkpoint ({first})") from None
+        best = path.with_name(BEST)
+        hint = (f"; {best} is there: copy it over {LAST} to resume from the best validation's step (the steps "
+                "after it are run again)") if path.name == LAST and best.is_file() else ""
+        raise Im2HandsError(f"{path}: unreadable checkpoint ({first}){hint}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise Im2HandsError(f"{path}: not an im2hands checkpoint")
     if int(ckpt.get("version", -1)) > CHECKPOINT_VERSION:

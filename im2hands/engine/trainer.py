@@ -25,9 +25,7 @@ import logging
 import math
 import os
 import random
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +45,7 @@ from im2hands.engine.checkpoint import (
     load_init_weights,
 )  # fmt: skip
 from im2hands.engine.logging import METRICS_FILE, MetricsLogger, truncate_events
+from im2hands.engine.stop import StopRequest
 from im2hands.models.base import HandsModel
 from im2hands.utils.errors import Im2HandsError
 from im2hands.utils.io import write_json
@@ -148,32 +147,6 @@ def _new_run_dir(cfg: Any) -> Path:
     return path
 
 
-class _StopRequest:
-    """While active in the main thread, the first SIGINT sets ``requested`` (the loop stops after
-    the current step, checkpointed); a second one raises KeyboardInterrupt as usual."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("Ctrl-C: stopping after this step and writing last.pt and summary.json "
-                    "(Ctrl-C again aborts at once)")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
 class Trainer:
     """One training job; use :func:`train` rather than this class directly."""
 
@@ -189,15 +162,7 @@ class Trainer:
         ckpt = None
         if resume is not None:
             self.run_dir = Path(resume)
-            try:
-                ckpt = load_checkpoint(self.run_dir / LAST)
-            except Im2HandsError as exc:
-                if (self.run_dir / LAST).is_file() and (self.run_dir / BEST).is_file():
-                    raise Im2HandsError(
-                        f"{exc}; {self.run_dir / BEST} is there: copy it over {LAST} to resume from the best "
-                        "validation's step (the steps after it are run again)"
-                    ) from None
-                raise
+            ckpt = load_checkpoint(self.run_dir / LAST)  # an unreadable one names best.pt when it is there
             diff = _dict_diff(config_dict(cfg)["model"], ckpt["config"].get("model", {}), "model.")
             if diff:
                 raise Im2HandsError(
@@ -395,7 +360,7 @@ class Trainer:
         self.last_val = (step, metrics)
         return metrics
 
-    def _stop_reason(self, stop: _StopRequest) -> str | None:
+    def _stop_reason(self, stop: StopRequest) -> str | None:
         """"interrupted" (Ctrl-C), "max_minutes", or None to go on; all ranks agree."""
         t = self.cfg.train
         if t.max_minutes is None and not self.info.enabled and not stop.requested:
@@ -419,7 +384,7 @@ class Trainer:
                    dynamic_ncols=True, desc=cfg.name, file=sys.stderr)  # fmt: skip
         redirect = logging_redirect_tqdm() if self.progress else contextlib.nullcontext()
         try:
-            with redirect, _StopRequest() as stop:
+            with redirect, StopRequest() as stop:
                 while st["step"] < t.max_steps and stopped_by == "max_steps":
                     self.sampler.set_epoch(st["epoch"])
                     self.sampler.set_start(st["batch_in_epoch"] * t.batch_size)

@@ -207,7 +207,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
             ground-truth meshes (for :class:`~im2hands.extraction.oracle.MeshOccupancy`).
         estimate: keypoints from the image instead of from files: a callable ``(image, K or
             None) -> result`` with ``result.joints`` (side -> (21, 3)), ``result.K`` and
-            optionally ``result.refined`` (:class:`~im2hands.extraction.keypoints.KeypointPipeline`);
+            optionally ``result.refined`` and ``result.boxes`` (:class:`~im2hands.extraction.keypoints.EstimatedHands`);
             dataset items pass their camera; an image with a per-image camera file
             (:func:`camera_file`) passes that file's ``K``, else None (``--focal`` or the
             estimator's default).
@@ -240,7 +240,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
         kp, present = _assemble(src.name, found.joints)
         source = "refined" if getattr(found, "refined", False) else "estimator"
         return Item(name=src.name, keypoints=kp, present=present, K=np.asarray(found.K, dtype=np.float64), image=image,
-                    keypoints_source=source, camera=camera, regions=dict(found.boxes))  # fmt: skip
+                    keypoints_source=source, camera=camera, regions=dict(getattr(found, "boxes", {})))  # fmt: skip
     if src.dataset is not None:
         ann = fmt.read_annotation(src.dataset, src.sample_id)
         joints = {s: h.keypoints for s, h in ann.hands.items() if h.valid}

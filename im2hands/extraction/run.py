@@ -39,7 +39,8 @@ import torch
 
 from im2hands.config import config_to_yaml
 from im2hands.data.files import write_obj
-from im2hands.extraction.extractor import Extraction, Extractor, resolve_threshold
+from im2hands.extraction.extractor import Extractor, resolve_threshold
+from im2hands.extraction.overlay import write_overlay
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
 from im2hands.extraction.hand_crops import HandCropPipeline
 from im2hands.extraction.keypoints import KeypointPipeline
@@ -49,7 +50,7 @@ from im2hands.loading import load_model, shipped_path
 from im2hands.models.base import HandsModel, KeypointEstimator, KeypointRefinement
 from im2hands.utils.device import resolve_device as _resolve_device
 from im2hands.utils.errors import Im2HandsError
-from im2hands.utils.io import atomic_path, write_json, write_text
+from im2hands.utils.io import write_json, write_text
 
 __all__ = [
     "SUMMARY_FORMAT",
@@ -79,8 +80,6 @@ MAX_RESOLUTION = 512
 """Largest final grid (cells per side): two 513^3 float32 grids and masks take ~1.4 GB."""
 SUMMARY_EVERY_S = 1.0
 """``summary.json`` is rewritten after an item when this many seconds passed since the last write."""
-OVERLAY_MAX_SIDE = 1024
-"""Overlay pictures of larger images are drawn at this longest side."""
 KEYPOINTS_SUFFIX = "_keypoints.json"
 """``NAME_keypoints.json``: the keypoints an item's meshes were made from (read by ``im2hands eval``)."""
 CONFIG_FILES: dict[str, str] = {
@@ -167,52 +166,6 @@ def write_configs(out: str | os.PathLike, configs: dict[str, str | None]) -> lis
         elif path.exists():
             path.unlink()
     return written
-
-
-def _draw_regions(image: np.ndarray, regions: dict[str, tuple[float, float, float, float]], scale: float) -> np.ndarray:
-    """``image`` with each found hand's region (a rotated square) and its side (L / R) drawn in
-    the side's colour; ``scale``: image pixels per region pixel."""
-    from PIL import Image, ImageDraw
-
-    from im2hands.data.show import HAND_COLORS
-
-    picture = Image.fromarray(image)
-    draw = ImageDraw.Draw(picture)
-    width = max(1, round(max(image.shape[:2]) / 200))
-    for side, (cu, cv, size, angle) in regions.items():
-        colour = tuple(int(255 * c) for c in HAND_COLORS[side])
-        c, s, h = np.cos(angle), np.sin(angle), size / 2.0
-        corners = [(scale * (cu + c * x - s * y), scale * (cv + s * x + c * y)) for x, y in ((-h, -h), (h, -h), (h, h), (-h, h))]
-        draw.line(corners + corners[:1], fill=colour, width=width)
-        draw.text((min(u for u, _ in corners) + 2, min(v for _, v in corners) + 1), "L" if side == "left" else "R", fill=colour)
-    return np.asarray(picture)
-
-
-def _write_overlay(path: Path, item: Item, extraction: Extraction) -> Path:
-    """Input image (with the regions the hands were found in, when estimated) | meshes rendered
-    over it, side by side, as PNG."""
-    from PIL import Image
-
-    from im2hands.data.show import mesh_overlay
-
-    image, K = item.image, np.array(item.K, dtype=np.float64)
-    h, w = image.shape[:2]
-    scale = min(1.0, OVERLAY_MAX_SIDE / max(h, w))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        K[:2] *= np.array([[size[0] / w], [size[1] / h]])
-        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-    meshes = {
-        side: (torch.from_numpy(r.vertices).float(), torch.from_numpy(r.faces))
-        for side, r in extraction.hands.items()
-        if r.status == "ok"
-    }
-    over = mesh_overlay(image, meshes, K) if meshes else image.astype(np.float32) / 255.0
-    left_panel = _draw_regions(image, item.regions, scale) if item.regions else image
-    picture = np.concatenate([left_panel, (np.clip(over, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)], axis=1)
-    with atomic_path(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG")
-    return path
 
 
 # --------------------------------------------------------------------------- the job
@@ -503,7 +456,7 @@ def _process(
         t_write = time.perf_counter() - t
         t = time.perf_counter()
         if overlay and item.image is not None and item.K is not None:
-            rec["files"].append(_write_overlay(out / f"{src.name}.png", item, result).name)
+            rec["files"].append(write_overlay(out / f"{src.name}.png", item, result).name)
         t_overlay = time.perf_counter() - t
         if problems:
             rec["status"], rec["message"] = "failed", "; ".join(problems)

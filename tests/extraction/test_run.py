@@ -415,7 +415,7 @@ def _one_keypoint_file(tmp_path):
 
 def test_overlay_draws_the_found_regions_with_their_sides():
     from im2hands.data.show import HAND_COLORS
-    from im2hands.extraction.run import _draw_regions
+    from im2hands.extraction.overlay import draw_regions as _draw_regions
 
     image = np.zeros((100, 120, 3), np.uint8)
     drawn = _draw_regions(image, {"left": (30.0, 50.0, 40.0, 0.0), "right": (90.0, 50.0, 30.0, np.pi / 4)}, 1.0)
