@@ -282,6 +282,7 @@ def extract_folder(
     keypoints = None if auto else keypoints
     if images is None and keypoints is None and dataset is None:
         raise Im2HandsError("no inputs: pass --keypoints DIR (and --images DIR), or --dataset DIR --split NAME")
+    _check_out_is_not_an_input(out, images=images, keypoints=keypoints, dataset=dataset)
     if limit is not None and limit < 1:
         raise Im2HandsError(f"--limit must be at least 1, got {limit}")
     if resolution < 2 or upsampling_steps < 0 or resolution * 2**upsampling_steps > MAX_RESOLUTION:
@@ -385,6 +386,19 @@ def extract_folder(
     t = summary["totals"]
     log.info("%s: %d of %d items ok, %d failed (%.1f s)", out, t["ok"], t["processed"], t["failed"], t["seconds"])
     return summary
+
+
+def _check_out_is_not_an_input(out: str | os.PathLike, **inputs: Any) -> None:
+    """Refuse an output folder that is an input folder: its ``NAME.png`` overlays and
+    ``NAME_keypoints.json`` files would overwrite the inputs (or be read as inputs next time)."""
+    target = Path(out).resolve()
+    for option, folder in inputs.items():
+        if folder is None:
+            continue
+        folders = [Path(folder).resolve()] + ([Path(folder).resolve() / "images"] if option == "dataset" else [])
+        if target in folders:
+            raise Im2HandsError(f"--out {out} is the --{option} folder {folder}: the outputs would overwrite or mix "
+                                "with the inputs; choose another output folder")
 
 
 def _load_estimator(

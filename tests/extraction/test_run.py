@@ -428,3 +428,21 @@ def test_overlay_draws_the_found_regions_with_their_sides():
     assert not drawn[:, : int(corner) - 1][:, 60:].any()  # nothing of it further left
     half = _draw_regions(np.zeros((50, 60, 3), np.uint8), {"left": (30.0, 50.0, 40.0, 0.0)}, 0.5)
     assert tuple(half[25, 5]) == left  # regions follow a resized picture
+
+
+def test_output_folder_that_is_an_input_folder_is_refused(tmp_path, capsys):
+    """``--images same --out same`` would write the overlays NAME.png over the photos."""
+    from im2hands.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    picture = np.full((32, 32, 3), 90, np.uint8)
+    Image.fromarray(picture).save(photos / "a.png")
+    before = (photos / "a.png").read_bytes()
+    for args in (["--images", str(photos)], ["--keypoints", str(photos)], ["--dataset", str(tmp_path)]):
+        out = photos if args[0] != "--dataset" else tmp_path
+        assert main(["extract", *args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"is the {args[0]} folder" in err and len(err.strip().splitlines()) == 1
+    assert main(["extract", "--dataset", str(tmp_path), "--out", str(tmp_path / "images")]) == 2
+    assert (photos / "a.png").read_bytes() == before and sorted(p.name for p in photos.iterdir()) == ["a.png"]
