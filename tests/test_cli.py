@@ -104,3 +104,29 @@ def test_help_gives_every_default():
             assert f"(default: {action.default})" in text
         checked += 1
     assert checked >= 15
+
+
+def test_unusable_output_paths_are_one_message_and_exit_2(tmp_path, capsys):
+    """``--out`` that is a file, or lies under a file: one line naming it, exit 2, no traceback."""
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    kp = tmp_path / "kp"
+    kp.mkdir()
+    for out in (a_file, a_file / "sub"):
+        for argv in (["extract", "--keypoints", str(kp), "--out", str(out)],
+                     ["data", "synth", "--out", str(out), "--num", "1"],
+                     ["eval", "--pred", str(kp), "--gt", str(kp), "--out", str(out)]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"--out {out}" in err[0] and "Traceback" not in err[0], (argv, err)
+
+
+def test_bad_global_extract_options_fail_once_with_exit_2(tmp_path, capsys):
+    kp = tmp_path / "kp"
+    kp.mkdir()
+    (kp / "a.json").write_text("{}")
+    for option, value, words in (("--threshold", "2", "between 0 and 1"), ("--focal", "-5", "positive")):
+        assert main(["extract", "--keypoints", str(kp), "--out", str(tmp_path / "o"), option, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and option in err[0] and words in err[0]
+    assert not (tmp_path / "o").exists()  # refused before anything was written

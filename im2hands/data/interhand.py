@@ -54,7 +54,7 @@ from im2hands.hands.joint_orders import convert
 from im2hands.hands.layer import HandModel, load_hand_models
 from im2hands.hands.mano_io import ENV_MANO_DIR, resolve_mano_dir
 from im2hands.utils.errors import DataError, Im2HandsError
-from im2hands.utils.io import atomic_path, write_json
+from im2hands.utils.io import atomic_path, output_dir, write_json
 
 __all__ = [
     "SOURCE",
@@ -443,7 +443,7 @@ def prepare_interhand(
              ", ".join(f"{k} {v}" for k, v in sorted(index.dropped.items())) or "none dropped",
              time.perf_counter() - t_read)
     tasks = index.tasks if shard_in is None else index.tasks[shard_in[0]::shard_in[1]]
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     cfg = ExperimentConfig()
     cfg.hand_model.mano_dir = str(models_dir)  # the only config this job reads
     save_config(cfg, out)  # atomic; the last run into a shared folder rewrites it

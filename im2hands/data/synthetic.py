@@ -45,6 +45,7 @@ from im2hands.hands.interactions import TEMPLATES, pose_pair, rotate_pair, sampl
 from im2hands.hands.layer import HandModel, load_hand_models
 from im2hands.utils.device import resolve_device as _resolve_device
 from im2hands.utils.errors import DataError, Im2HandsError
+from im2hands.utils.io import check_output_path, output_dir
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,7 @@ def synthesize(
     from tqdm import tqdm
 
     cfg = cfg or ExperimentConfig()
+    check_output_path(out_dir)
     if num < 1:
         raise Im2HandsError(f"--num must be at least 1, got {num}")
     if workers < 1:
@@ -270,7 +272,7 @@ def synthesize(
     meta = {"source": "synthetic", "seed": int(seed), "hand_model": {"name": models["right"].model_name},
             "image_size": [size, size]}
     _check_existing(root, meta)
-    root.mkdir(parents=True, exist_ok=True)
+    output_dir(root)
     # meta.json counts samples only once they are on disk: while writing it says so and holds
     # no count (a killed run leaves it that way); the count and the splits are written last.
     fmt.write_meta(root, {**meta, "status": "writing"})

@@ -29,6 +29,7 @@ malformed JSON, NaN keypoints, no surface found...) is recorded as failed and th
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ from im2hands.loading import load_model, shipped_path
 from im2hands.models.base import HandsModel, KeypointEstimator, KeypointRefinement
 from im2hands.utils.device import resolve_device as _resolve_device
 from im2hands.utils.errors import Im2HandsError
-from im2hands.utils.io import write_json, write_text
+from im2hands.utils.io import check_output_path, output_dir, write_json, write_text
 
 __all__ = [
     "SUMMARY_FORMAT",
@@ -282,7 +283,12 @@ def extract_folder(
     keypoints = None if auto else keypoints
     if images is None and keypoints is None and dataset is None:
         raise Im2HandsError("no inputs: pass --keypoints DIR (and --images DIR), or --dataset DIR --split NAME")
+    check_output_path(out)
     _check_out_is_not_an_input(out, images=images, keypoints=keypoints, dataset=dataset)
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise Im2HandsError(f"--threshold must lie strictly between 0 and 1 (an occupancy probability), got {threshold}")
+    if focal is not None and not (math.isfinite(focal) and focal > 0):
+        raise Im2HandsError(f"--focal must be a positive number of pixels, got {focal}")
     if limit is not None and limit < 1:
         raise Im2HandsError(f"--limit must be at least 1, got {limit}")
     if resolution < 2 or upsampling_steps < 0 or resolution * 2**upsampling_steps > MAX_RESOLUTION:
@@ -331,7 +337,7 @@ def extract_folder(
     )  # fmt: skip
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     config_files = write_configs(out, {"model": config_to_yaml(cfg) if cfg is not None else None,
                                        "init_occ": model.init_occ_config, **estimator_configs})
     settings = {

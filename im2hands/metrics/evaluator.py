@@ -52,7 +52,7 @@ from im2hands.metrics.keypoints import MIDDLE_MCP, mpjpe_mcp_scaled, mpjpe_wrist
 from im2hands.metrics.penetration import LINE_SPACING, penetration_volume_cm3
 from im2hands.metrics.report import _ITEM_KEYS, _hand_keys, csv_text, write_plots
 from im2hands.utils.errors import DataError
-from im2hands.utils.io import write_json, write_text
+from im2hands.utils.io import check_output_path, output_dir, write_json, write_text
 
 ALIGN_MODES = ("none", "root")
 """``--align``: ``none`` (camera frame as given) or ``root`` (each predicted hand moved onto the
@@ -221,9 +221,8 @@ def evaluate_item(
     torch_threads: int | None = 1,
     align: str = "none",
 ) -> dict[str, Any]:
-    """Every metric of one item (two hands); hands absent from ``gt`` are not evaluated, and a
-    ground-truth hand without a prediction is a **missing** hand: listed in ``missing``, not
-    scored (summaries count it; its metrics are absent, never zero-filled).
+    """Every metric of one item (two hands); hands absent from ``gt`` are not evaluated, a ``gt``
+    hand absent from ``pred`` is **missing**: listed in ``missing``, not scored (never zero-filled).
 
     Args:
         pred: ``{side: HandMesh}`` predicted meshes (and keypoints, optional), one per
@@ -340,9 +339,8 @@ def summarize(results: list[dict[str, Any]], thresholds_mm: Sequence[float] = DE
 
     Per-hand metrics are averaged over every evaluated (item, hand) pair that has them (the
     headline keys) and over each hand separately (``left``, ``right``); ``mrrpe_mm`` and the
-    penetration volumes over items (with both hands predicted). Values are ``None`` when nothing
-    was measured. A missing hand (no prediction for a ground-truth hand) is in no mean: it is
-    counted in ``counts.missing_hands`` and listed under ``missing``, beside failed items.
+    penetration volumes over items with both hands. ``None``: nothing measured. A missing hand
+    (not predicted) is in no mean: ``counts.missing_hands`` and ``missing`` list it.
     """
     ok = [r for r in results if r["status"] == "ok"]
     keys = _hand_keys(thresholds_mm)
@@ -424,7 +422,7 @@ def evaluate_folder(
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    pred_dir, gt_dir, out = Path(pred_dir), Path(gt_dir), Path(out_dir)
+    pred_dir, gt_dir, out = Path(pred_dir), Path(gt_dir), check_output_path(out_dir)
     if n_points < 1:
         raise DataError(f"--points must be at least 1, got {n_points}")
     if align not in ALIGN_MODES:
@@ -460,7 +458,7 @@ def evaluate_folder(
         "seed": int(seed), "align": align, "fscore_thresholds_mm": [float(t) for t in thresholds_mm],
         "penetration": {"method": "lines", "spacing_mm": float(m_to_mm(LINE_SPACING))},
     }
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     write_text(out / "per_item.csv", csv_text(results, thresholds_mm))
     write_json(out / "summary.json", summary)
     if plots:

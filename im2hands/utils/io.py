@@ -66,3 +66,44 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 def write_pickle(path: str | os.PathLike, obj: Any) -> None:
     """Pickle ``obj`` to ``path`` atomically (protocol 4, readable by Python >= 3.4)."""
     write_bytes(path, pickle.dumps(obj, protocol=4))
+
+
+def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Check, without creating anything, that ``path`` can be a job's output folder: not a
+    file, not under a file, in a writable place. Returns it as a Path.
+
+    Raises:
+        Im2HandsError: one message naming ``option`` and the path.
+    """
+    from im2hands.utils.errors import Im2HandsError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise Im2HandsError(f"{option} {path}: is a file, not a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise Im2HandsError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise Im2HandsError(f"{option} {path}: {parent} is not writable")
+    return path
+
+
+def output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create (if needed) and return the output folder ``path`` of a job (checked first by
+    :func:`check_output_path`, then written to once).
+
+    Raises:
+        Im2HandsError: one message naming ``option`` and the path when it cannot be used.
+    """
+    from im2hands.utils.errors import Im2HandsError
+
+    path = check_output_path(path, option)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
+            pass
+    except OSError as exc:
+        raise Im2HandsError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
