@@ -287,7 +287,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    "keypoint-only stage 1 without)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", default=None, help="dataset folder (docs/data_format.md); with --split")
-    src.add_argument("--images", default=None, help="folder of NAME.jpg|png (keypoints from --keypoints DIR, else estimated)")
+    src.add_argument("--images", default=None, help="folder of NAME.jpg|png|webp|bmp|tif images, at least 32 pixels a side "
+                     "(keypoints from --keypoints DIR, else estimated)")
     p.add_argument("--keypoints", default=None,
                    help="folder of NAME.json keypoint files (docs/keypoints_format.md), or 'auto': estimate them "
                    "from the images (--images or --dataset) with --estimator")

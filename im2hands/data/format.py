@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from im2hands.hands.constants import SIDES
 from im2hands.utils.errors import DataError
@@ -161,13 +161,22 @@ def read_annotation(root: Path, sample_id: str) -> Annotation:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB image as uint8 (H, W, 3); :class:`DataError` for missing or corrupted files."""
+    """RGB image as uint8 (H, W, 3), as it is meant to be seen: turned upright by its EXIF
+    orientation; 16-bit images scaled to 8 bits (not clipped); grayscale, palette and
+    alpha images as their RGB colours (alpha dropped). :class:`DataError` for missing or
+    corrupted files."""
     if not path.is_file():
         raise DataError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16-bit (or float) grayscale
+                values = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode != "F" and values.max() > 255 else 255.0 if im.mode != "F" else 1.0
+                gray = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=-1)
             return np.array(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable image: {exc}") from None
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "KEYPOINT_ORDERS",
     "KEYPOINT_SOURCES",
     "IMAGE_SUFFIXES",
+    "MIN_IMAGE_SIDE",
+    "read_input_image",
     "MAX_COORDINATE_M",
     "KeypointFile",
     "parse_keypoints",
@@ -57,7 +59,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+"""Image files ``extract --images`` reads (any case); other files in the folder are ignored."""
+MIN_IMAGE_SIDE = 32
+"""Images whose shorter side has fewer pixels cannot show a hand usefully: such items fail."""
 CROP_FILL = 0.8
 """Fraction of the model's input side covered by the hands' projected keypoints (IntagHand's crop)."""
 PLACEHOLDER_OFFSET_M = 0.3
@@ -114,6 +119,20 @@ class Item:
     regions: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     """Estimated items: per side, the image region the hand was found in ``(center_u, center_v,
     size, angle)`` (drawn in the overlay)."""
+
+
+def read_input_image(path: Path) -> np.ndarray:
+    """An item's image as ``(H, W, 3)`` uint8 RGB (:func:`~im2hands.data.format.read_image`:
+    EXIF-upright, 16-bit, grayscale, palette and alpha images handled).
+
+    Raises:
+        DataError: unreadable, or smaller than :data:`MIN_IMAGE_SIDE` on its shorter side.
+    """
+    image = fmt.read_image(Path(path))
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise DataError(f"{path}: image of {image.shape[1]} x {image.shape[0]} pixels is too small to show a hand "
+                        f"(at least {MIN_IMAGE_SIDE} pixels a side)")
+    return image
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
@@ -229,7 +248,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
                 K, camera = read_camera(cam), f"file {cam}"
         else:
             raise DataError(f"{src.name}: no image to estimate keypoints from")
-        image = fmt.read_image(path)
+        image = read_input_image(path)
         found = estimate(image, K)
         if K is None:
             focal = getattr(estimate, "focal", None)
@@ -248,7 +267,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
         item = Item(name=src.name, keypoints=kp, present=present, K=np.asarray(ann.K, dtype=np.float64),
                     keypoints_source="dataset", camera="dataset")  # fmt: skip
         if ann.image:
-            item.image = fmt.read_image(src.dataset / ann.image)
+            item.image = read_input_image(src.dataset / ann.image)
         if hand_models is not None:
             from im2hands.data.dataset import mesh_in_camera
 
@@ -267,7 +286,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
     if src.image is not None:
         if parsed.K is None:
             raise DataError(f"{src.keypoints}: 'camera.K' is required when an image is given (to place the meshes over it)")
-        item.image = fmt.read_image(src.image)
+        item.image = read_input_image(src.image)
     return item
 
 

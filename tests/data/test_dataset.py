@@ -138,3 +138,34 @@ def test_an_item_failing_after_the_check_is_replaced_by_the_next(synth_dir, tmp_
     assert ds[1]["id"] == "0000002"
     with pytest.raises(DataError, match=r"0000001\.png"):
         HandsDataset(root, "all", num_points=8, skip_bad=False)[1]
+
+
+def test_images_read_as_they_are_meant_to_be_seen(tmp_path):
+    """16-bit, palette, grayscale, RGBA and EXIF-rotated files give the same pixels as the 8-bit
+    RGB version of the picture (16-bit: within rounding)."""
+    import numpy as np
+    from PIL import Image
+
+    from im2hands.data.format import read_image
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (30, 40), dtype=np.uint8)
+    rgb = np.stack([gray, 255 - gray, gray // 2], -1)
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # 16-bit grayscale
+    assert np.abs(read_image(tmp_path / "g16.png").astype(int) - np.repeat(gray[..., None], 3, -1)).max() <= 1
+    Image.fromarray(gray).save(tmp_path / "g8.png")
+    assert np.array_equal(read_image(tmp_path / "g8.png"), np.repeat(gray[..., None], 3, -1))
+    Image.fromarray(np.dstack([rgb, np.full((30, 40), 7, np.uint8)])).save(tmp_path / "rgba.png")
+    assert np.array_equal(read_image(tmp_path / "rgba.png"), rgb)
+    pal = Image.fromarray(rgb).quantize(colors=64)
+    pal.save(tmp_path / "pal.png")
+    assert np.array_equal(read_image(tmp_path / "pal.png"), np.asarray(pal.convert("RGB")))
+    # EXIF orientation 6: the stored pixels are the picture turned; the reader turns them back
+    stored = Image.fromarray(rgb).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "exif.png", exif=exif.tobytes())
+    assert np.array_equal(read_image(tmp_path / "exif.png"), rgb)
+    for ext in ("bmp", "tif", "webp"):
+        Image.fromarray(rgb).save(tmp_path / f"a.{ext}", **({"lossless": True} if ext == "webp" else {}))
+        assert np.array_equal(read_image(tmp_path / f"a.{ext}"), rgb), ext

@@ -446,3 +446,20 @@ def test_output_folder_that_is_an_input_folder_is_refused(tmp_path, capsys):
         assert f"is the {args[0]} folder" in err and len(err.strip().splitlines()) == 1
     assert main(["extract", "--dataset", str(tmp_path), "--out", str(tmp_path / "images")]) == 2
     assert (photos / "a.png").read_bytes() == before and sorted(p.name for p in photos.iterdir()) == ["a.png"]
+
+
+def test_tiny_images_fail_their_item_and_more_formats_are_listed(tmp_path):
+    from im2hands.extraction.inputs import MIN_IMAGE_SIDE, list_items, read_input_image
+    from im2hands.utils.errors import DataError
+
+    folder = tmp_path / "img"
+    folder.mkdir()
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / "dot.png")
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(folder / "ok.webp")
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(folder / "ok2.BMP")
+    (folder / "notes.txt").write_text("not an image")
+    names = sorted(src.name for src in list_items(images=folder, keypoints=None, dataset=None, split="test"))
+    assert names == ["dot", "ok", "ok2"]
+    with pytest.raises(DataError, match=rf"dot\.png: image of 1 x 1 pixels is too small.*{MIN_IMAGE_SIDE}"):
+        read_input_image(folder / "dot.png")
+    assert read_input_image(folder / "ok.webp").shape == (40, 50, 3)
