@@ -14,9 +14,22 @@ The package reads as the pipeline (``docs/architecture.md`` has the import table
 - ``im2hands.config``     typed YAML configs with ``inherit_from`` and ``a.b=value`` overrides
 - ``im2hands.benchmarks`` the measurements behind ``im2hands bench``
 - ``im2hands.cli``        the ``im2hands`` command
+- ``im2hands.api``        the Python API: ``HandReconstructor`` (docs/api.md)
 
 Units are metres and the OpenCV camera frame (+x right, +y down, +z forward) everywhere
 inside the library; millimetres appear only in reported metrics.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["HandReconstructor", "__version__"]
+
+
+def __getattr__(name: str):
+    """``from im2hands import HandReconstructor`` (docs/api.md), imported on first use so that
+    ``import im2hands`` and the command line stay light."""
+    if name == "HandReconstructor":
+        from im2hands.api import HandReconstructor
+
+        return HandReconstructor
+    raise AttributeError(f"module 'im2hands' has no attribute {name!r}")

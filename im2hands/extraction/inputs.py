@@ -41,6 +41,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MIN_IMAGE_SIDE",
     "read_input_image",
+    "assemble_hands",
     "MAX_COORDINATE_M",
     "KeypointFile",
     "parse_keypoints",
@@ -203,7 +204,13 @@ def placeholder_hand(joints: np.ndarray, absent_side: str) -> np.ndarray:
     return kp
 
 
-def _assemble(name: str, joints: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[bool, bool]]:
+def assemble_hands(name: str, joints: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[bool, bool]]:
+    """``(2, 21, 3)`` left, right keypoints from ``{side: (21, 3)}`` (an absent hand: the
+    :func:`placeholder_hand` stand-in) and which are present.
+
+    Raises:
+        DataError: no hand at all (``name`` says which item).
+    """
     present = tuple(s in joints for s in SIDES)
     if not any(present):
         raise DataError(f"{name}: no hand to extract")
@@ -256,14 +263,14 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
             camera += ", principal point at the image centre"
         if not found.joints:
             raise DataError(f"{src.name}: the keypoint estimator found no hand in {path} (camera: {camera})")
-        kp, present = _assemble(src.name, found.joints)
+        kp, present = assemble_hands(src.name, found.joints)
         source = "refined" if getattr(found, "refined", False) else "estimator"
         return Item(name=src.name, keypoints=kp, present=present, K=np.asarray(found.K, dtype=np.float64), image=image,
                     keypoints_source=source, camera=camera, regions=dict(getattr(found, "boxes", {})))  # fmt: skip
     if src.dataset is not None:
         ann = fmt.read_annotation(src.dataset, src.sample_id)
         joints = {s: h.keypoints for s, h in ann.hands.items() if h.valid}
-        kp, present = _assemble(src.name, joints)
+        kp, present = assemble_hands(src.name, joints)
         item = Item(name=src.name, keypoints=kp, present=present, K=np.asarray(ann.K, dtype=np.float64),
                     keypoints_source="dataset", camera="dataset")  # fmt: skip
         if ann.image:
@@ -280,7 +287,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
     if src.keypoints is None:
         raise DataError(f"{src.name}: no keypoint file")
     parsed = read_keypoints(src.keypoints)
-    kp, present = _assemble(src.name, parsed.joints)
+    kp, present = assemble_hands(src.name, parsed.joints)
     item = Item(name=src.name, keypoints=kp, present=present, K=parsed.K, keypoints_source="file",
                 camera=None if parsed.K is None else f"keypoint file {src.keypoints}")  # fmt: skip
     if src.image is not None:

@@ -35,9 +35,10 @@ def draw_regions(image: np.ndarray, regions: dict[str, tuple[float, float, float
     return np.asarray(picture)
 
 
-def write_overlay(path: Path, item: Item, extraction: Extraction) -> Path:
-    """Input image (with the regions the hands were found in, when estimated) | meshes rendered
-    over it, side by side, as PNG."""
+def overlay_picture(item: Item, extraction: Extraction) -> np.ndarray:
+    """``(H', 2 W', 3)`` uint8: the input image (with the regions the hands were found in, when
+    estimated) | the meshes rendered over it; images above :data:`OVERLAY_MAX_SIDE` are
+    drawn smaller."""
     from PIL import Image
 
     from im2hands.data.show import mesh_overlay
@@ -56,7 +57,13 @@ def write_overlay(path: Path, item: Item, extraction: Extraction) -> Path:
     }
     over = mesh_overlay(image, meshes, K) if meshes else image.astype(np.float32) / 255.0
     left_panel = draw_regions(image, item.regions, scale) if item.regions else image
-    picture = np.concatenate([left_panel, (np.clip(over, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)], axis=1)
+    return np.concatenate([left_panel, (np.clip(over, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)], axis=1)
+
+
+def write_overlay(path: Path, item: Item, extraction: Extraction) -> Path:
+    """:func:`overlay_picture` as a PNG file, written atomically."""
+    from PIL import Image
+
     with atomic_path(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG")
+        Image.fromarray(overlay_picture(item, extraction)).save(tmp, format="PNG")
     return path

@@ -1,0 +1,216 @@
+"""The Python API: one import, one call from an image to two hands.
+
+```python
+from im2hands import HandReconstructor
+
+rec = HandReconstructor.from_pretrained(device="cpu")   # shipped weights, MediaPipe's hand networks
+out = rec("photo.jpg", K=None)          # path, PIL image or (H, W, 3) uint8 array; K (3, 3) or None
+out.left.mesh, out.right.mesh           # trimesh.Trimesh in the camera frame, metres (None: no hand)
+out.left.keypoints                      # (21, 3) standard order, camera frame, metres (None: no hand)
+out.overlay()                           # PIL image: the input | the meshes drawn over it
+rec("photo.jpg", keypoints=kp)          # given keypoints (a dict like a keypoint file) skip the estimator
+rec.batch(["a.jpg", "b.jpg"])           # several images
+```
+
+It runs what ``im2hands extract`` runs per item (the same functions: image reading, hand
+finding, placement, stage 1/2, MISE + marching cubes) and writes no file. ``K`` defaults to a
+focal length of 1.2 x the longer image side with the principal point at the image centre
+(``focal=`` at construction sets another focal length). Bad inputs raise
+:class:`~im2hands.utils.errors.Im2HandsError` subclasses with the CLI's messages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from im2hands.hands.constants import SIDES
+from im2hands.utils.errors import DataError, Im2HandsError
+
+__all__ = ["Hand", "HandReconstructor", "Reconstruction"]
+
+
+@dataclass
+class Hand:
+    """One hand of a :class:`Reconstruction`; both fields None when the hand was not found."""
+
+    mesh: Any = None
+    """``trimesh.Trimesh``, camera frame (OpenCV), metres; watertight."""
+    keypoints: np.ndarray | None = None
+    """``(21, 3)`` float64, ``standard`` order, camera frame, metres."""
+
+
+@dataclass
+class Reconstruction:
+    """Both hands of one image, and what they were made from."""
+
+    left: Hand
+    right: Hand
+    K: np.ndarray
+    """``(3, 3)`` intrinsics used (given or the default)."""
+    image: np.ndarray = field(repr=False)
+    """``(H, W, 3)`` uint8 RGB input, upright."""
+    keypoints_source: str = "estimator"
+    """``estimator`` (found in the image), ``refined`` or ``given``."""
+    regions: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    """Per side found: ``(center_u, center_v, size, angle)`` of the crop it was found in."""
+    _item: Any = field(default=None, repr=False)
+    _extraction: Any = field(default=None, repr=False)
+
+    def overlay(self):
+        """The input next to the meshes drawn over it (regions and sides marked) as a PIL image."""
+        from PIL import Image
+
+        from im2hands.extraction.overlay import overlay_picture
+
+        return Image.fromarray(overlay_picture(self._item, self._extraction))
+
+
+def _as_image(image: Any) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB from a path, a PIL image or an array (checked as ``extract`` does)."""
+    from PIL import Image, ImageOps
+
+    from im2hands.extraction.inputs import MIN_IMAGE_SIDE, read_input_image
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_input_image(Path(image))
+    if isinstance(image, Image.Image):
+        image = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise DataError(f"image: expected a path, a PIL image or a numpy array, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+        raise DataError(f"image: expected an (H, W, 3) uint8 RGB array, got shape {image.shape} and dtype {image.dtype}")
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise DataError(f"image: {image.shape[1]} x {image.shape[0]} pixels is too small to show a hand "
+                        f"(at least {MIN_IMAGE_SIDE} pixels a side)")
+    return np.ascontiguousarray(image[..., :3])
+
+
+class HandReconstructor:
+    """Image (and optional camera and keypoints) -> both hands' meshes and keypoints.
+
+    Args:
+        model: a hands model (stage 2 or a stage 1 that reads images) or its run folder /
+            checkpoint / weights file.
+        estimator: how hands are found: ``"mediapipe"`` (per-hand crops, the default), a
+            whole-image estimator run / weights file, or a ready pipeline object.
+        refiner: optional stage-3 refinement run / weights file (None: none).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        focal: focal length in pixels for images given without ``K``.
+        resolution, upsampling_steps, threshold: the mesh extractor's settings (as ``extract``).
+    """
+
+    def __init__(self, model: Any, *, estimator: Any = "mediapipe", refiner: Any = None, device: str = "cpu",
+                 focal: float | None = None, resolution: int = 32, upsampling_steps: int = 3,
+                 threshold: float | None = None) -> None:  # fmt: skip
+        from im2hands.extraction.extractor import Extractor
+        from im2hands.extraction.run import MAX_RESOLUTION, _load_estimator, resolve_device
+        from im2hands.loading import load_model
+        from im2hands.models.base import HandsModel
+
+        if focal is not None and not (np.isfinite(focal) and focal > 0):
+            raise Im2HandsError(f"focal must be a positive number of pixels, got {focal}")
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise Im2HandsError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+        if resolution < 2 or upsampling_steps < 0 or resolution * 2**upsampling_steps > MAX_RESOLUTION:
+            raise Im2HandsError(f"resolution {resolution} with {upsampling_steps} upsampling steps is out of range")
+        self.device = resolve_device(device)
+        if isinstance(model, (str, os.PathLike)):
+            model, _ = load_model(model, device=self.device, occupancy=True)
+        elif not isinstance(model, HandsModel):
+            raise Im2HandsError(f"model: expected a run folder, a checkpoint or a HandsModel, got {type(model).__name__}")
+        self.model = model.to(self.device).eval()
+        if self.model.needs_ground_truth:
+            raise Im2HandsError("model: this model needs ground-truth meshes (a test stand-in), not images")
+        self.focal = focal
+        self.pipeline, _ = _load_estimator(estimator, refiner, self.device, focal)
+        self.extractor = Extractor(self.model, resolution0=resolution, upsampling_steps=upsampling_steps,
+                                   threshold=threshold, device=self.device)  # fmt: skip
+
+    @classmethod
+    def from_pretrained(cls, device: str = "cpu", **kwargs: Any) -> "HandReconstructor":
+        """The shipped weights (stage 2 with its stage 1) and the default hand finding."""
+        from im2hands.loading import shipped_path
+
+        return cls(shipped_path("model"), device=device, **kwargs)
+
+    @classmethod
+    def from_run(cls, model: str | os.PathLike, *, estimator: Any = "mediapipe", refiner: Any = None,
+                 device: str = "cpu", **kwargs: Any) -> "HandReconstructor":  # fmt: skip
+        """Your own trained runs (folders or checkpoint / weights files)."""
+        return cls(model, estimator=estimator, refiner=refiner, device=device, **kwargs)
+
+    @torch.no_grad()
+    def __call__(self, image: Any, K: Any = None, keypoints: dict | None = None) -> Reconstruction:
+        """Reconstruct both hands of one image (module docstring).
+
+        Args:
+            image: path, PIL image, or ``(H, W, 3)`` uint8 RGB array.
+            K: ``(3, 3)`` intrinsics in pixels of ``image``, or None (``keypoints``' camera, else
+                the default).
+            keypoints: a dict like a keypoint file (docs/keypoints_format.md): given keypoints,
+                no estimation.
+
+        Raises:
+            DataError: a bad image, camera or keypoints, or no hand found.
+        """
+        from im2hands.data.files import _check_K, parse_keypoints
+        from im2hands.extraction.inputs import Item, assemble_hands
+        from im2hands.extraction.run import batch_from_item
+
+        pixels = _as_image(image)
+        if K is not None:
+            K = np.asarray(K, dtype=np.float64)
+            if K.shape != (3, 3):
+                raise DataError(f"K: expected a (3, 3) matrix, got shape {K.shape}")
+            _check_K(K, "K")
+        if keypoints is not None:
+            parsed = parse_keypoints(keypoints, where="keypoints")
+            K = K if K is not None else parsed.K
+            if K is None:
+                from im2hands.geometry.placement import default_intrinsics
+
+                h, w = pixels.shape[:2]
+                K = default_intrinsics(h, w, focal=self.focal, dtype=torch.float64).numpy()
+            joints, source, regions = parsed.joints, "given", {}
+        else:
+            found = self.pipeline(pixels, K)
+            if not found.joints:
+                raise DataError("image: no hand found")
+            joints, K, source, regions = found.joints, found.K, ("refined" if found.refined else "estimator"), found.boxes
+        kp, present = assemble_hands("image", joints)
+        item = Item(name="image", keypoints=kp, present=present, K=np.asarray(K, np.float64), image=pixels,
+                    keypoints_source=source if source != "given" else "file", regions=dict(regions))  # fmt: skip
+        batch = batch_from_item(item, image_size=self.model.image_size if self.model.uses_image else None, crop=True)
+        extraction = self.extractor.extract(batch)
+        hands = {}
+        for s, side in enumerate(SIDES):
+            r = extraction.hands[side]
+            mesh = _trimesh(r.vertices, r.faces) if present[s] and r.status == "ok" else None
+            hands[side] = Hand(mesh=mesh, keypoints=np.array(kp[s]) if present[s] else None)
+        return Reconstruction(left=hands["left"], right=hands["right"], K=item.K, image=pixels,
+                              keypoints_source=source, regions=dict(regions), _item=item,
+                              _extraction=extraction)  # fmt: skip
+
+    def batch(self, images: Sequence[Any], Ks: Sequence[Any] | None = None,
+              keypoints: Sequence[dict | None] | None = None) -> list[Reconstruction]:  # fmt: skip
+        """:meth:`__call__` for each image (``Ks`` and ``keypoints``: one per image, or None)."""
+        n = len(images)
+        Ks = [None] * n if Ks is None else list(Ks)
+        keypoints = [None] * n if keypoints is None else list(keypoints)
+        if len(Ks) != n or len(keypoints) != n:
+            raise Im2HandsError(f"batch: {n} images but {len(Ks)} cameras and {len(keypoints)} keypoint sets")
+        return [self(image, K, kp) for image, K, kp in zip(images, Ks, keypoints)]
+
+
+def _trimesh(vertices: np.ndarray, faces: np.ndarray):
+    import trimesh
+
+    return trimesh.Trimesh(vertices=np.asarray(vertices, np.float64), faces=np.asarray(faces, np.int64), process=False)
