@@ -271,7 +271,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
             split=args.split, resolution=args.resolution, upsampling_steps=args.upsampling_steps,
             threshold=args.threshold, device=args.device, points_batch_size=args.points_batch_size,
             limit=args.limit, progress=not args.no_progress, estimator=args.estimator, refiner=args.refiner,
-            focal=args.focal,
+            focal=args.focal, existing="overwrite" if args.overwrite else "resume" if args.resume else "refuse",
         )
         return 1 if summary["totals"]["failed"] else 0
 
@@ -311,6 +311,11 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points-batch-size", type=int, default=100_000, help="query points per hand per decode call")
     p.add_argument("--limit", type=int, default=None, help="process only the first N items")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true",
+                       help="--out holds an earlier run: remove its files first (default: refuse)")
+    again.add_argument("--resume", action="store_true",
+                       help="--out holds an earlier run with the same settings: keep its finished items, do the rest")
     p.set_defaults(func=run)
 
 

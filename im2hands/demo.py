@@ -78,7 +78,7 @@ def run_pipeline(out_dir: str | Path, num: int, *, seed: int = DEMO_SEED, worker
     for folder, keypoints in EXTRACTIONS.items():
         t = time.perf_counter()
         extract_folder(out / folder, dataset=out / "data", split="all", keypoints=keypoints, device=device,
-                       progress=progress)  # fmt: skip
+                       progress=progress, existing="overwrite")  # fmt: skip
         seconds[f"extract_{folder}"] = time.perf_counter() - t
     runs: dict[str, Any] = {}
     for name, run in RUNS.items():

@@ -41,6 +41,7 @@ import torch
 from im2hands.config import config_to_yaml
 from im2hands.data.files import write_obj
 from im2hands.extraction.extractor import Extractor, resolve_threshold
+from im2hands.extraction.outfolder import EXISTING_MODES, OutputFolder, check_not_an_input
 from im2hands.extraction.overlay import write_overlay
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
 from im2hands.extraction.hand_crops import HandCropPipeline
@@ -228,12 +229,15 @@ def extract_folder(
     estimator: Any = None,
     refiner: Any = None,
     focal: float | None = None,
+    existing: str = "refuse",
     **extractor_kwargs: Any,
 ) -> dict[str, Any]:
     """Extract both hands' meshes for every item of a folder or dataset split.
 
     Args:
         out: output folder (created).
+        existing: an earlier run in ``out``: ``refuse`` it, ``overwrite`` it (its files removed
+            first) or ``resume`` it (finished items kept; same settings) (:mod:`.outfolder`).
         model: a run folder or checkpoint path (rebuilt with :func:`im2hands.loading.load_model`),
             or a :class:`~im2hands.models.base.HandsModel` that decodes occupancy (e.g.
             :mod:`~im2hands.extraction.oracle`); None: the shipped weights
@@ -284,7 +288,9 @@ def extract_folder(
     if images is None and keypoints is None and dataset is None:
         raise Im2HandsError("no inputs: pass --keypoints DIR (and --images DIR), or --dataset DIR --split NAME")
     check_output_path(out)
-    _check_out_is_not_an_input(out, images=images, keypoints=keypoints, dataset=dataset)
+    if existing not in EXISTING_MODES:
+        raise Im2HandsError(f"existing must be one of {', '.join(EXISTING_MODES)}, got {existing!r}")
+    check_not_an_input(out, images=images, keypoints=keypoints, dataset=dataset)
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise Im2HandsError(f"--threshold must lie strictly between 0 and 1 (an occupancy probability), got {threshold}")
     if focal is not None and not (math.isfinite(focal) and focal > 0):
@@ -338,73 +344,65 @@ def extract_folder(
 
     out = Path(out)
     output_dir(out)
-    config_files = write_configs(out, {"model": config_to_yaml(cfg) if cfg is not None else None,
-                                       "init_occ": model.init_occ_config, **estimator_configs})
-    settings = {
-        "model": model_name,
-        "model_type": cfg.model.type if cfg is not None else model.stage,
-        "inputs": {"images": _str(images), "keypoints": AUTO_KEYPOINTS if estimate else _str(keypoints),
-                   "dataset": _str(dataset), "split": split},
-        "estimator": _str(estimator) if isinstance(estimator, (str, os.PathLike)) else None,
-        "refiner": _str(refiner) if isinstance(refiner, (str, os.PathLike)) else None,
-        "resolution0": resolution,
-        "upsampling_steps": upsampling_steps,
-        "resolution": extractor.resolution,
-        "threshold": resolve_threshold(model, threshold),
-        "box_side_m": extractor.box_side,
-        "seed_radius_m": extractor.seed_radius,
-        "seed_levels": extractor.seed_levels,
-        "start_radius_m": extractor.start_radius,
-        "flood": extractor.flood,
-        "device": str(dev),
-        "points_batch_size": points_batch_size,
-        "limit": limit,
-        "frame": "camera (OpenCV: +x right, +y down, +z forward), metres",
-        "config_files": config_files,
-    }
-    records: list[dict[str, Any]] = []
-    t_job = time.perf_counter()
+    with OutputFolder(out, existing) as folder:
+        config_files = write_configs(out, {"model": config_to_yaml(cfg) if cfg is not None else None,
+                                           "init_occ": model.init_occ_config, **estimator_configs})
+        settings = {
+            "model": model_name,
+            "model_type": cfg.model.type if cfg is not None else model.stage,
+            "inputs": {"images": _str(images), "keypoints": AUTO_KEYPOINTS if estimate else _str(keypoints),
+                       "dataset": _str(dataset), "split": split},
+            "estimator": _str(estimator) if isinstance(estimator, (str, os.PathLike)) else None,
+            "refiner": _str(refiner) if isinstance(refiner, (str, os.PathLike)) else None,
+            "resolution0": resolution,
+            "upsampling_steps": upsampling_steps,
+            "resolution": extractor.resolution,
+            "threshold": resolve_threshold(model, threshold),
+            "box_side_m": extractor.box_side,
+            "seed_radius_m": extractor.seed_radius,
+            "seed_levels": extractor.seed_levels,
+            "start_radius_m": extractor.start_radius,
+            "flood": extractor.flood,
+            "device": str(dev),
+            "points_batch_size": points_batch_size,
+            "limit": limit,
+            "frame": "camera (OpenCV: +x right, +y down, +z forward), metres",
+            "config_files": config_files,
+        }
+        done = folder.finished_records(settings)  # --resume: items the earlier run finished
+        records: list[dict[str, Any]] = []
+        t_job = time.perf_counter()
 
-    def write_summary(finished: bool) -> dict[str, Any]:
-        summary = {
-            "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION, "finished": finished, "settings": settings,
-            "totals": _totals(records, listed, time.perf_counter() - t_job), "items": records,
-        }  # fmt: skip
-        write_json(out / "summary.json", summary)
-        return summary
+        def write_summary(finished: bool) -> dict[str, Any]:
+            summary = {
+                "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION, "finished": finished, "settings": settings,
+                "totals": _totals(records, listed, time.perf_counter() - t_job), "items": records,
+            }  # fmt: skip
+            write_json(out / "summary.json", summary)
+            return summary
 
-    write_summary(False)
-    bar = tqdm(sources, unit="item", disable=not progress, dynamic_ncols=True)
-    last_write, finished = time.perf_counter(), False
-    try:
-        for src in bar:
-            records.append(_process(src, out, extractor, image_size, hand_models, overlay, crop=src.dataset is None,
-                                    estimate=pipeline))  # fmt: skip
-            failed = sum(r["status"] == "failed" for r in records)
-            bar.set_postfix(ok=len(records) - failed, failed=failed)
-            if time.perf_counter() - last_write >= SUMMARY_EVERY_S:
-                write_summary(False)
-                last_write = time.perf_counter()
-        finished = True
-    finally:  # also on Ctrl-C: the summary then lists what finished, with "finished": false
-        bar.close()
-        summary = write_summary(finished)
+        write_summary(False)
+        bar = tqdm(sources, unit="item", disable=not progress, dynamic_ncols=True)
+        last_write, finished = time.perf_counter(), False
+        try:
+            for src in bar:
+                if src.name in done:
+                    records.append(done[src.name])
+                    continue
+                records.append(_process(src, out, extractor, image_size, hand_models, overlay, crop=src.dataset is None,
+                                        estimate=pipeline))  # fmt: skip
+                failed = sum(r["status"] == "failed" for r in records)
+                bar.set_postfix(ok=len(records) - failed, failed=failed)
+                if time.perf_counter() - last_write >= SUMMARY_EVERY_S:
+                    write_summary(False)
+                    last_write = time.perf_counter()
+            finished = True
+        finally:  # also on Ctrl-C: the summary then lists what finished, with "finished": false
+            bar.close()
+            summary = write_summary(finished)
     t = summary["totals"]
     log.info("%s: %d of %d items ok, %d failed (%.1f s)", out, t["ok"], t["processed"], t["failed"], t["seconds"])
     return summary
-
-
-def _check_out_is_not_an_input(out: str | os.PathLike, **inputs: Any) -> None:
-    """Refuse an output folder that is an input folder: its ``NAME.png`` overlays and
-    ``NAME_keypoints.json`` files would overwrite the inputs (or be read as inputs next time)."""
-    target = Path(out).resolve()
-    for option, folder in inputs.items():
-        if folder is None:
-            continue
-        folders = [Path(folder).resolve()] + ([Path(folder).resolve() / "images"] if option == "dataset" else [])
-        if target in folders:
-            raise Im2HandsError(f"--out {out} is the --{option} folder {folder}: the outputs would overwrite or mix "
-                                "with the inputs; choose another output folder")
 
 
 def _load_estimator(

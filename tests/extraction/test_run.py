@@ -228,7 +228,8 @@ def test_checkpoint_models(tmp_path, kp_dir):
             assert again.model.init_occ.use_image is False and again.model.init_occ.hidden == 8
             assert not leftovers(tmp_path / "o1")
     # a model object has no stored config: a stale config.yaml of an earlier run is removed
-    summary = extract_folder(tmp_path / "o1", model=SkeletonOccupancy(), keypoints=kp_dir, limit=1, **FAST)
+    summary = extract_folder(tmp_path / "o1", model=SkeletonOccupancy(), keypoints=kp_dir, limit=1, existing="overwrite",
+                             **FAST)  # fmt: skip
     assert summary["settings"]["config_files"] == [] and not (tmp_path / "o1" / "config.yaml").exists()
     with pytest.raises(Im2HandsError, match="no run folder or checkpoint"):
         load_model(tmp_path / "nothing")
@@ -463,3 +464,33 @@ def test_tiny_images_fail_their_item_and_more_formats_are_listed(tmp_path):
     with pytest.raises(DataError, match=rf"dot\.png: image of 1 x 1 pixels is too small.*{MIN_IMAGE_SIDE}"):
         read_input_image(folder / "dot.png")
     assert read_input_image(folder / "ok.webp").shape == (40, 50, 3)
+
+
+def test_a_folder_holds_one_run(tmp_path, kp_dir, monkeypatch):
+    """A second run into a folder is refused, replaces the first (--overwrite: no stale item of
+    it stays) or continues it (--resume: finished items kept, same settings only); a second
+    writer is locked out while the first runs."""
+    import os
+
+    from im2hands.extraction.outfolder import LOCK
+
+    out = tmp_path / "o"
+    first = extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, **FAST)
+    n = first["totals"]["processed"]
+    with pytest.raises(Im2HandsError, match=rf"holds an earlier extract run \({n} items\).*--resume.*--overwrite"):
+        extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, limit=1, **FAST)
+    names = sorted(p.name for p in out.iterdir())
+    resumed = extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, existing="resume", **FAST)
+    assert resumed["items"] == first["items"] and sorted(p.name for p in out.iterdir()) == names  # nothing redone
+    with pytest.raises(Im2HandsError, match=r"--resume: .*other settings \(resolution"):
+        extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, existing="resume", resolution=8,
+                       upsampling_steps=1, progress=False)  # fmt: skip
+    two = extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, limit=1, existing="overwrite", **FAST)
+    kept = {f for r in two["items"] for f in r["files"]} | {"summary.json"}
+    assert two["totals"]["processed"] == 1 and {p.name for p in out.iterdir()} == kept  # the folder matches its summary
+    (out / LOCK).write_text(str(os.getppid()))  # a live process holds the folder
+    with pytest.raises(Im2HandsError, match=rf"another im2hands extract \(process {os.getppid()}\)"):
+        extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, existing="overwrite", **FAST)
+    (out / LOCK).write_text("999999999")  # left by a process that is gone: taken over
+    extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, existing="overwrite", **FAST)
+    assert not (out / LOCK).exists()

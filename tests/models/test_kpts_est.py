@@ -302,13 +302,17 @@ def test_extract_from_images_alone(synth, runs, tmp_path):
 @pytest.mark.slow
 def test_extract_estimation_errors(synth, runs, tmp_path, capsys):
     images = _images(synth, tmp_path / "img")
-    # no --estimator: the shipped estimator and, with it, the shipped refiner ('none' turns it off)
+    # no --estimator: the per-hand crop pipeline (MediaPipe's networks), no refiner; the shipped
+    # whole-image estimator by path, with the shipped refiner when asked ('none' turns it off)
     s = extract_folder(tmp_path / "d", model=runs / "occ", images=images, resolution=8, upsampling_steps=1,
                        limit=1, progress=False)  # fmt: skip
+    assert s["settings"]["estimator"] == "mediapipe" and s["settings"]["refiner"] is None
+    s = extract_folder(tmp_path / "d2", model=runs / "occ", images=images, estimator=shipped_path("estimator"),
+                       refiner=shipped_path("refiner"), resolution=8, upsampling_steps=1, limit=1, progress=False)
     assert s["settings"]["estimator"] == str(shipped_path("estimator"))
     assert s["settings"]["refiner"] == str(shipped_path("refiner"))
-    s = extract_folder(tmp_path / "e", model=runs / "occ", images=images, refiner="none", resolution=8,
-                       upsampling_steps=1, limit=1, progress=False)  # fmt: skip
+    s = extract_folder(tmp_path / "e", model=runs / "occ", images=images, estimator=shipped_path("estimator"),
+                       refiner="none", resolution=8, upsampling_steps=1, limit=1, progress=False)  # fmt: skip
     assert s["settings"]["estimator"] == str(shipped_path("estimator")) and s["settings"]["refiner"] is None
     assert main(["extract", "--model", str(runs / "occ"), "--keypoints", "auto", "--out", str(tmp_path / "o")]) == 2
     assert "--images DIR or --dataset DIR" in capsys.readouterr().err
