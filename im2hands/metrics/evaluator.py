@@ -17,11 +17,10 @@ Per item and hand: IoU, Chamfer-L1/L2, normal consistency, F-scores, MPJPE under
 two predicted hands (and between the two ground-truth hands, for reference). Definitions and
 units: ``docs/metrics.md``.
 
-An item fails (and is skipped, reported, and makes the exit code non-zero) when a file it
-needs is missing or unreadable: a predicted mesh for a hand the ground truth has, a malformed
-keypoint file, an unreadable annotation; or when anything else goes wrong while evaluating
-it (the exception's type and message are its ``error``). The other items go on. Every random draw is a pure function of
-``(seed, NAME, hand)``, so results do not depend on item order and repeat exactly.
+An item fails (skipped, reported, exit code non-zero) when it has no predicted hand, a file
+is unreadable (keypoints, annotation) or anything else goes wrong (its ``error``); one predicted
+hand of two is scored, the other counted missing. Random draws depend only on ``(seed, NAME,
+hand)``: results do not depend on item order and repeat exactly.
 
 Outputs in ``out_dir`` (each written atomically): ``per_item.csv``, ``summary.json``,
 ``iou_hist.png``, ``chamfer_hist.png``, ``fscore_curve.png`` (the tables and plots:
@@ -463,10 +462,10 @@ def evaluate_folder(
     write_json(out / "summary.json", summary)
     if plots:
         write_plots(results, summary, out)
-    n_failed = summary["counts"]["failed"]
-    log.info("evaluated %d of %d items (%d failed) in %.1f s; IoU %s, Chamfer-L1 %s mm",
-             summary["counts"]["evaluated"], len(results), n_failed, summary["timing"]["seconds_total"],
-             _fmt(summary["iou"]), _fmt(summary["chamfer_l1_mm"]))
+    c = summary["counts"]
+    log.info("evaluated %d of %d items (%d failed; %d missing and %d open predicted hands) in %.1f s; IoU %s, "
+             "Chamfer-L1 %s mm", c["evaluated"], len(results), c["failed"], sum(c["missing_hands"].values()),
+             c["pred_open_hands"], summary["timing"]["seconds_total"], _fmt(summary["iou"]), _fmt(summary["chamfer_l1_mm"]))
     return summary
 
 
@@ -478,8 +477,10 @@ def _run_item(name, gt, pred_dir, n_points, seed, thresholds_mm, curve_mm, worke
         res = evaluate_item(pred_hands, gt_hands, n_points=n_points, seed=item_seed(seed, name),
                             thresholds_mm=thresholds_mm, curve_mm=curve_mm, workers=workers, align=align)
         res.update(name=name, status="ok", error="; ".join(f"no predicted {s} hand" for s in res["missing"]))
-        if res["missing"]:
-            log.warning("item %s: %s (a missing hand; the other is scored)", name, res["error"])
+        notes = [res["error"]] * bool(res["missing"]) + [f"predicted {s} hand open (scored by winding number)"
+                                                         for s, h in res["hands"].items() if not h["pred_closed"]]
+        if notes:
+            log.warning("item %s: %s", name, "; ".join(notes))
     except (DataError, ValueError) as exc:  # bad input files, degenerate (zero-area) meshes
         log.warning("item %s failed: %s", name, exc)
         res = _failed(name, str(exc))
