@@ -22,9 +22,8 @@ is unreadable (keypoints, annotation) or anything else goes wrong (its ``error``
 hand of two is scored, the other counted missing. Random draws depend only on ``(seed, NAME,
 hand)``: results do not depend on item order and repeat exactly.
 
-Outputs in ``out_dir`` (each written atomically): ``per_item.csv``, ``summary.json``,
-``iou_hist.png``, ``chamfer_hist.png``, ``fscore_curve.png`` (the tables and plots:
-:mod:`im2hands.metrics.report`).
+Outputs in ``out_dir`` (written atomically): ``per_item.csv``, ``summary.json``, ``iou_hist.png``,
+``chamfer_hist.png``, ``fscore_curve.png`` (tables and plots: :mod:`im2hands.metrics.report`).
 """
 
 from __future__ import annotations
