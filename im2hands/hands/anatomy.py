@@ -381,7 +381,7 @@ V1 = Anatomy(
 # middle MCP along +x, index MCP at y = 0), segment lengths the mean bone lengths of MANO's
 # regressed joints (fingertip vertices for the last segment), all in metres, rounded to 0.1 mm.
 
-_FINGER_RADIUS_SCALE_V2 = 0.91  # real proximal / distal finger widths 17.2 / 14.1 mm
+_FINGER_RADIUS_SCALE_V2 = 0.96  # x version 1 radii; set from the fits (thickness beta)
 _CHAINS_V2: dict[str, dict[str, tuple]] = {
     "index": dict(base=(0.0849, 0.000, -0.0222), lengths=(0.0291, 0.0206, 0.0233),
                   dirs=((-6.0, 0.0), (-6.0, 0.0), (-6.0, 0.0)),
@@ -419,9 +419,9 @@ set from the joints' spread), so [-3, 3] spans them."""
 
 V2 = Anatomy(
     name="im2hands-open-hand-v2", chains=_CHAINS_V2,
-    palm_outline_xz=((-0.004, -0.016), (0.033, -0.027), (0.084, -0.023), (0.090, 0.000),
-                     (0.079, 0.0215), (0.068, 0.0345), (0.030, 0.031), (-0.004, 0.018)),
-    palm_center_y=-0.002, palm_half_core=(0.0050, 0.0020), palm_core_length=0.088,
+    palm_outline_xz=((-0.004, -0.016), (0.033, -0.027), (0.076, -0.023), (0.082, 0.000),
+                     (0.071, 0.0215), (0.060, 0.0345), (0.030, 0.031), (-0.004, 0.018)),
+    palm_center_y=-0.002, palm_half_core=(0.0055, 0.0025), palm_core_length=0.080,
     palm_rounding=PALM_ROUNDING, palm_arch=5.8, palm_roll=0.13,
     forearm_start_x=-0.0175, forearm_end_x=0.015, forearm_half_axes=(0.017, 0.027),
     forearm_rounding=FOREARM_ROUNDING,

@@ -156,10 +156,12 @@ def _point_set(vertices: Tensor, faces: Tensor) -> Tensor:
     return torch.cat([vertices, vertices[:, faces].mean(dim=2)], dim=1)
 
 
-def _nearest(src: Tensor, dst: Tensor) -> Tensor:
-    """Index ``(B, N)`` of the nearest ``dst`` point of each ``src`` point (no gradient)."""
+def _nearest(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Nearest-neighbour indices both ways, ``(B, N)`` into ``b`` and ``(B, M)`` into ``a``, from
+    one distance matrix (no gradient)."""
     with torch.no_grad():
-        return torch.cdist(src, dst).argmin(dim=2)
+        d = torch.cdist(a, b)  # (B, N, M)
+        return d.argmin(dim=2), d.argmin(dim=1)
 
 
 def fit_hand_model(model, target_vertices: np.ndarray, target_faces: np.ndarray, target_keypoints: np.ndarray, *,
@@ -221,8 +223,7 @@ def fit_hand_model(model, target_vertices: np.ndarray, target_faces: np.ndarray,
             loss = kp_err.sum()
             if surface:
                 pts = _point_set(out.vertices, faces)
-                i_m = _nearest(pts, targets)
-                i_t = _nearest(targets, pts)
+                i_m, i_t = _nearest(pts, targets)
                 d_m = (pts - torch.gather(targets, 1, i_m[..., None].expand(-1, -1, 3))).norm(dim=-1).mean(1)
                 d_t = (targets - torch.gather(pts, 1, i_t[..., None].expand(-1, -1, 3))).norm(dim=-1).mean(1)
                 loss = 0.2 * loss + (0.5 * (d_m + d_t)).sum()
