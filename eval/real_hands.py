@@ -99,13 +99,19 @@ def load_calibration(folder: Path) -> list[RealHand]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Keypoint conventions
+# Output helpers
 
 
 def _write_json(path: Path, data) -> None:
     from im2hands.utils.io import write_json
 
     write_json(path, data)
+
+
+def _write_text(path: Path, text: str) -> None:
+    from im2hands.utils.io import write_text
+
+    write_text(path, text)  # temporary name, then rename
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -155,7 +161,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     text = (f"# transfer: {args.model or 'shipped keypoint-only model'}, keypoints in the "
             f"'{args.convention}' convention\n\n{table}\n\nmean over {len(rows)} hands: IoU "
             f"{summary['iou']:.3f}, Chamfer-L1 {summary['chamfer_l1_mm']:.2f} mm\n")
-    (out / "table.md").write_text(text)
+    _write_text(out / "table.md", text)
     print(text)
     return 0 if not summary["counts"]["failed"] else 1
 
@@ -253,7 +259,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     report["settings"] = {"joint_steps": args.joint_steps, "surface_steps": args.surface_steps, "points": args.points}
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "measure.json", report)
-    (out / "measure.md").write_text("\n".join(text))
+    _write_text(out / "measure.md", "\n".join(text))
     print("\n".join(text))
     if args.picture:
         render_fits(Path(args.picture), [fits[k] for k in args.picture_hands.split(",") if k in fits], name)
