@@ -74,7 +74,7 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
 def _cmd_handmodel_build(args: argparse.Namespace) -> int:
     from im2hands.hands.builder import write_hand_model
 
-    for path in write_hand_model(args.out):
+    for path in write_hand_model(args.out, version=args.version):
         log.info("wrote %s", path)
     return 0
 
@@ -84,6 +84,9 @@ def _add_handmodel(sub: argparse._SubParsersAction) -> None:
     hsub = p.add_subparsers(dest="handmodel_command", metavar="ACTION", required=True)
     b = hsub.add_parser("build", help="build MANO_RIGHT.pkl and MANO_LEFT.pkl deterministically")
     b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--version", type=int, default=1, choices=(1, 2),
+                   help="1: the shipped model the networks are trained on (default); 2: calibrated against "
+                   "real MANO hands (docs/hand_model.md)")
     b.set_defaults(func=_cmd_handmodel_build)
 
 

@@ -92,6 +92,38 @@ BLEND_PALM_THUMB: float = 0.012
 
 
 @dataclasses.dataclass(frozen=True)
+class Anatomy:
+    """Every table of one version of the open hand model (right hand, metres, model frame).
+
+    The module-level constants are version 1 (:data:`V1`); :data:`V2` is the version
+    calibrated against real MANO hands (docs/hand_model.md, "Version 2"). Field meanings are
+    those of the module constants of the same name (``chains``: the per-finger table).
+    """
+
+    name: str
+    chains: dict
+    palm_outline_xz: tuple
+    palm_center_y: float
+    palm_half_core: tuple[float, float]
+    palm_core_length: float
+    """x (m) at which the palm's core reaches its knuckle half-thickness."""
+    palm_rounding: float
+    palm_arch: float
+    palm_roll: float
+    """Extra linear drop of the palm's mid-plane, ``palm_roll * z`` (0 in version 1)."""
+    forearm_start_x: float
+    forearm_end_x: float
+    forearm_half_axes: tuple[float, float]
+    forearm_rounding: float
+    thenar: tuple
+    hypothenar: tuple
+    blend_palm_forearm: float
+    blend_palm_fingers: float
+    blend_palm_thumb: float
+    shape_coefficients: tuple
+
+
+@dataclasses.dataclass(frozen=True)
 class Skeleton:
     """Rest skeleton of the right hand (metres, model frame).
 
@@ -106,6 +138,7 @@ class Skeleton:
         seg_length: ``(16,)`` bone length from joint ``k`` to the child joint or fingertip.
         seg_axis: ``(16, 3)`` unit direction of bone ``k``.
         parents: the 16 MANO parents (``parents[0] = -1``).
+        anatomy: the tables the skeleton and the surface come from.
     """
 
     joints: np.ndarray
@@ -116,6 +149,7 @@ class Skeleton:
     seg_length: np.ndarray
     seg_axis: np.ndarray
     parents: tuple[int, ...]
+    anatomy: Anatomy
 
 
 def _direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
@@ -123,8 +157,11 @@ def _direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
     return np.array([np.cos(el) * np.cos(az), np.sin(el), np.cos(el) * np.sin(az)])
 
 
-def rest_skeleton() -> Skeleton:
-    """Build the right hand's rest skeleton from the tables in this module.
+def rest_skeleton(anatomy: Anatomy | None = None) -> Skeleton:
+    """Build the right hand's rest skeleton from the tables of one version.
+
+    Args:
+        anatomy: :data:`V1` (default) or :data:`V2`.
 
     Returns:
         The :class:`Skeleton` (metres, model frame; see the module docstring).
@@ -136,8 +173,9 @@ def rest_skeleton() -> Skeleton:
     seg_radii = np.zeros((16, 2))
     seg_length = np.zeros(16)
     seg_axis = np.zeros((16, 3))
+    anatomy = V1 if anatomy is None else anatomy
     for c, name in enumerate(CHAIN_NAMES):
-        table = _CHAINS[name]
+        table = anatomy.chains[name]
         point = np.asarray(table["base"], dtype=np.float64)
         radii = table["radii"]
         for s in range(3):
@@ -153,7 +191,7 @@ def rest_skeleton() -> Skeleton:
         tips[c] = point
     return Skeleton(joints=joints, tips=tips, seg_start=seg_start, seg_end=seg_end,
                     seg_radii=seg_radii, seg_length=seg_length, seg_axis=seg_axis,
-                    parents=MANO_KINTREE_PARENTS)
+                    parents=MANO_KINTREE_PARENTS, anatomy=anatomy)
 
 
 def chain_of_joint(joint: int) -> int:
@@ -224,16 +262,19 @@ def _rounded_extrusion(d2: np.ndarray, height: np.ndarray, rounding: float) -> n
     return outside + np.minimum(np.maximum(qx, qy), 0.0) - rounding
 
 
-def palm_sdf(points: np.ndarray) -> np.ndarray:
+def palm_sdf(points: np.ndarray, anatomy: Anatomy | None = None) -> np.ndarray:
     """Signed distance to the palm slab (rounded extruded polygon), ``(N, 3) -> (N,)``."""
+    a = V1 if anatomy is None else anatomy
     # The outline is counter-clockwise in the (x, z) plane as drawn; our 2-D coords are (x, z).
-    poly = np.asarray(PALM_OUTLINE_XZ)
+    poly = np.asarray(a.palm_outline_xz)
     d2 = _polygon_sdf_2d(points[:, [0, 2]], poly[::-1] if _signed_area(poly) < 0 else poly)
-    core0, core1 = PALM_HALF_CORE
-    core = core0 + (core1 - core0) * np.clip(points[:, 0] / 0.08, 0.0, 1.0)
-    mid = PALM_CENTER_Y - PALM_ARCH * points[:, 2] ** 2
+    core0, core1 = a.palm_half_core
+    core = core0 + (core1 - core0) * np.clip(points[:, 0] / a.palm_core_length, 0.0, 1.0)
+    mid = a.palm_center_y - a.palm_arch * points[:, 2] ** 2
+    if a.palm_roll:
+        mid = mid - a.palm_roll * points[:, 2]
     height = np.abs(points[:, 1] - mid) - core
-    return _rounded_extrusion(d2, height, PALM_ROUNDING)
+    return _rounded_extrusion(d2, height, a.palm_rounding)
 
 
 def _signed_area(poly: np.ndarray) -> float:
@@ -241,16 +282,18 @@ def _signed_area(poly: np.ndarray) -> float:
     return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
 
 
-def forearm_sdf(points: np.ndarray) -> np.ndarray:
+def forearm_sdf(points: np.ndarray, anatomy: Anatomy | None = None) -> np.ndarray:
     """Signed distance (approximate off the surface) to the wrist stub: an elliptic cylinder
     along +x from ``FOREARM_START_X`` to ``FOREARM_END_X`` (inside the palm), with flat rounded
     caps, ``(N,)``."""
-    ay, az = FOREARM_HALF_AXES
-    r = FOREARM_ROUNDING
-    ell = np.sqrt(((points[:, 1] - PALM_CENTER_Y) / (ay - r)) ** 2
+    a = V1 if anatomy is None else anatomy
+    ay, az = a.forearm_half_axes
+    r = a.forearm_rounding
+    ell = np.sqrt(((points[:, 1] - a.palm_center_y) / (ay - r)) ** 2
                   + (points[:, 2] / (az - r)) ** 2)
     radial = (ell - 1.0) * min(ay, az) * 0.9
-    center, half = 0.5 * (FOREARM_START_X + FOREARM_END_X), 0.5 * (FOREARM_END_X - FOREARM_START_X)
+    center = 0.5 * (a.forearm_start_x + a.forearm_end_x)
+    half = 0.5 * (a.forearm_end_x - a.forearm_start_x)
     axial = np.abs(points[:, 0] - center) - (half - r)
     return _rounded_extrusion(radial, axial, r)
 
@@ -272,15 +315,16 @@ def part_distances(points: np.ndarray, skeleton: Skeleton) -> np.ndarray:
         ``(N, 16)`` signed distances; the hard union of part 0 is already smoothed.
     """
     out = np.empty((len(points), 16))
-    hyp = HYPOTHENAR
-    palm = smooth_min(palm_sdf(points), round_cone_sdf(points, np.asarray(hyp[0]),
-                                                       np.asarray(hyp[1]), hyp[2], hyp[3]),
+    a = skeleton.anatomy
+    hyp = a.hypothenar
+    palm = smooth_min(palm_sdf(points, a), round_cone_sdf(points, np.asarray(hyp[0]),
+                                                          np.asarray(hyp[1]), hyp[2], hyp[3]),
                       0.006)
-    out[:, 0] = smooth_min(palm, forearm_sdf(points), BLEND_PALM_FOREARM)
+    out[:, 0] = smooth_min(palm, forearm_sdf(points, a), a.blend_palm_forearm)
     for k in range(1, 16):
         out[:, k] = round_cone_sdf(points, skeleton.seg_start[k], skeleton.seg_end[k],
                                    *skeleton.seg_radii[k])
-    pad = THENAR
+    pad = a.thenar
     out[:, 13] = smooth_min(out[:, 13], round_cone_sdf(points, np.asarray(pad[0]),
                                                        np.asarray(pad[1]), pad[2], pad[3]), 0.006)
     return out
@@ -295,8 +339,8 @@ def hand_sdf(points: np.ndarray, skeleton: Skeleton) -> np.ndarray:
     parts = part_distances(points, skeleton)
     fingers = parts[:, 1:13].min(axis=1)
     thumb = parts[:, 13:16].min(axis=1)
-    field = smooth_min(parts[:, 0], fingers, BLEND_PALM_FINGERS)
-    return smooth_min(field, thumb, BLEND_PALM_THUMB)
+    field = smooth_min(parts[:, 0], fingers, skeleton.anatomy.blend_palm_fingers)
+    return smooth_min(field, thumb, skeleton.anatomy.blend_palm_thumb)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,3 +359,78 @@ SHAPE_COEFFICIENTS: tuple[tuple[str, float, str], ...] = (
     ("palm_thickness", 0.070, "palm thickness, dorsal to volar, along y (+7% per unit)"),
 )
 """Per beta: name, relative change per unit of beta, meaning. Plausible range: [-3, 3]."""
+
+
+V1 = Anatomy(
+    name="im2hands-open-hand-v1", chains=_CHAINS, palm_outline_xz=PALM_OUTLINE_XZ,
+    palm_center_y=PALM_CENTER_Y, palm_half_core=PALM_HALF_CORE, palm_core_length=0.08,
+    palm_rounding=PALM_ROUNDING, palm_arch=PALM_ARCH, palm_roll=0.0,
+    forearm_start_x=FOREARM_START_X, forearm_end_x=FOREARM_END_X,
+    forearm_half_axes=FOREARM_HALF_AXES, forearm_rounding=FOREARM_ROUNDING, thenar=THENAR,
+    hypothenar=HYPOTHENAR, blend_palm_forearm=BLEND_PALM_FOREARM,
+    blend_palm_fingers=BLEND_PALM_FINGERS, blend_palm_thumb=BLEND_PALM_THUMB,
+    shape_coefficients=SHAPE_COEFFICIENTS,
+)
+"""Version 1 (``im2hands-open-hand-v1``): the tables above; the shipped files and networks."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Version 2: calibrated against real MANO-topology hands (docs/hand_model.md, "Version 2").
+# Measured with eval/real_hands.py on the 22 calibration hands (20 FreiHAND, 2 InterWild):
+# chain bases are the mean joint positions in the palm frame (wrist at the origin, wrist ->
+# middle MCP along +x, index MCP at y = 0), segment lengths the mean bone lengths of MANO's
+# regressed joints (fingertip vertices for the last segment), all in metres, rounded to 0.1 mm.
+
+_FINGER_RADIUS_SCALE_V2 = 0.96  # x version 1 radii; set from the fits (thickness beta)
+_CHAINS_V2: dict[str, dict[str, tuple]] = {
+    "index": dict(base=(0.0849, 0.000, -0.0222), lengths=(0.0291, 0.0206, 0.0233),
+                  dirs=((-6.0, 0.0), (-6.0, 0.0), (-6.0, 0.0)),
+                  radii=tuple(_FINGER_RADIUS_SCALE_V2 * r for r in (0.0100, 0.0090, 0.0082, 0.0075))),
+    "middle": dict(base=(0.0912, 0.000, 0.000), lengths=(0.0281, 0.0209, 0.0242),
+                   dirs=((0.0, 0.0), (0.0, 0.0), (0.0, 0.0)),
+                   radii=tuple(_FINGER_RADIUS_SCALE_V2 * r for r in (0.0103, 0.0093, 0.0083, 0.0076))),
+    "pinky": dict(base=(0.0688, -0.0124, 0.0363), lengths=(0.0190, 0.0163, 0.0181),
+                  dirs=((11.0, 0.0), (11.0, 0.0), (11.0, 0.0)),
+                  radii=tuple(_FINGER_RADIUS_SCALE_V2 * r for r in (0.0088, 0.0079, 0.0072, 0.0066))),
+    "ring": dict(base=(0.0803, -0.0048, 0.0218), lengths=(0.0253, 0.0217, 0.0232),
+                 dirs=((5.0, 0.0), (5.0, 0.0), (5.0, 0.0)),
+                 radii=tuple(_FINGER_RADIUS_SCALE_V2 * r for r in (0.0097, 0.0087, 0.0079, 0.0072))),
+    "thumb": dict(base=(0.0258, -0.0144, -0.0237), lengths=(0.0296, 0.0255, 0.0321),
+                  dirs=((-38.0, -15.0), (-30.0, -10.0), (-22.0, -5.0)),
+                  radii=(0.0125, 0.0105, 0.0095, 0.0086)),
+}
+
+SHAPE_COEFFICIENTS_V2: tuple[tuple[str, float, str], ...] = (
+    ("size", 0.041, "uniform scale about the wrist joint (+4.1% per unit)"),
+    ("palm_width", 0.050, "palm width and knuckle spread, along z (+5% per unit)"),
+    ("palm_length", 0.030, "palm length, wrist to knuckles, along x (+3% per unit)"),
+    ("finger_length", 0.052, "length of every phalanx of the four fingers (+5.2% per unit)"),
+    ("thickness", 0.055, "radial thickness of the fingers and thumb (+5.5% per unit)"),
+    ("thumb_length", 0.066, "length of the thumb's metacarpal and phalanges (+6.6% per unit)"),
+    ("index_length", 0.076, "length of the index finger's phalanges (+7.6% per unit)"),
+    ("ring_length", 0.052, "length of the ring finger's phalanges (+5.2% per unit)"),
+    ("pinky_length", 0.047, "length of the little finger's phalanges (+4.7% per unit)"),
+    ("palm_thickness", 0.049, "palm thickness, dorsal to volar, along y (+4.9% per unit)"),
+)
+"""Version 2's betas: version 1's directions, one unit = one standard deviation of the matching
+measurement over the calibration hands (wrist -> middle-MCP length; finger, thumb and single-
+finger lengths, finger width and palm thickness relative to it; palm width and length are
+set from the joints' spread), so [-3, 3] spans them."""
+
+V2 = Anatomy(
+    name="im2hands-open-hand-v2", chains=_CHAINS_V2,
+    palm_outline_xz=((-0.004, -0.016), (0.033, -0.027), (0.076, -0.023), (0.082, 0.000),
+                     (0.071, 0.0215), (0.060, 0.0345), (0.030, 0.031), (-0.004, 0.018)),
+    palm_center_y=-0.002, palm_half_core=(0.0055, 0.0025), palm_core_length=0.080,
+    palm_rounding=PALM_ROUNDING, palm_arch=5.8, palm_roll=0.13,
+    forearm_start_x=-0.0175, forearm_end_x=0.015, forearm_half_axes=(0.017, 0.027),
+    forearm_rounding=FOREARM_ROUNDING,
+    thenar=((0.022, -0.015, -0.012), (0.046, -0.022, -0.029), 0.0125, 0.0100),
+    hypothenar=((0.013, -0.009, 0.022), (0.055, -0.012, 0.029), 0.0105, 0.0095),
+    blend_palm_forearm=BLEND_PALM_FOREARM, blend_palm_fingers=BLEND_PALM_FINGERS,
+    blend_palm_thumb=BLEND_PALM_THUMB, shape_coefficients=SHAPE_COEFFICIENTS_V2,
+)
+"""Version 2 (``im2hands-open-hand-v2``), calibrated against real MANO hands."""
+
+VERSIONS: dict[int, Anatomy] = {1: V1, 2: V2}
+"""The hand-model versions by number (``im2hands handmodel build --version N``)."""

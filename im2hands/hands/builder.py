@@ -1,4 +1,4 @@
-"""Build the open hand model (``im2hands-open-hand-v1``) in MANO's pickle format.
+"""Build the open hand model (``im2hands-open-hand-v1``, or ``-v2``) in MANO's pickle format.
 
 The licensed MANO files cannot be shipped, so the package builds its own hand model that loads
 through the same code path (smplx ``MANO`` / :mod:`im2hands.hands.mano_io`). Pipeline:
@@ -107,7 +107,7 @@ def joint_regressor(vertices: np.ndarray, weights: np.ndarray, skeleton: Skeleto
     perpendicular to the bone (to +x for the wrist), within 1.6 bone radii of the joint
     (40 mm for the wrist), whose dominant skinning bone is ``k``, its parent or a child (so
     a neighbouring finger never takes part). The slab widens until the joint lies in the
-    ring's convex hull.
+    ring's convex hull; if no slab works, the reach grows by 1.5x, then 2x.
 
     Args:
         vertices: ``(V, 3)`` rest vertices (m).
@@ -130,11 +130,16 @@ def joint_regressor(vertices: np.ndarray, weights: np.ndarray, skeleton: Skeleto
         rel = vertices - joint
         axial = rel @ normal
         radial = np.linalg.norm(rel - axial[:, None] * normal, axis=1)
-        for band in (0.002, 0.003, 0.0045, 0.006, 0.008, 0.011):
-            idx = np.flatnonzero((np.abs(axial) < band) & (radial < reach) & own)
-            w = _ring_weights(vertices[idx], joint) if len(idx) >= 6 else None
+        w = None
+        # a joint deep in the palm (version 2's thumb CMC) needs a wider reach
+        for grow in (1.0, 1.5, 2.0):
+            for band in (0.002, 0.003, 0.0045, 0.006, 0.008, 0.011):
+                idx = np.flatnonzero((np.abs(axial) < band) & (radial < grow * reach) & own)
+                w = _ring_weights(vertices[idx], joint) if len(idx) >= 6 else None
+                if w is not None:
+                    reg[k, idx] = w
+                    break
             if w is not None:
-                reg[k, idx] = w
                 break
         else:
             raise HandModelError(f"hand-model builder: no vertex ring encloses joint {k}")
@@ -153,7 +158,7 @@ def _beta_fields(name: str, rate: float, points: np.ndarray, skeleton: Skeleton
     palm, palm_joints = np.zeros_like(points), np.zeros_like(skeleton.joints)
     if name in ("palm_width", "palm_length", "palm_thickness"):
         axis, center = {"palm_width": (2, 0.0), "palm_length": (0, 0.0),
-                        "palm_thickness": (1, anatomy.PALM_CENTER_Y)}[name]
+                        "palm_thickness": (1, skeleton.anatomy.palm_center_y)}[name]
         coord, joint_coord = points[:, axis] - center, skeleton.joints[:, axis] - center
         if name == "palm_length":  # the wrist stub (x < 0) does not lengthen
             coord, joint_coord = np.maximum(coord, 0.0), np.maximum(joint_coord, 0.0)
@@ -182,8 +187,9 @@ def _joint_shifts(skeleton: Skeleton, palm_joints: np.ndarray, axial: np.ndarray
 def designed_joint_directions(skeleton: Skeleton) -> np.ndarray:
     """Designed joint displacement per unit beta, ``(16, 3, 10)`` (m); the regressed joints
     of the shaped mesh follow it to within about 0.5 mm per unit beta."""
-    out = np.zeros((16, 3, len(anatomy.SHAPE_COEFFICIENTS)))
-    for i, (name, rate, _) in enumerate(anatomy.SHAPE_COEFFICIENTS):
+    coefficients = skeleton.anatomy.shape_coefficients
+    out = np.zeros((16, 3, len(coefficients)))
+    for i, (name, rate, _) in enumerate(coefficients):
         if name == "size":
             out[:, :, i] = rate * skeleton.joints
             continue
@@ -195,7 +201,8 @@ def designed_joint_directions(skeleton: Skeleton) -> np.ndarray:
 def shape_directions(vertices: np.ndarray, weights: np.ndarray, skeleton: Skeleton) -> np.ndarray:
     """Shape blend shapes: displacement per unit of each of the 10 betas.
 
-    Each beta (see :data:`im2hands.hands.anatomy.SHAPE_COEFFICIENTS`) is a set of per-bone
+    Each beta (see :data:`im2hands.hands.anatomy.SHAPE_COEFFICIENTS`, and ``shape_coefficients``
+    of the skeleton's :class:`~im2hands.hands.anatomy.Anatomy`) is a set of per-bone
     displacement fields blended by the skinning weights: bone 0 (palm) moves by the palm
     field; bone k >= 1 translates with its joint and scales its own axial and radial extent
     about the joint. "size" is a uniform scale about the wrist joint.
@@ -208,8 +215,9 @@ def shape_directions(vertices: np.ndarray, weights: np.ndarray, skeleton: Skelet
     Returns:
         ``(V, 3, 10)`` float64 (m per unit beta).
     """
-    dirs = np.zeros((len(vertices), 3, len(anatomy.SHAPE_COEFFICIENTS)))
-    for i, (name, rate, _) in enumerate(anatomy.SHAPE_COEFFICIENTS):
+    coefficients = skeleton.anatomy.shape_coefficients
+    dirs = np.zeros((len(vertices), 3, len(coefficients)))
+    for i, (name, rate, _) in enumerate(coefficients):
         if name == "size":
             dirs[:, :, i] = rate * vertices
             continue
@@ -347,8 +355,15 @@ def mirror_posedirs(posedirs: np.ndarray) -> np.ndarray:
     return out
 
 
-def _right_hand() -> dict[str, Any]:
-    skeleton = anatomy.rest_skeleton()
+def _anatomy(version: int) -> anatomy.Anatomy:
+    if version not in anatomy.VERSIONS:
+        raise HandModelError(f"hand-model version must be one of {sorted(anatomy.VERSIONS)}, got {version!r}")
+    return anatomy.VERSIONS[version]
+
+
+def _right_hand(version: int = 1) -> dict[str, Any]:
+    skeleton = anatomy.rest_skeleton(_anatomy(version))
+    coefficients = skeleton.anatomy.shape_coefficients
     vertices, faces = extract_surface(skeleton)
     vertices = _f32(vertices)
     weights = skinning_weights(vertices, faces, skeleton)
@@ -367,9 +382,9 @@ def _right_hand() -> dict[str, Any]:
         "hands_components": np.eye(45),
         "hands_mean": np.zeros(45),
         "fingertip_vertex_ids": _fingertips(vertices, weights, skeleton),
-        "model_name": MODEL_NAME,
-        "shape_names": [name for name, _, _ in anatomy.SHAPE_COEFFICIENTS],
-        "shape_ranges": np.array([[-3.0, 3.0]] * len(anatomy.SHAPE_COEFFICIENTS)),
+        "model_name": skeleton.anatomy.name,
+        "shape_names": [name for name, _, _ in coefficients],
+        "shape_ranges": np.array([[-3.0, 3.0]] * len(coefficients)),
         "rest_joints": _f32(skeleton.joints),
         "units": "metres",
     }
@@ -386,11 +401,13 @@ def _mirror(right: dict[str, Any]) -> dict[str, Any]:
     return left
 
 
-def build_hand_model(side: str) -> dict[str, Any]:
+def build_hand_model(side: str, version: int = 1) -> dict[str, Any]:
     """Build the open hand model for one side as a MANO-schema dict of numpy arrays.
 
     Args:
         side: ``"right"`` or ``"left"``.
+        version: 1 (the shipped files, :data:`MODEL_NAME`) or 2 (calibrated against real
+            MANO hands, ``im2hands-open-hand-v2``; see :data:`im2hands.hands.anatomy.VERSIONS`).
 
     Returns:
         Dict with MANO's keys ``v_template (V,3)``, ``f (F,3)``, ``J_regressor (16,V)``,
@@ -402,30 +419,31 @@ def build_hand_model(side: str) -> dict[str, Any]:
         is its mirror image x -> -x.
 
     Raises:
-        HandModelError: unknown ``side``.
+        HandModelError: unknown ``side`` or ``version``.
     """
     if side not in ("right", "left"):
         raise HandModelError(f"hand-model side must be 'right' or 'left', got {side!r}")
-    right = _right_hand()
+    right = _right_hand(version)
     return right if side == "right" else _mirror(right)
 
 
-def write_hand_model(out_dir: str | os.PathLike) -> list[Path]:
+def write_hand_model(out_dir: str | os.PathLike, version: int = 1) -> list[Path]:
     """Write ``MANO_RIGHT.pkl`` and ``MANO_LEFT.pkl`` (deterministic bytes) into ``out_dir``.
 
     Args:
         out_dir: destination folder (created if missing); files are written atomically.
+        version: hand-model version (see :func:`build_hand_model`); 1 is the shipped one.
 
     Returns:
         The two paths written (right, left).
 
     Raises:
-        HandModelError: ``out_dir`` is an existing file.
+        HandModelError: ``out_dir`` is an existing file, or an unknown ``version``.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise HandModelError(f"hand-model output folder {out_dir} exists and is not a folder")
-    right = _right_hand()
+    right = _right_hand(version)
     paths = []
     for name, model in (("MANO_RIGHT.pkl", right), ("MANO_LEFT.pkl", _mirror(right))):
         write_pickle(out_dir / name, model)

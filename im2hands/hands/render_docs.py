@@ -273,6 +273,31 @@ def render_docs(out_dir: str | os.PathLike, model_dir: str | os.PathLike | None 
     return paths
 
 
+def render_versions(path: str | os.PathLike, model_dirs: Sequence[str | os.PathLike]) -> Path:
+    """Picture of several hand-model versions at rest (right hand, dorsal and radial views, one
+    common scale) with their regressed skeletons, one row per version; written atomically.
+
+    Args:
+        path: the PNG to write (e.g. ``docs/img/hand_model_versions.png``).
+        model_dirs: folders with ``MANO_RIGHT.pkl`` (e.g. the shipped one and a version-2 build).
+
+    Returns:
+        ``path``.
+    """
+    models = [_load(Path(d), "right") for d in model_dirs]
+    allv = np.concatenate([m["v_template"] for m in models])
+    box = (allv.min(0), allv.max(0))
+    panels = []
+    for m in models:
+        joints = np.asarray(m["J_regressor"]) @ m["v_template"]
+        for view in ("dorsal", "radial"):
+            panels.append(dict(vertices=m["v_template"], faces=m["f"], view=VIEWS[view], alpha=0.3,
+                               joints=joints, limits=box, zoom=1.0, title=f"{m['model_name']}, {view}"))
+    _figure(panels, Path(path), cols=2, panel_inches=4.2,
+            title="Versions at rest, mean shape: surface and regressed joints (one scale)")
+    return Path(path)
+
+
 # ----------------------------------------------------------------------------------------------
 # Measurements
 
