@@ -275,6 +275,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
             threshold=args.threshold, device=args.device, points_batch_size=args.points_batch_size,
             limit=args.limit, progress=not args.no_progress, estimator=args.estimator, refiner=args.refiner,
             focal=args.focal, existing="overwrite" if args.overwrite else "resume" if args.resume else "refuse",
+            mesh_format=args.mesh_format,
         )
         return 1 if summary["totals"]["failed"] else 0
 
@@ -314,6 +315,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points-batch-size", type=int, default=100_000, help="query points per hand per decode call")
     p.add_argument("--limit", type=int, default=None, help="process only the first N items")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--mesh-format", default="obj", choices=("obj", "ply", "glb"),
+                   help="obj (what im2hands eval reads), ply (one file per hand) or glb (both hands in one coloured "
+                   "scene, for viewers)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true",
                        help="--out holds an earlier run: remove its files first (default: refuse)")

@@ -41,6 +41,7 @@ import torch
 from im2hands.config import config_to_yaml
 from im2hands.data.files import write_obj
 from im2hands.extraction.extractor import Extractor, resolve_threshold
+from im2hands.extraction.meshfiles import MESH_FORMATS, write_hand_meshes
 from im2hands.extraction.outfolder import EXISTING_MODES, OutputFolder, check_not_an_input
 from im2hands.extraction.overlay import write_overlay
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
@@ -230,6 +231,7 @@ def extract_folder(
     refiner: Any = None,
     focal: float | None = None,
     existing: str = "refuse",
+    mesh_format: str = "obj",
     **extractor_kwargs: Any,
 ) -> dict[str, Any]:
     """Extract both hands' meshes for every item of a folder or dataset split.
@@ -238,6 +240,7 @@ def extract_folder(
         out: output folder (created).
         existing: an earlier run in ``out``: ``refuse`` it, ``overwrite`` it (its files removed
             first) or ``resume`` it (finished items kept; same settings) (:mod:`.outfolder`).
+        mesh_format: ``obj`` (what ``eval`` reads), ``ply`` or ``glb`` (:mod:`.meshfiles`).
         model: a run folder or checkpoint path (rebuilt with :func:`im2hands.loading.load_model`),
             or a :class:`~im2hands.models.base.HandsModel` that decodes occupancy (e.g.
             :mod:`~im2hands.extraction.oracle`); None: the shipped weights
@@ -288,6 +291,8 @@ def extract_folder(
     if images is None and keypoints is None and dataset is None:
         raise Im2HandsError("no inputs: pass --keypoints DIR (and --images DIR), or --dataset DIR --split NAME")
     check_output_path(out)
+    if mesh_format not in MESH_FORMATS:
+        raise Im2HandsError(f"--mesh-format must be one of {', '.join(MESH_FORMATS)}, got {mesh_format!r}")
     if existing not in EXISTING_MODES:
         raise Im2HandsError(f"existing must be one of {', '.join(EXISTING_MODES)}, got {existing!r}")
     check_not_an_input(out, images=images, keypoints=keypoints, dataset=dataset)
@@ -366,7 +371,8 @@ def extract_folder(
             "device": str(dev),
             "points_batch_size": points_batch_size,
             "limit": limit,
-            "frame": "camera (OpenCV: +x right, +y down, +z forward), metres",
+            "mesh_format": mesh_format,
+        "frame": "camera (OpenCV: +x right, +y down, +z forward), metres",
             "config_files": config_files,
         }
         done = folder.finished_records(settings)  # --resume: items the earlier run finished
@@ -390,7 +396,7 @@ def extract_folder(
                     records.append(done[src.name])
                     continue
                 records.append(_process(src, out, extractor, image_size, hand_models, overlay, crop=src.dataset is None,
-                                        estimate=pipeline))  # fmt: skip
+                                        estimate=pipeline, mesh_format=mesh_format))  # fmt: skip
                 failed = sum(r["status"] == "failed" for r in records)
                 bar.set_postfix(ok=len(records) - failed, failed=failed)
                 if time.perf_counter() - last_write >= SUMMARY_EVERY_S:
@@ -438,7 +444,7 @@ def _str(p: Any) -> str | None:
 
 def _process(
     src: ItemSource, out: Path, extractor: Extractor, image_size: int | None, hand_models: Any, overlay: bool, crop: bool,
-    estimate: Any = None,
+    estimate: Any = None, mesh_format: str = "obj",
 ) -> dict[str, Any]:
     """Run one item; every failure becomes a record, nothing escapes but interrupts."""
     rec: dict[str, Any] = {"name": src.name, "status": "ok", "message": "", "keypoints_source": None, "camera": None,
@@ -461,16 +467,10 @@ def _process(
         for side in SIDES:
             r = result.hands[side]
             rec["hands"][side] = _hand_record(r)
-            path = out / f"{src.name}_{side}.obj"
-            if r.status == "ok":
-                header = f"im2hands extract: {src.name} {side} hand, camera frame (OpenCV), metres"
-                write_obj(path, r.vertices, r.faces, header)
-                rec["files"].append(path.name)
-            else:
-                if path.exists():  # a stale mesh of an earlier run would contradict the summary
-                    path.unlink()
-                if r.status == "failed":
-                    problems.append(f"{side}: {r.message}")
+            if r.status == "failed":
+                problems.append(f"{side}: {r.message}")
+        meshes = {s: (r.vertices, r.faces) if r.status == "ok" else None for s, r in result.hands.items()}
+        rec["files"].extend(write_hand_meshes(out, src.name, meshes, mesh_format))
         t_write = time.perf_counter() - t
         t = time.perf_counter()
         if overlay and item.image is not None and item.K is not None:

@@ -494,3 +494,33 @@ def test_a_folder_holds_one_run(tmp_path, kp_dir, monkeypatch):
     (out / LOCK).write_text("999999999")  # left by a process that is gone: taken over
     extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, existing="overwrite", **FAST)
     assert not (out / LOCK).exists()
+
+
+@pytest.mark.parametrize("mesh_format", ["ply", "glb"])
+def test_mesh_formats_hold_the_same_meshes(tmp_path, kp_dir, mesh_format):
+    import trimesh
+
+    from im2hands.cli import main
+    from im2hands.data.files import read_obj
+
+    obj = extract_folder(tmp_path / "obj", model=SkeletonOccupancy(), keypoints=kp_dir, limit=1, **FAST)
+    other = extract_folder(tmp_path / mesh_format, model=SkeletonOccupancy(), keypoints=kp_dir, limit=1,
+                           mesh_format=mesh_format, **FAST)  # fmt: skip
+    name = obj["items"][0]["name"]
+    assert other["settings"]["mesh_format"] == mesh_format
+    for side in ("left", "right"):
+        v, f = read_obj(tmp_path / "obj" / f"{name}_{side}.obj")
+        if mesh_format == "ply":
+            mesh = trimesh.load(tmp_path / "ply" / f"{name}_{side}.ply", process=False)
+        else:
+            scene = trimesh.load(tmp_path / "glb" / f"{name}.glb", process=False)
+            mesh = scene.geometry[f"{side}_hand"]
+            assert tuple(mesh.visual.vertex_colors[0][:3]) == ((242, 115, 38) if side == "left" else (38, 115, 242))
+        assert mesh.faces.shape == f.shape and np.abs(np.asarray(mesh.vertices) - v).max() < 1e-5
+    assert {p.suffix for p in (tmp_path / mesh_format).iterdir()} >= {f".{mesh_format}"}
+    assert not list((tmp_path / mesh_format).glob("*.obj"))
+    with pytest.raises(SystemExit) as exc:  # argparse: an unknown format is an argument error
+        main(["extract", "--keypoints", str(kp_dir), "--out", str(tmp_path / "x"), "--mesh-format", "stl"])
+    assert exc.value.code == 2
+    with pytest.raises(Im2HandsError, match="--mesh-format must be one of obj, ply, glb"):
+        extract_folder(tmp_path / "y", model=SkeletonOccupancy(), keypoints=kp_dir, mesh_format="stl", **FAST)
