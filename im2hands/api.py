@@ -111,16 +111,11 @@ class HandReconstructor:
                  focal: float | None = None, resolution: int = 32, upsampling_steps: int = 3,
                  threshold: float | None = None) -> None:  # fmt: skip
         from im2hands.extraction.extractor import Extractor
-        from im2hands.extraction.run import MAX_RESOLUTION, _load_estimator, resolve_device
+        from im2hands.extraction.run import _load_estimator, check_mesh_options, resolve_device
         from im2hands.loading import load_model
         from im2hands.models.base import HandsModel
 
-        if focal is not None and not (np.isfinite(focal) and focal > 0):
-            raise Im2HandsError(f"focal must be a positive number of pixels, got {focal}")
-        if threshold is not None and not 0.0 < threshold < 1.0:
-            raise Im2HandsError(f"threshold must lie strictly between 0 and 1, got {threshold}")
-        if resolution < 2 or upsampling_steps < 0 or resolution * 2**upsampling_steps > MAX_RESOLUTION:
-            raise Im2HandsError(f"resolution {resolution} with {upsampling_steps} upsampling steps is out of range")
+        check_mesh_options(threshold=threshold, focal=focal, resolution=resolution, upsampling_steps=upsampling_steps)
         self.device = resolve_device(device)
         if isinstance(model, (str, os.PathLike)):
             model, _ = load_model(model, device=self.device, occupancy=True)

@@ -296,17 +296,9 @@ def extract_folder(
     if existing not in EXISTING_MODES:
         raise Im2HandsError(f"existing must be one of {', '.join(EXISTING_MODES)}, got {existing!r}")
     check_not_an_input(out, images=images, keypoints=keypoints, dataset=dataset)
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise Im2HandsError(f"--threshold must lie strictly between 0 and 1 (an occupancy probability), got {threshold}")
-    if focal is not None and not (math.isfinite(focal) and focal > 0):
-        raise Im2HandsError(f"--focal must be a positive number of pixels, got {focal}")
+    check_mesh_options(threshold=threshold, focal=focal, resolution=resolution, upsampling_steps=upsampling_steps)
     if limit is not None and limit < 1:
         raise Im2HandsError(f"--limit must be at least 1, got {limit}")
-    if resolution < 2 or upsampling_steps < 0 or resolution * 2**upsampling_steps > MAX_RESOLUTION:
-        raise Im2HandsError(
-            f"--resolution {resolution} --upsampling-steps {upsampling_steps}: need resolution >= 2, steps >= 0 "
-            f"and resolution * 2^steps <= {MAX_RESOLUTION} (the grids are held in memory)"
-        )
     if points_batch_size < 1:
         raise Im2HandsError(f"--points-batch-size must be at least 1, got {points_batch_size}")
     if model is None:  # shipped: stage 2 (with its stage 1) given images, else the keypoint-only stage 1
@@ -409,6 +401,19 @@ def extract_folder(
     t = summary["totals"]
     log.info("%s: %d of %d items ok, %d failed (%.1f s)", out, t["ok"], t["processed"], t["failed"], t["seconds"])
     return summary
+
+
+def check_mesh_options(*, threshold: float | None, focal: float | None, resolution: int, upsampling_steps: int) -> None:
+    """Check the options the command line and the API share; :class:`Im2HandsError` names a bad one."""
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise Im2HandsError(f"--threshold must lie strictly between 0 and 1 (an occupancy probability), got {threshold}")
+    if focal is not None and not (math.isfinite(focal) and focal > 0):
+        raise Im2HandsError(f"--focal must be a positive number of pixels, got {focal}")
+    if resolution < 2 or upsampling_steps < 0 or resolution * 2**upsampling_steps > MAX_RESOLUTION:
+        raise Im2HandsError(
+            f"--resolution {resolution} --upsampling-steps {upsampling_steps}: need resolution >= 2, steps >= 0 "
+            f"and resolution * 2^steps <= {MAX_RESOLUTION} (the grids are held in memory)"
+        )
 
 
 def _load_estimator(
