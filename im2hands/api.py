@@ -9,7 +9,7 @@ out.left.mesh, out.right.mesh           # trimesh.Trimesh in the camera frame, m
 out.left.keypoints                      # (21, 3) standard order, camera frame, metres (None: no hand)
 out.overlay()                           # PIL image: the input | the meshes drawn over it
 rec("photo.jpg", keypoints=kp)          # given keypoints (a dict like a keypoint file) skip the estimator
-rec.batch(["a.jpg", "b.jpg"])           # several images
+rec.batch(["a.jpg", "b.jpg"])           # several images, the encoder run once on all
 ```
 
 It runs what ``im2hands extract`` runs per item (the same functions: image reading, hand
@@ -156,9 +156,33 @@ class HandReconstructor:
         Raises:
             DataError: a bad image, camera or keypoints, or no hand found.
         """
+        return self.batch([image], [K], [keypoints])[0]
+
+    @torch.no_grad()
+    def batch(self, images: Sequence[Any], Ks: Sequence[Any] | None = None,
+              keypoints: Sequence[dict | None] | None = None) -> list[Reconstruction]:  # fmt: skip
+        """:meth:`__call__` for several images (``Ks`` and ``keypoints``: one per image, or
+        None): hands are found image by image, the model's encoder runs once on all of them."""
+        from im2hands.extraction.run import batch_from_item
+        from im2hands.utils.batch import select_item
+
+        n = len(images)
+        Ks = [None] * n if Ks is None else list(Ks)
+        keypoints = [None] * n if keypoints is None else list(keypoints)
+        if len(Ks) != n or len(keypoints) != n:
+            raise Im2HandsError(f"batch: {n} images but {len(Ks)} cameras and {len(keypoints)} keypoint sets")
+        items = [self._item(image, K, kp) for image, K, kp in zip(images, Ks, keypoints)]
+        size = self.model.image_size if self.model.uses_image else None
+        batches = [batch_from_item(item, image_size=size, crop=True) for item in items]
+        stacked = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+        features = self.extractor.encode(stacked)
+        return [self._reconstruction(item, self.extractor.extract(b, features=select_item(features, i, n)))
+                for i, (item, b) in enumerate(zip(items, batches))]  # fmt: skip
+
+    def _item(self, image: Any, K: Any, keypoints: dict | None):
+        """The extraction item of one image: its pixels, camera and keypoints (given or found)."""
         from im2hands.data.files import _check_K, parse_keypoints
         from im2hands.extraction.inputs import Item, assemble_hands
-        from im2hands.extraction.run import batch_from_item
 
         pixels = _as_image(image)
         if K is not None:
@@ -174,35 +198,28 @@ class HandReconstructor:
 
                 h, w = pixels.shape[:2]
                 K = default_intrinsics(h, w, focal=self.focal, dtype=torch.float64).numpy()
-            joints, source, regions = parsed.joints, "given", {}
+            joints, source, regions = parsed.joints, "file", {}
         else:
             found = self.pipeline(pixels, K)
             if not found.joints:
                 raise DataError("image: no hand found")
             joints, K, source, regions = found.joints, found.K, ("refined" if found.refined else "estimator"), found.boxes
         kp, present = assemble_hands("image", joints)
-        item = Item(name="image", keypoints=kp, present=present, K=np.asarray(K, np.float64), image=pixels,
-                    keypoints_source=source if source != "given" else "file", regions=dict(regions))  # fmt: skip
-        batch = batch_from_item(item, image_size=self.model.image_size if self.model.uses_image else None, crop=True)
-        extraction = self.extractor.extract(batch)
+        return Item(name="image", keypoints=kp, present=present, K=np.asarray(K, np.float64), image=pixels,
+                    keypoints_source=source, regions=dict(regions))  # fmt: skip
+
+    @staticmethod
+    def _reconstruction(item: Any, extraction: Any) -> Reconstruction:
         hands = {}
         for s, side in enumerate(SIDES):
             r = extraction.hands[side]
-            mesh = _trimesh(r.vertices, r.faces) if present[s] and r.status == "ok" else None
-            hands[side] = Hand(mesh=mesh, keypoints=np.array(kp[s]) if present[s] else None)
-        return Reconstruction(left=hands["left"], right=hands["right"], K=item.K, image=pixels,
-                              keypoints_source=source, regions=dict(regions), _item=item,
+            present = item.present[s]
+            mesh = _trimesh(r.vertices, r.faces) if present and r.status == "ok" else None
+            hands[side] = Hand(mesh=mesh, keypoints=np.array(item.keypoints[s]) if present else None)
+        source = "given" if item.keypoints_source == "file" else item.keypoints_source
+        return Reconstruction(left=hands["left"], right=hands["right"], K=item.K, image=item.image,
+                              keypoints_source=source, regions=dict(item.regions), _item=item,
                               _extraction=extraction)  # fmt: skip
-
-    def batch(self, images: Sequence[Any], Ks: Sequence[Any] | None = None,
-              keypoints: Sequence[dict | None] | None = None) -> list[Reconstruction]:  # fmt: skip
-        """:meth:`__call__` for each image (``Ks`` and ``keypoints``: one per image, or None)."""
-        n = len(images)
-        Ks = [None] * n if Ks is None else list(Ks)
-        keypoints = [None] * n if keypoints is None else list(keypoints)
-        if len(Ks) != n or len(keypoints) != n:
-            raise Im2HandsError(f"batch: {n} images but {len(Ks)} cameras and {len(keypoints)} keypoint sets")
-        return [self(image, K, kp) for image, K, kp in zip(images, Ks, keypoints)]
 
 
 def _trimesh(vertices: np.ndarray, faces: np.ndarray):

@@ -95,3 +95,24 @@ def test_a_real_photo_through_the_default_hand_finding(rec):
     assert out.right.mesh is None and out.left.mesh is not None and out.left.mesh.is_watertight
     assert set(out.regions) == {"left"} and out.keypoints_source == "estimator"
     assert os.path.exists(PHOTO)
+
+
+def test_batch_runs_the_encoder_once_and_matches_one_by_one(rec, sample, monkeypatch):
+    path, ann = sample
+    kp = keypoints_to_dict({s: h.keypoints for s, h in ann.hands.items()}, ann.K)
+    one = [rec(path, keypoints=kp), rec(np.ascontiguousarray(fmt.read_image(path)[:, ::-1]), keypoints=kp)]
+    calls = []
+    real = type(rec.extractor).encode
+
+    def counting(self, batch):
+        calls.append(batch["image"].shape[0])
+        return real(self, batch)
+
+    monkeypatch.setattr(type(rec.extractor), "encode", counting)
+    many = rec.batch([path, np.ascontiguousarray(fmt.read_image(path)[:, ::-1])], keypoints=[kp, kp])
+    assert calls == [2]  # one encoder pass for both images
+    for a, b in zip(one, many):
+        for side in ("left", "right"):
+            ma, mb = getattr(a, side).mesh, getattr(b, side).mesh
+            assert abs(ma.volume - mb.volume) <= 0.01 * abs(ma.volume)
+            assert np.abs(ma.vertices.mean(0) - mb.vertices.mean(0)).max() < 1e-4

@@ -199,7 +199,16 @@ class Extractor:
 
     # ------------------------------------------------------------------ extraction
 
-    def extract(self, batch: dict[str, Any]) -> Extraction:
+    def encode(self, batch: dict[str, Any]) -> Any:
+        """The model's features of a batch of ``B`` items (e.g. several images stacked, then
+        :func:`~im2hands.utils.batch.select_item` per item for :meth:`extract`)."""
+        moved = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        with torch.inference_mode():
+            features = self.model.encode(moved)
+        self._sync()
+        return features
+
+    def extract(self, batch: dict[str, Any], features: Any = None) -> Extraction:
         """Meshes of the hands of one item.
 
         Args:
@@ -207,6 +216,7 @@ class Extractor:
                 (camera frame, metres, standard order), ``hand_valid`` ``(1, 2)`` bool (hands
                 to extract; default both), plus what the model needs (``image``, ``K``, ground
                 truth for the oracle).
+            features: the item's features when already encoded (:meth:`encode`); None: encoded here.
 
         Returns:
             :class:`Extraction`.
@@ -216,13 +226,11 @@ class Extractor:
         if kp.dim() != 4 or kp.shape[0] != 1 or kp.shape[1:] != (2, 21, 3):
             raise ValueError(f"expected keypoints of shape (1, 2, 21, 3), got {tuple(kp.shape)}")
         valid = torch.as_tensor(batch.get("hand_valid", torch.ones(1, 2, dtype=torch.bool))).reshape(2).cpu()
-        moved = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         seconds = {"encode": 0.0, "decode": 0.0, "mise": 0.0, "marching": 0.0}
 
         t = time.perf_counter()
-        with torch.inference_mode():
-            features = self.model.encode(moved)
-        self._sync()
+        if features is None:
+            features = self.encode(batch)
         seconds["encode"] = time.perf_counter() - t
 
         t = time.perf_counter()
