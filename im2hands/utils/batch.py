@@ -45,7 +45,9 @@ def select_item(tree: Any, index: int, batch_size: int) -> Any:
     """Item ``index`` of a batched structure, keeping its batch axis (``t[index:index + 1]``):
     tensors whose first axis is ``batch_size`` are sliced; dataclasses, dicts, lists and tuples
     are walked; anything else (sizes, flags, None) is kept as it is. Turns the encoder output
-    of B stacked items into B single-item outputs."""
+    of B stacked items into B single-item outputs; relies on the batch-first convention of
+    model outputs (module docstring): an unbatched tensor whose first axis happens to equal
+    ``batch_size`` would be sliced too."""
     if isinstance(tree, Tensor):
         return tree[index : index + 1] if tree.dim() > 0 and tree.shape[0] == batch_size else tree
     if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
