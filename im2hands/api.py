@@ -75,7 +75,7 @@ def _as_image(image: Any) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB from a path, a PIL image or an array (checked as ``extract`` does)."""
     from PIL import Image, ImageOps
 
-    from im2hands.extraction.inputs import MIN_IMAGE_SIDE, read_input_image
+    from im2hands.extraction.inputs import check_image_size, read_input_image
 
     if isinstance(image, (str, os.PathLike)):
         return read_input_image(Path(image))
@@ -87,10 +87,7 @@ def _as_image(image: Any) -> np.ndarray:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
         raise DataError(f"image: expected an (H, W, 3) uint8 RGB array, got shape {image.shape} and dtype {image.dtype}")
-    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
-        raise DataError(f"image: {image.shape[1]} x {image.shape[0]} pixels is too small to show a hand "
-                        f"(at least {MIN_IMAGE_SIDE} pixels a side)")
-    return np.ascontiguousarray(image[..., :3])
+    return check_image_size(np.ascontiguousarray(image[..., :3]), "image")
 
 
 class HandReconstructor:

@@ -41,6 +41,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MIN_IMAGE_SIDE",
     "read_input_image",
+    "check_image_size",
     "assemble_hands",
     "MAX_COORDINATE_M",
     "KeypointFile",
@@ -129,9 +130,17 @@ def read_input_image(path: Path) -> np.ndarray:
     Raises:
         DataError: unreadable, or smaller than :data:`MIN_IMAGE_SIDE` on its shorter side.
     """
-    image = fmt.read_image(Path(path))
+    return check_image_size(fmt.read_image(Path(path)), str(path))
+
+
+def check_image_size(image: np.ndarray, where: str) -> np.ndarray:
+    """``image`` when its shorter side has at least :data:`MIN_IMAGE_SIDE` pixels.
+
+    Raises:
+        DataError: naming ``where`` and the size.
+    """
     if min(image.shape[:2]) < MIN_IMAGE_SIDE:
-        raise DataError(f"{path}: image of {image.shape[1]} x {image.shape[0]} pixels is too small to show a hand "
+        raise DataError(f"{where}: image of {image.shape[1]} x {image.shape[0]} pixels is too small to show a hand "
                         f"(at least {MIN_IMAGE_SIDE} pixels a side)")
     return image
 

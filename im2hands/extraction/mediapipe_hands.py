@@ -56,8 +56,7 @@ class MediaPipePalmDetector(nn.Module):
         dev = next(self.net.parameters()).device
         H, W = image.shape[1:]
         windows = square_windows(H, W, self.tiles, whole=True)
-        x = crop_images(image.to(dev), Roi(windows.center.to(dev), windows.size.to(dev), windows.angle.to(dev)),
-                        INPUT_SIZE)  # fmt: skip
+        x = crop_images(image.to(dev), windows, INPUT_SIZE)
         rois, scores = [], []
         for w, det in enumerate(self.net.detect(x, score_threshold=self.score_threshold)):
             n = len(det.scores)

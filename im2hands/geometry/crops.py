@@ -161,7 +161,9 @@ def crop_images(
     dtype, dev = image.dtype, image.device
     j = torch.arange(out_size, dtype=dtype, device=dev) + 0.5
     q = torch.stack(torch.meshgrid(j, j, indexing="xy"), -1).reshape(1, -1, 2).expand(B, -1, -1)  # (B, S*S, 2) (u, v)
-    p = crop_to_image(q, Roi(roi.center.to(dtype), roi.size.to(dtype), roi.angle.to(dtype), roi.mirror), out_size)
+    on_image = Roi(roi.center.to(dev, dtype), roi.size.to(dev, dtype), roi.angle.to(dev, dtype),
+                   None if roi.mirror is None else roi.mirror.to(dev))  # the ROIs may live on another device
+    p = crop_to_image(q, on_image, out_size)
     crops = []
     for b in range(B):
         src, pb = image[b : b + 1], p[b : b + 1]
