@@ -481,7 +481,11 @@ def test_a_folder_holds_one_run(tmp_path, kp_dir, monkeypatch):
         extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, limit=1, **FAST)
     names = sorted(p.name for p in out.iterdir())
     resumed = extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, existing="resume", **FAST)
-    assert resumed["items"] == first["items"] and sorted(p.name for p in out.iterdir()) == names  # nothing redone
+    ok = [r for r in first["items"] if r["status"] == "ok"]
+    assert ok and [r for r in resumed["items"] if r["status"] == "ok"] == ok  # finished items kept as they were
+    redone = [r for r in resumed["items"] if r["status"] != "ok"]  # unfinished ones (a malformed file) done again
+    assert [(r["name"], r["message"]) for r in redone] == [(r["name"], r["message"]) for r in first["items"] if r["status"] != "ok"]
+    assert sorted(p.name for p in out.iterdir()) == names
     with pytest.raises(Im2HandsError, match=r"--resume: .*other settings \(resolution"):
         extract_folder(out, model=SkeletonOccupancy(), keypoints=kp_dir, existing="resume", resolution=8,
                        upsampling_steps=1, progress=False)  # fmt: skip
