@@ -102,17 +102,24 @@ class HandReconstructor:
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         focal: focal length in pixels for images given without ``K``.
         resolution, upsampling_steps, threshold: the mesh extractor's settings (as ``extract``).
+        keypoint_convention: where the PIP/DIP of given ``keypoints`` sit (``mano`` or
+            ``annotation``; None: the model's); given and found keypoints are moved to the
+            model's convention.
     """
 
     def __init__(self, model: Any, *, estimator: Any = "mediapipe", refiner: Any = None, device: str = "cpu",
                  focal: float | None = None, resolution: int = 32, upsampling_steps: int = 3,
-                 threshold: float | None = None) -> None:  # fmt: skip
+                 threshold: float | None = None, keypoint_convention: str | None = None) -> None:  # fmt: skip
         from im2hands.extraction.extractor import Extractor
-        from im2hands.extraction.run import _load_estimator, check_mesh_options, resolve_device
+        from im2hands.extraction.estimators import load_estimator
+        from im2hands.extraction.run import check_mesh_options, resolve_device
         from im2hands.loading import load_model
         from im2hands.models.base import HandsModel
 
         check_mesh_options(threshold=threshold, focal=focal, resolution=resolution, upsampling_steps=upsampling_steps)
+        if keypoint_convention not in (None, "mano", "annotation"):
+            raise Im2HandsError(f"keypoint_convention must be mano or annotation, got {keypoint_convention!r}")
+        self.keypoint_convention = keypoint_convention
         self.device = resolve_device(device)
         if isinstance(model, (str, os.PathLike)):
             model, _ = load_model(model, device=self.device, occupancy=True)
@@ -122,7 +129,7 @@ class HandReconstructor:
         if self.model.needs_ground_truth:
             raise Im2HandsError("model: this model needs ground-truth meshes (a test stand-in), not images")
         self.focal = focal
-        self.pipeline, _ = _load_estimator(estimator, refiner, self.device, focal)
+        self.pipeline, _ = load_estimator(estimator, refiner, self.device, focal)
         self.extractor = Extractor(self.model, resolution0=resolution, upsampling_steps=upsampling_steps,
                                    threshold=threshold, device=self.device)  # fmt: skip
 
@@ -179,7 +186,7 @@ class HandReconstructor:
     def _item(self, image: Any, K: Any, keypoints: dict | None):
         """The extraction item of one image: its pixels, camera and keypoints (given or found)."""
         from im2hands.data.files import _check_K, parse_keypoints
-        from im2hands.extraction.inputs import Item, assemble_hands
+        from im2hands.extraction.inputs import Item, assemble_hands, move_joints
 
         pixels = _as_image(image)
         if K is not None:
@@ -196,11 +203,15 @@ class HandReconstructor:
                 h, w = pixels.shape[:2]
                 K = default_intrinsics(h, w, focal=self.focal, dtype=torch.float64).numpy()
             joints, source, regions = parsed.joints, "file", {}
+            joints = move_joints(joints, self.keypoint_convention or self.model.keypoint_convention,
+                                 self.model.keypoint_convention)
         else:
             found = self.pipeline(pixels, K)
             if not found.joints:
                 raise DataError("image: no hand found")
             joints, K, source, regions = found.joints, found.K, ("refined" if found.refined else "estimator"), found.boxes
+            joints = move_joints(joints, getattr(self.pipeline, "keypoint_convention", None),
+                                 self.model.keypoint_convention)
         kp, present = assemble_hands("image", joints)
         return Item(name="image", keypoints=kp, present=present, K=np.asarray(K, np.float64), image=pixels,
                     keypoints_source=source, regions=dict(regions))  # fmt: skip

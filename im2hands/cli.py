@@ -275,7 +275,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
             threshold=args.threshold, device=args.device, points_batch_size=args.points_batch_size,
             limit=args.limit, progress=not args.no_progress, estimator=args.estimator, refiner=args.refiner,
             focal=args.focal, existing="overwrite" if args.overwrite else "resume" if args.resume else "refuse",
-            mesh_format=args.mesh_format,
+            mesh_format=args.mesh_format, keypoint_convention=args.keypoint_convention,
         )
         return 1 if summary["totals"]["failed"] else 0
 
@@ -318,6 +318,10 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mesh-format", default="obj", choices=("obj", "ply", "glb"),
                    help="obj (what im2hands eval reads), ply (one file per hand) or glb (both hands in one coloured "
                    "scene, for viewers)")
+    p.add_argument("--keypoint-convention", default=None, choices=("mano", "annotation"),
+                   help="where the PIP/DIP keypoints of --keypoints files sit: mano (MANO's regressor) or annotation "
+                   "(manual annotations, e.g. InterHand2.6M joint_3d); moved to the model's (docs/keypoints_format.md). "
+                   "Default: as the model's training data")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true",
                        help="--out holds an earlier run: remove its files first (default: refuse)")

@@ -11,6 +11,8 @@ A checkpoint (``last.pt``, ``best.pt`` in a run folder, or a shipped weights fil
     format, version        "im2hands-checkpoint", CHECKPOINT_VERSION
     model                  state_dict of the model (with any ``_extra_state`` of its modules)
     config, config_yaml    the resolved ExperimentConfig as a plain dict and as YAML text
+    hand_model             (optional) the ``model_name`` of the hand model that made the
+                           training data; absent: version 1 (older checkpoints)
 
 (training checkpoints add the optimizer, scheduler, loop and RNG states; weights files add
 ``weights``). Everything in it is a tensor, a number, a string or a container of those, so it
@@ -39,6 +41,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from im2hands.config.load import check_ranges, config_to_yaml
 from im2hands.config.schema import ExperimentConfig
+from im2hands.hands.conventions import convention_of
 from im2hands.registry import MODELS
 from im2hands.typing import Tensor
 from im2hands.utils.errors import ConfigError, Im2HandsError
@@ -58,6 +61,7 @@ __all__ = [
     "load_model",
     "build_from_stored_config",
     "load_frozen",
+    "trained_hand_model",
     "load_state_file",
     "shipped_path",
     "read_manifest",
@@ -199,6 +203,13 @@ def _check_stage(cls: type, cfg: Any, stage: str | None, where: str) -> None:
         raise Im2HandsError(f"{where}: a '{cfg.model.type}' model where a {stage} one is needed")
 
 
+def trained_hand_model(ckpt: Mapping[str, Any]) -> str | None:
+    """The ``model_name`` of the hand model whose data trained a checkpoint (None: not recorded,
+    i.e. version 1; :func:`im2hands.hands.conventions.convention_of` reads None so)."""
+    name = ckpt.get("hand_model")
+    return None if name is None else str(name)
+
+
 def load_model(
     run_or_file: str | os.PathLike,
     which: str = "best",
@@ -219,7 +230,8 @@ def load_model(
         source: the config key or option that named the path, for messages.
 
     Returns:
-        ``(model, cfg)``: the model in eval mode on ``device``, and its ExperimentConfig.
+        ``(model, cfg)``: the model in eval mode on ``device`` (its ``keypoint_convention``
+        that of the checkpoint's recorded hand model), and its ExperimentConfig.
 
     Raises:
         Im2HandsError: nothing there, an unreadable or foreign file, weights that do not fit
@@ -241,6 +253,7 @@ def load_model(
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise Im2HandsError(f"{path}: weights do not match its config: {str(exc).splitlines()[0]}") from None
+    model.keypoint_convention = convention_of(trained_hand_model(ckpt))
     return model.to(device).eval(), cfg
 
 

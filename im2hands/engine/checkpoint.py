@@ -101,6 +101,7 @@ def save_checkpoint(
     cfg: Any,
     state: dict[str, Any],
     rng: list[dict[str, Any]],
+    hand_model: str | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary name in the same folder, then rename).
 
@@ -110,6 +111,8 @@ def save_checkpoint(
         cfg: the resolved ExperimentConfig.
         state: loop state (step, epoch, batch_in_epoch, best, meter...).
         rng: per-rank random states (:func:`capture_rng_state`), in rank order.
+        hand_model: ``model_name`` of the hand model that made the training data (stored as
+            ``hand_model``; the extraction reads its keypoint convention from it).
 
     Returns:
         ``path`` as a Path.
@@ -128,6 +131,8 @@ def save_checkpoint(
         "config": config_dict(cfg),
         "config_yaml": config_to_yaml(cfg),
     }
+    if hand_model is not None:
+        payload["hand_model"] = str(hand_model)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     log.debug("wrote %s (step %s)", path, state.get("step"))

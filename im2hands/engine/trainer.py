@@ -267,7 +267,8 @@ class Trainer:
         if self.info.is_main:
             state = dict(self.state, meter=self.meter.state_dict())
             save_checkpoint(self.run_dir / name, model=self.raw, optimizer=self.optimizer,
-                            scheduler=self.scheduler, cfg=self.cfg, state=state, rng=rng)  # fmt: skip
+                            scheduler=self.scheduler, cfg=self.cfg, state=state, rng=rng,
+                            hand_model=self.train_set.meta.get("hand_model", {}).get("name"))  # fmt: skip
         if name == LAST:
             self.last_save = self.state["step"]
 

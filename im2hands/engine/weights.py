@@ -85,6 +85,8 @@ def export_weights(run_or_file: str | os.PathLike, out: str | os.PathLike, dtype
         "config_yaml": ckpt["config_yaml"],
         "weights": info,
     }
+    if ckpt.get("hand_model") is not None:  # the training data's hand model (its keypoint convention)
+        payload["hand_model"] = str(ckpt["hand_model"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

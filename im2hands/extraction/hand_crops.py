@@ -184,6 +184,14 @@ class HandCropPipeline:
         self.repaint, self.dedup_iou = bool(repaint), float(dedup_iou)
         self.refiner = refiner.eval() if refiner is not None else None
 
+    @property
+    def keypoint_convention(self) -> str | None:
+        """Where the output's PIP and DIP keypoints sit (:mod:`im2hands.hands.conventions`): the
+        refiner's training data's when there is one, else the crop network's."""
+        if self.refiner is not None:
+            return self.refiner.keypoint_convention
+        return getattr(self.crop_net, "keypoint_convention", None)
+
     # ------------------------------------------------------------------ steps
 
     def _predict(self, image: Tensor, roi: Roi) -> dict[str, Tensor]:

@@ -33,6 +33,7 @@ from im2hands.data.files import (  # noqa: F401 - keypoint files have one home; 
 )
 from im2hands.geometry.frames import project_np
 from im2hands.hands.constants import SIDES
+from im2hands.hands.conventions import convention_of, to_convention
 from im2hands.utils.errors import DataError, Im2HandsError
 
 __all__ = [
@@ -121,6 +122,9 @@ class Item:
     regions: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     """Estimated items: per side, the image region the hand was found in ``(center_u, center_v,
     size, angle)`` (drawn in the overlay)."""
+    keypoint_convention: str | None = None
+    """The convention the keypoints came in (:mod:`im2hands.hands.conventions`), before
+    :func:`load_item` moved them to the model's."""
 
 
 def read_input_image(path: Path) -> np.ndarray:
@@ -233,7 +237,20 @@ def assemble_hands(name: str, joints: dict[str, np.ndarray]) -> tuple[np.ndarray
     return np.stack(kp), present  # (2, 21, 3)
 
 
-def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any = None) -> Item:
+def move_joints(joints: dict[str, np.ndarray], src: str | None, dst: str | None) -> dict[str, np.ndarray]:
+    """``{side: (21, 3)}`` keypoints moved from convention ``src`` to ``dst`` (either None: unchanged)."""
+    if src is None or dst is None or dst == src:
+        return joints
+    return {side: to_convention(kp, src, dst) for side, kp in joints.items()}
+
+
+def _dataset_convention(root: Path) -> str:
+    """The keypoint convention of a dataset's keypoints: that of the hand model in its meta.json."""
+    return convention_of((fmt.read_meta(root).get("hand_model") or {}).get("name"))
+
+
+def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any = None,
+              keypoint_convention: str | None = None, model_convention: str | None = None) -> Item:
     """Read one item (keypoints, camera, image, and ground-truth meshes when ``hand_models`` is given).
 
     Args:
@@ -245,7 +262,12 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
             optionally ``result.refined`` and ``result.boxes`` (:class:`~im2hands.extraction.keypoints.EstimatedHands`);
             dataset items pass their camera; an image with a per-image camera file
             (:func:`camera_file`) passes that file's ``K``, else None (``--focal`` or the
-            estimator's default).
+            estimator's default). Its ``keypoint_convention`` attribute says where its PIP and
+            DIP keypoints sit (absent or None: unknown, not moved).
+        keypoint_convention: the convention of keypoint files (``"mano"`` or ``"annotation"``;
+            None: the model's); a dataset's is that of the hand model in its ``meta.json``.
+        model_convention: the model's convention; the keypoints are moved to it
+            (:func:`~im2hands.hands.conventions.to_convention`); None: left as they come.
 
     Raises:
         DataError: anything wrong with this item's files, or no hand found in the image.
@@ -272,16 +294,19 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
             camera += ", principal point at the image centre"
         if not found.joints:
             raise DataError(f"{src.name}: the keypoint estimator found no hand in {path} (camera: {camera})")
-        kp, present = assemble_hands(src.name, found.joints)
+        conv = getattr(estimate, "keypoint_convention", None)
+        kp, present = assemble_hands(src.name, move_joints(found.joints, conv, model_convention))
         source = "refined" if getattr(found, "refined", False) else "estimator"
         return Item(name=src.name, keypoints=kp, present=present, K=np.asarray(found.K, dtype=np.float64), image=image,
-                    keypoints_source=source, camera=camera, regions=dict(getattr(found, "boxes", {})))  # fmt: skip
+                    keypoints_source=source, camera=camera, regions=dict(getattr(found, "boxes", {})),
+                    keypoint_convention=conv)  # fmt: skip
     if src.dataset is not None:
         ann = fmt.read_annotation(src.dataset, src.sample_id)
         joints = {s: h.keypoints for s, h in ann.hands.items() if h.valid}
-        kp, present = assemble_hands(src.name, joints)
+        conv = _dataset_convention(src.dataset)
+        kp, present = assemble_hands(src.name, move_joints(joints, conv, model_convention))
         item = Item(name=src.name, keypoints=kp, present=present, K=np.asarray(ann.K, dtype=np.float64),
-                    keypoints_source="dataset", camera="dataset")  # fmt: skip
+                    keypoints_source="dataset", camera="dataset", keypoint_convention=conv)  # fmt: skip
         if ann.image:
             item.image = read_input_image(src.dataset / ann.image)
         if hand_models is not None:
@@ -296,9 +321,10 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
     if src.keypoints is None:
         raise DataError(f"{src.name}: no keypoint file")
     parsed = read_keypoints(src.keypoints)
-    kp, present = assemble_hands(src.name, parsed.joints)
+    kp, present = assemble_hands(src.name, move_joints(parsed.joints, keypoint_convention, model_convention))
     item = Item(name=src.name, keypoints=kp, present=present, K=parsed.K, keypoints_source="file",
-                camera=None if parsed.K is None else f"keypoint file {src.keypoints}")  # fmt: skip
+                camera=None if parsed.K is None else f"keypoint file {src.keypoints}",
+                keypoint_convention=keypoint_convention)  # fmt: skip
     if src.image is not None:
         if parsed.K is None:
             raise DataError(f"{src.keypoints}: 'camera.K' is required when an image is given (to place the meshes over it)")

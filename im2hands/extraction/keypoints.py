@@ -124,6 +124,14 @@ class KeypointPipeline:
         self.passes, self.fill = passes, float(fill)
 
     @property
+    def keypoint_convention(self) -> str | None:
+        """Where the output's PIP and DIP keypoints sit (:mod:`im2hands.hands.conventions`): the
+        refiner's training data's when there is one, else the estimator's."""
+        if self.refiner is not None:
+            return self.refiner.keypoint_convention
+        return getattr(self.estimator, "keypoint_convention", None)
+
+    @property
     def device(self) -> torch.device:
         return self.estimator.device
 

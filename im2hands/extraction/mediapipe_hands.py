@@ -90,6 +90,7 @@ class MediaPipeCropNet(nn.Module):
 
     input_size = CROP_SIZE
     mirrors_left = False
+    keypoint_convention = "annotation"  # trained on manually annotated photos (im2hands.hands.conventions)
 
     def __init__(self, net: HandLandmarkNet | None = None) -> None:
         super().__init__()

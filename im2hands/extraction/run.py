@@ -45,12 +45,12 @@ from im2hands.extraction.meshfiles import MESH_FORMATS, write_hand_meshes
 from im2hands.extraction.outfolder import EXISTING_MODES, OutputFolder, check_not_an_input
 from im2hands.extraction.overlay import write_overlay
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
-from im2hands.extraction.hand_crops import HandCropPipeline
-from im2hands.extraction.keypoints import KeypointPipeline
+from im2hands.extraction.estimators import MEDIAPIPE_ESTIMATOR, load_estimator
 from im2hands.geometry.frames import CM3_PER_M3
 from im2hands.hands.constants import SIDES
+from im2hands.hands.conventions import CONVENTIONS
 from im2hands.loading import load_model, shipped_path
-from im2hands.models.base import HandsModel, KeypointEstimator, KeypointRefinement
+from im2hands.models.base import HandsModel
 from im2hands.utils.device import resolve_device as _resolve_device
 from im2hands.utils.errors import Im2HandsError
 from im2hands.utils.io import check_output_path, output_dir, write_json, write_text
@@ -71,9 +71,6 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FORMAT = "im2hands-extract-summary"
 SUMMARY_VERSION = 1
-MEDIAPIPE_ESTIMATOR = "mediapipe"
-"""``--estimator mediapipe``: the per-hand crop pipeline with MediaPipe's palm detector and
-hand-landmark network (:mod:`im2hands.extraction.mediapipe_hands`; docs/estimator.md)."""
 NO_REFINER = "none"
 """``--refiner none``: no stage-3 refinement of estimated keypoints (the shipped refiner is used
 by default with the shipped estimator)."""
@@ -232,6 +229,7 @@ def extract_folder(
     focal: float | None = None,
     existing: str = "refuse",
     mesh_format: str = "obj",
+    keypoint_convention: str | None = None,
     **extractor_kwargs: Any,
 ) -> dict[str, Any]:
     """Extract both hands' meshes for every item of a folder or dataset split.
@@ -241,6 +239,10 @@ def extract_folder(
         existing: an earlier run in ``out``: ``refuse`` it, ``overwrite`` it (its files removed
             first) or ``resume`` it (finished items kept; same settings) (:mod:`.outfolder`).
         mesh_format: ``obj`` (what ``eval`` reads), ``ply`` or ``glb`` (:mod:`.meshfiles`).
+        keypoint_convention: where the PIP and DIP keypoints of the keypoint files sit,
+            ``mano`` or ``annotation`` (:mod:`im2hands.hands.conventions`); None: where the
+            model's training data put them. Every item's keypoints (files, dataset, estimator)
+            are moved to the model's ``keypoint_convention``.
         model: a run folder or checkpoint path (rebuilt with :func:`im2hands.loading.load_model`),
             or a :class:`~im2hands.models.base.HandsModel` that decodes occupancy (e.g.
             :mod:`~im2hands.extraction.oracle`); None: the shipped weights
@@ -293,6 +295,8 @@ def extract_folder(
     check_output_path(out)
     if mesh_format not in MESH_FORMATS:
         raise Im2HandsError(f"--mesh-format must be one of {', '.join(MESH_FORMATS)}, got {mesh_format!r}")
+    if keypoint_convention is not None and keypoint_convention not in CONVENTIONS:
+        raise Im2HandsError(f"--keypoint-convention must be one of {', '.join(CONVENTIONS)}, got {keypoint_convention!r}")
     if existing not in EXISTING_MODES:
         raise Im2HandsError(f"existing must be one of {', '.join(EXISTING_MODES)}, got {existing!r}")
     check_not_an_input(out, images=images, keypoints=keypoints, dataset=dataset)
@@ -319,7 +323,7 @@ def extract_folder(
             f"the model {model_name} reads images (model.init_occ.use_image=true); pass --images DIR with "
             "--keypoints DIR, or use a keypoint-only model (model.init_occ.use_image=false)"
         )
-    pipeline, estimator_configs = _load_estimator(estimator, refiner, dev, focal) if estimate else (None, {})
+    pipeline, estimator_configs = load_estimator(estimator, refiner, dev, focal) if estimate else (None, {})
     sources = list_items(images=images, keypoints=keypoints, dataset=dataset, split=split)
     listed = len(sources)
     if dataset is not None:
@@ -364,6 +368,8 @@ def extract_folder(
             "points_batch_size": points_batch_size,
             "limit": limit,
             "mesh_format": mesh_format,
+            "keypoint_convention": {"files": keypoint_convention or model.keypoint_convention,
+                                    "model": model.keypoint_convention},
         "frame": "camera (OpenCV: +x right, +y down, +z forward), metres",
             "config_files": config_files,
         }
@@ -388,7 +394,9 @@ def extract_folder(
                     records.append(done[src.name])
                     continue
                 records.append(_process(src, out, extractor, image_size, hand_models, overlay, crop=src.dataset is None,
-                                        estimate=pipeline, mesh_format=mesh_format))  # fmt: skip
+                                        estimate=pipeline, mesh_format=mesh_format,
+                                        conventions=(keypoint_convention or model.keypoint_convention,
+                                                     model.keypoint_convention)))  # fmt: skip
                 failed = sum(r["status"] == "failed" for r in records)
                 bar.set_postfix(ok=len(records) - failed, failed=failed)
                 if time.perf_counter() - last_write >= SUMMARY_EVERY_S:
@@ -416,47 +424,22 @@ def check_mesh_options(*, threshold: float | None, focal: float | None, resoluti
         )
 
 
-def _load_estimator(
-    estimator: Any, refiner: Any, device: torch.device, focal: float | None
-) -> tuple[KeypointPipeline | HandCropPipeline, dict[str, str]]:
-    """The image -> keypoints pipeline from run folders / checkpoints (or given objects), and
-    the resolved configs (YAML text) of those loaded from files: ``{"estimator", "refiner"}``."""
-    configs: dict[str, str] = {}
-    if isinstance(estimator, (KeypointPipeline, HandCropPipeline)):
-        return estimator, configs
-    crops = isinstance(estimator, str) and estimator == MEDIAPIPE_ESTIMATOR
-    if isinstance(estimator, (str, os.PathLike)) and not crops:
-        estimator, cfg = load_model(estimator, which="best", device=device)
-        if not isinstance(estimator, KeypointEstimator):
-            raise Im2HandsError(f"--estimator: model.type '{cfg.model.type}' is not a keypoint estimator (kpts_est)")
-        configs["estimator"] = config_to_yaml(cfg)
-    if isinstance(refiner, (str, os.PathLike)):
-        refiner, cfg = load_model(refiner, which="best", device=device)
-        if not isinstance(refiner, KeypointRefinement):
-            raise Im2HandsError(f"--refiner: model.type '{cfg.model.type}' is not a keypoint refinement (kpts_ref)")
-        configs["refiner"] = config_to_yaml(cfg)
-    refiner = None if refiner is None else refiner.to(device)
-    if crops:
-        from im2hands.extraction.mediapipe_hands import mediapipe_pipeline
-
-        return mediapipe_pipeline(device, focal=focal, refiner=refiner), configs
-    return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal), configs
-
-
 def _str(p: Any) -> str | None:
     return None if p is None else str(p)
 
 
 def _process(
     src: ItemSource, out: Path, extractor: Extractor, image_size: int | None, hand_models: Any, overlay: bool, crop: bool,
-    estimate: Any = None, mesh_format: str = "obj",
+    estimate: Any = None, mesh_format: str = "obj", conventions: tuple[str, str | None] = ("mano", None),
 ) -> dict[str, Any]:
-    """Run one item; every failure becomes a record, nothing escapes but interrupts."""
+    """Run one item; every failure becomes a record, nothing escapes but interrupts.
+    ``conventions``: the keypoint files' and the model's keypoint conventions."""
     rec: dict[str, Any] = {"name": src.name, "status": "ok", "message": "", "keypoints_source": None, "camera": None,
                            "hands": {}, "files": [], "seconds": {}}  # fmt: skip
     t0 = time.perf_counter()
     try:
-        item = load_item(src, hand_models=hand_models, estimate=estimate)
+        item = load_item(src, hand_models=hand_models, estimate=estimate, keypoint_convention=conventions[0],
+                         model_convention=conventions[1])
         if image_size is not None and item.image is None:
             raise Im2HandsError(f"{src.name}: the model reads images but this item has none")
         batch = batch_from_item(item, image_size=image_size, crop=crop)

@@ -30,6 +30,28 @@ DIP_SHIFT: float = 0.2
 """Fraction of DIP -> tip by which an annotated DIP lies distal of MANO's (assumed)."""
 _FINGER_BASES: tuple[int, ...] = (5, 9, 13, 17)  # standard MCP of index, middle, ring, pinky
 
+V1_HAND_MODEL: str = "im2hands-open-hand-v1"
+"""The hand model of checkpoints that do not record theirs (every one written before the
+trainer recorded it was trained on version-1 data)."""
+HAND_MODEL_CONVENTIONS: dict[str, str] = {
+    V1_HAND_MODEL: "annotation",
+    "im2hands-open-hand-v2": "mano",
+    "mano": "mano",
+}
+"""The keypoint convention of each hand model's regressed joints. Version 1's designed joint
+centres are taken as ``annotation``: its middle MCP -> PIP is 0.54 of wrist -> middle MCP, the
+annotated InterHand2.6M hands of ``eval/real_photos`` give 0.44-0.54, MANO's regressor 0.31."""
+
+
+def convention_of(hand_model: str | None) -> str:
+    """The keypoint convention of a hand model's regressed joints (``"mano"`` or ``"annotation"``).
+
+    Args:
+        hand_model: a hand-model file's ``model_name``; None: :data:`V1_HAND_MODEL`. Unknown
+            names (other MANO-format files) are taken as ``"mano"``.
+    """
+    return HAND_MODEL_CONVENTIONS.get(V1_HAND_MODEL if hand_model is None else str(hand_model), "mano")
+
 
 def to_convention(keypoints: np.ndarray, src: str, dst: str, *, pip_shift: float = PIP_SHIFT,
                   dip_shift: float = DIP_SHIFT) -> np.ndarray:

@@ -66,6 +66,11 @@ class HandsModel(nn.Module):
             steps (distributed training then searches for them).
         init_occ_config: the resolved config (YAML text) of a frozen stage-1 model inside this
             one, written beside extraction outputs; None: there is none.
+        keypoint_convention: where the PIP and DIP keypoints of the training data sit
+            (``"mano"`` or ``"annotation"``, :mod:`im2hands.hands.conventions`); set from the
+            checkpoint's recorded hand model by :func:`im2hands.loading.load_model`; the
+            extraction moves its input keypoints to it. None (a model not loaded from a
+            checkpoint, e.g. the ground-truth stand-ins): keypoints are used as they come.
     """
 
     stage: ClassVar[str] = "base"
@@ -79,6 +84,7 @@ class HandsModel(nn.Module):
     needs_ground_truth: ClassVar[bool] = False
     find_unused_parameters: ClassVar[bool] = False
     init_occ_config: Optional[str] = None
+    keypoint_convention: Optional[str] = None
 
     @property
     def image_size(self) -> Optional[int]:

@@ -45,7 +45,7 @@ def _image(path):
 
 def _run(tmp_path, monkeypatch, focal=None):
     fake = FakePipeline(focal)
-    monkeypatch.setattr(run_mod, "_load_estimator", lambda *args: (fake, {}))
+    monkeypatch.setattr(run_mod, "load_estimator", lambda *args: (fake, {}))
     summary = extract_folder(tmp_path / "out", model=SkeletonOccupancy(), images=tmp_path / "img", estimator="x",
                              focal=focal, **FAST)  # fmt: skip
     return summary, {r["name"]: r for r in summary["items"]}, fake
@@ -115,7 +115,7 @@ def test_bad_camera_file_fails_its_item_only(tmp_path, monkeypatch, caplog):
         fake.focal = focal  # --focal reaches the pipeline
         return fake, {}
 
-    monkeypatch.setattr(run_mod, "_load_estimator", load_estimator)
+    monkeypatch.setattr(run_mod, "load_estimator", load_estimator)
     monkeypatch.setattr(run_mod, "load_model", lambda path, **kwargs: (SkeletonOccupancy(), None))
     for name in "abc":
         _image(tmp_path / "img" / f"{name}.jpg")

@@ -377,7 +377,7 @@ def test_estimated_keypoints_are_written_with_their_source(tmp_path, synth, monk
         seen.append(K)
         return SimpleNamespace(joints={"right": right}, K=np.asarray(K), refined=refined)
 
-    monkeypatch.setattr(run_mod, "_load_estimator", lambda *args: (fake_pipeline, {}))
+    monkeypatch.setattr(run_mod, "load_estimator", lambda *args: (fake_pipeline, {}))
     out = tmp_path / "pred"
     summary = extract_folder(out, model=SkeletonOccupancy(), dataset=synth, split="all", keypoints="auto",
                              estimator="stand-in", limit=1, overlay=False, **FAST)  # fmt: skip
