@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from im2hands.config.schema import SynthConfig
 from im2hands.cli import main
 from im2hands.config import load_config
 from im2hands.data.dataset import HandsDataset
@@ -38,7 +39,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("kpts_est_synth")
-    synthesize(root, 2, 3, workers=1, cfg=load_config(None, ["synth.image_size=64"]), progress=False)
+    synthesize(root, 2, 3, workers=1, settings=SynthConfig(image_size=64), progress=False)
     return root
 
 
