@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from im2hands.geometry.frames import MIDDLE_MCP, WRIST
 from im2hands.typing import Bool, Float, Tensor
 
 __all__ = [
@@ -221,7 +222,7 @@ def upright_roi(
     wrist -> middle-MCP direction points up in the crop (:func:`roi_angle`), the keypoints'
     box in that frame is centred (moved by ``shift``), and the side is ``scale`` x its longer
     side (:func:`roi_from_points`); ``mirror`` flips those crops."""
-    roi = roi_from_points(keypoints_2d, roi_angle(keypoints_2d[:, 0], keypoints_2d[:, 9]), scale=scale, shift=shift)
+    roi = roi_from_points(keypoints_2d, roi_angle(keypoints_2d[:, WRIST], keypoints_2d[:, MIDDLE_MCP]), scale=scale, shift=shift)
     roi.mirror = mirror
     return roi
 
