@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_models import STAGES, one_thread, tiny_batch as _batch  # noqa: F401 - one_thread: autouse fixture
+from tiny_stages import STAGES, one_thread, tiny_batch as _batch  # noqa: F401 - one_thread: autouse fixture
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "losses.json"
 

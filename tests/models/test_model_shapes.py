@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from im2hands.models.outputs import EstimatorOutputs, RefinerOutputs
-from tiny_models import (  # noqa: F401 - one_thread: autouse fixture
+from tiny_stages import (  # noqa: F401 - one_thread: autouse fixture
     S, one_thread, tiny_batch, tiny_init_occ, tiny_kpts_est, tiny_kpts_ref, tiny_ref_occ,
 )
 

@@ -1,6 +1,7 @@
 """Tiny models of every stage built from keyword arguments (no YAML) and a fixed synthetic batch,
 shared by the loss regression (test_loss_regression.py) and the per-family shape tests
-(test_model_shapes.py)."""
+(test_model_shapes.py). Named apart from tests/engine/tiny_models.py: the test folders share
+one import namespace."""
 
 import pytest
 import torch
