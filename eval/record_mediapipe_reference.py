@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from im2hands.config import load_config
 from im2hands.data.format import read_annotation, read_image
 from im2hands.data.synthetic import synthesize
 from im2hands.geometry.crops import crop_images, upright_roi
@@ -56,7 +55,7 @@ def make_inputs(tmp: Path, palm_file: Path) -> tuple[np.ndarray, np.ndarray]:
     The palm input is the render (of the first four) on which the original detector's best anchor
     scores highest, so that the stored case has detections to decode.
     """
-    synthesize(tmp, 4, seed=0, workers=1, cfg=load_config(None, []), progress=False)
+    synthesize(tmp, 4, seed=0, workers=1, progress=False)  # the default synth settings
     crops = []
     for sid, side in HANDS:
         img = torch.from_numpy(read_image(tmp / "images" / f"{sid}.png")).permute(2, 0, 1).float()[None] / 255.0

@@ -110,11 +110,12 @@ def _add_mano(sub: argparse._SubParsersAction) -> None:
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from im2hands.config import load_config
     from im2hands.data.synthetic import synthesize
+    from im2hands.engine.builders import synth_arguments
 
     cfg = load_config(args.config, args.overrides)
     if args.device is not None:
         cfg.synth.device = args.device  # checked by synthesize; written into config.yaml
-    summary = synthesize(args.out, args.num, seed=args.seed, workers=args.workers, cfg=cfg)
+    summary = synthesize(args.out, args.num, seed=args.seed, workers=args.workers, **synth_arguments(cfg))
     log.info(
         "%s: %d written, %d already there, %d failed, %.1f samples/s",
         args.out, summary["written"], summary["skipped"], len(summary["failed"]), summary["samples_per_s"],

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from im2hands.config import load_config
 from im2hands.hands.constants import SIDES
 from im2hands.utils.errors import Im2HandsError
 
@@ -73,7 +72,7 @@ def run_pipeline(out_dir: str | Path, num: int, *, seed: int = DEMO_SEED, worker
     out = Path(out_dir)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    synthesize(out / "data", num, seed=seed, workers=workers, cfg=load_config(None, ["name=demo"]), progress=progress)
+    synthesize(out / "data", num, seed=seed, workers=workers, progress=progress)  # the default synth settings
     seconds["synthesize"] = time.perf_counter() - t
     for folder, keypoints in EXTRACTIONS.items():
         t = time.perf_counter()

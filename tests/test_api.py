@@ -39,11 +39,11 @@ def rec():
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    from im2hands.config import load_config
+    from im2hands.config.schema import SynthConfig
     from im2hands.data.synthetic import synthesize
 
     root = tmp_path_factory.mktemp("api_data")
-    synthesize(root, 1, seed=3, workers=1, cfg=load_config(None, ["synth.image_size=128"]), progress=False)
+    synthesize(root, 1, seed=3, workers=1, settings=SynthConfig(image_size=128), progress=False)
     ann = fmt.read_annotation(root, "0000000")
     return root / ann.image, ann
 

@@ -129,12 +129,11 @@ def _sample_batch(root: Path, image_size: int, seed: int) -> dict[str, Any]:
     """One synthetic two-hand item with image, keypoints and ground-truth meshes, batched (B = 1)."""
     from torch.utils.data import default_collate
 
-    from im2hands.config import load_config
+    from im2hands.config.schema import SynthConfig
     from im2hands.data.dataset import HandsDataset
     from im2hands.data.synthetic import synthesize
 
-    cfg = load_config(None, [f"synth.image_size={image_size}"])
-    synthesize(root, 1, seed=seed, workers=1, cfg=cfg, progress=False)
+    synthesize(root, 1, seed=seed, workers=1, settings=SynthConfig(image_size=image_size), progress=False)
     return default_collate([HandsDataset(root, "all", fields=("image", "mesh"))[0]])
 
 
@@ -213,14 +212,14 @@ def bench_eval(extraction: Any, batch: dict[str, Any], *, n_points: int, repeats
 
 def bench_synth(*, workers: int, num: int, repeats: int, image_size: int, seed: int = 0) -> dict[str, Any]:
     """End-to-end :func:`~im2hands.data.synthetic.synthesize` rate into a fresh temporary folder."""
-    from im2hands.config import load_config
+    from im2hands.config.schema import SynthConfig
     from im2hands.data.synthetic import synthesize
 
-    cfg = load_config(None, [f"synth.image_size={image_size}"])
+    settings = SynthConfig(image_size=image_size)
     runs, seconds = [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(prefix="im2hands_bench_synth_") as tmp:
-            s = synthesize(Path(tmp) / "data", num, seed=seed, workers=workers, cfg=cfg, progress=False)
+            s = synthesize(Path(tmp) / "data", num, seed=seed, workers=workers, settings=settings, progress=False)
         if s["failed"]:
             log.warning("synthetic data: %d of %d samples failed", len(s["failed"]), num)
         runs.append(float(s["samples_per_s"]))
@@ -229,7 +228,7 @@ def bench_synth(*, workers: int, num: int, repeats: int, image_size: int, seed: 
            "workers": workers, "samples_per_run": num, "image_size": image_size}  # fmt: skip
     if workers > 1:
         # the worker pool's start-up (spawn, import, load the hand models) is part of every run
-        startup = pool_startup_s(workers, cfg)
+        startup = pool_startup_s(workers, settings)
         out["pool_startup_s"] = startup
         rest = _median(seconds) - startup
         out["samples_per_s_without_startup"] = num / rest if rest > 0 else None
@@ -244,7 +243,7 @@ def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int
     ``images`` synthetic images after a warm-up), and seconds per item of the whole
     image-to-mesh job with the defaults (``extract --keypoints auto``: crop pipeline, stage 1,
     stage 2, MISE, marching cubes, files; median over the items with a hand found)."""
-    from im2hands.config import load_config
+    from im2hands.config.schema import SynthConfig
     from im2hands.data import format as fmt
     from im2hands.data.synthetic import synthesize
     from im2hands.loading import load_model
@@ -256,8 +255,7 @@ def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int
     out: dict[str, Any] = {"images": images, "repeats": repeats, "image_size": image_size}
     with tempfile.TemporaryDirectory(prefix="im2hands_bench_images_") as tmp:
         root = Path(tmp) / "data"
-        synthesize(root, images, seed=seed, workers=1, cfg=load_config(None, [f"synth.image_size={image_size}"]),
-                   progress=False)  # fmt: skip
+        synthesize(root, images, seed=seed, workers=1, settings=SynthConfig(image_size=image_size), progress=False)
         anns = [fmt.read_annotation(root, sid) for sid in fmt.list_samples(root, "all")]
         inputs = [(fmt.read_image(root / a.image), a.K) for a in anns]
         estimator, _ = load_model(shipped_path("estimator"), device=device)
@@ -287,7 +285,7 @@ def _ready(_: int) -> int:
     return os.getpid()
 
 
-def pool_startup_s(workers: int, cfg: Any) -> float:
+def pool_startup_s(workers: int, settings: Any, mano_dir: str | None = None) -> float:
     """Seconds to start the spawn pool of :func:`~im2hands.data.synthetic.synthesize` and get
     one trivial task back from each worker (torch import and hand models included)."""
     import multiprocessing as mp
@@ -296,7 +294,7 @@ def pool_startup_s(workers: int, cfg: Any) -> float:
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="im2hands_bench_pool_") as tmp:
-        args = (cfg.hand_model.mano_dir, cfg.synth, 0, tmp)
+        args = (mano_dir, settings, 0, tmp)
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=args) as pool:
             pool.map(_ready, range(workers), chunksize=1)
         return time.perf_counter() - t0

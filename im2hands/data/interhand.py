@@ -47,6 +47,7 @@ from im2hands.data.interhand_io import (
     read_split,
     split_id_range,
 )
+from im2hands.geometry.crops import square_crop_intrinsics_np
 from im2hands.geometry.frames import project_np
 from im2hands.geometry.raster import join_meshes, rasterize
 from im2hands.hands.constants import SIDES
@@ -64,7 +65,6 @@ __all__ = [
     "JOINTS_VIEW",
     "interhand_intrinsics",
     "crop_box",
-    "crop_intrinsics",
     "crop_image",
     "PreparedSample",
     "prepare_sample",
@@ -110,14 +110,6 @@ def crop_box(uv: np.ndarray, ratio: float = BOX_RATIO) -> tuple[float, float, fl
         raise DataError(f"degenerate crop: the projected hands span {hi - lo} pixels")
     centre = 0.5 * (lo + hi)
     return float(centre[0] - side / 2), float(centre[1] - side / 2), side
-
-
-def crop_intrinsics(K: np.ndarray, box: tuple[float, float, float], size: int = CROP_SIZE) -> np.ndarray:
-    """Intrinsics of the crop ``box`` resized to ``size``: ``u' = (u - x0) size / side``."""
-    x0, y0, side = box
-    s = size / side
-    A = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s], [0.0, 0.0, 1.0]])
-    return A @ np.asarray(K, dtype=np.float64)
 
 
 def crop_image(image: np.ndarray, box: tuple[float, float, float], size: int = CROP_SIZE) -> np.ndarray:
@@ -209,7 +201,7 @@ def prepare_sample(task: SampleTask, models: dict[str, HandModel], size: int = C
     if (all_verts[:, 2] <= 0.01).any():
         raise DataError(f"{task.file_name}: hand vertices lie behind camera {task.camera_name}")
     box = crop_box(project_np(all_verts, K_full))
-    K = crop_intrinsics(K_full, box, size)
+    K = square_crop_intrinsics_np(K_full, *box, size)
     ann_hands = {}
     for side in task.sides:
         ann_hands[side] = fmt.HandAnnotation(

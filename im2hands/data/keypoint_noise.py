@@ -40,12 +40,11 @@ from typing import Sequence
 
 import torch
 
-from im2hands.geometry.frames import mm_to_m
+from im2hands.geometry.frames import MIDDLE_MCP, mm_to_m
 from im2hands.typing import Bool, Float, Int, Tensor
 
 __all__ = ["KeypointNoise", "NoiseInfo", "JOINT_LEVEL", "FINGER_JOINTS", "SWAP_PAIRS"]
 
-_MIDDLE_MCP = 9  # standard order
 
 FINGER_JOINTS: tuple[tuple[int, int, int, int], ...] = tuple(
     tuple(1 + 4 * f + j for j in range(4)) for f in range(5)
@@ -162,7 +161,7 @@ class KeypointNoise:
 
         # 1. hand scale about the middle MCP
         scale = 1.0 + self.scale_std * z_scale  # (B, 2)
-        centre = kp[:, :, _MIDDLE_MCP : _MIDDLE_MCP + 1]  # (B, 2, 1, 3)
+        centre = kp[:, :, MIDDLE_MCP : MIDDLE_MCP + 1]  # (B, 2, 1, 3)
         kp = centre + scale[..., None, None] * (kp - centre)
 
         # 2. finger drift, growing linearly from the base (0) to the tip (1)

@@ -35,7 +35,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from im2hands.config.load import save_config
-from im2hands.config.schema import ExperimentConfig, SynthConfig
+from im2hands.config.schema import ExperimentConfig, HandModelConfig, SynthConfig
 from im2hands.data import format as fmt
 from im2hands.data.appearance import background, fit_camera, random_lighting, skin_colors
 from im2hands.geometry.frames import project
@@ -102,37 +102,37 @@ def _shapes(rng: np.random.Generator, std: float) -> np.ndarray:
     return np.clip(per_hand, -3.0, 3.0)
 
 
-def generate_sample(index: int, seed: int, cfg: SynthConfig, models: dict[str, HandModel],
+def generate_sample(index: int, seed: int, settings: SynthConfig, models: dict[str, HandModel],
                     device: str | torch.device | None = None) -> Sample:
     """Generate sample ``index`` of a run seeded with ``seed`` (pure function of both).
 
     Args:
         index: sample index; with ``seed`` it fixes every random draw.
         seed: run seed.
-        cfg: the ``synth`` config section.
+        settings: the generator's settings (the ``synth`` config section).
         models: ``{"left", "right"}`` hand models on the CPU (the placement runs there).
         device: where the final meshes are posed and rasterized (see :func:`resolve_device`);
-            None: ``cfg.device``. Copies of ``models`` are moved there once and reused.
+            None: ``settings.device``. Copies of ``models`` are moved there once and reused.
     """
-    dev = resolve_device(cfg.device if device is None else device)
+    dev = resolve_device(settings.device if device is None else device)
     posers = _models_on(models, dev)
     rng, tgen = _rngs(seed, index)
-    size = int(cfg.image_size)
-    shapes = torch.as_tensor(_shapes(rng, cfg.shape_std), dtype=torch.float32)
-    if rng.uniform() < cfg.interaction_ratio:
+    size = int(settings.image_size)
+    shapes = torch.as_tensor(_shapes(rng, settings.shape_std), dtype=torch.float32)
+    if rng.uniform() < settings.interaction_ratio:
         template = INTERACTION_TEMPLATES[rng.integers(len(INTERACTION_TEMPLATES))]
     else:
         template = "random_pair"
     pair = None
-    for _ in range(cfg.max_tries):
+    for _ in range(settings.max_tries):
         try:
             pair = sample_interaction(template, models["right"], models["left"], shapes, generator=tgen,
-                                      max_penetration_cm3=cfg.max_penetration_cm3)
+                                      max_penetration_cm3=settings.max_penetration_cm3)
             break
         except RuntimeError:
             continue
     if pair is None:
-        raise DataError(f"sample {index}: could not place template {template!r} in {cfg.max_tries} tries")
+        raise DataError(f"sample {index}: could not place template {template!r} in {settings.max_tries} tries")
 
     # random orientation of the pair, then centre it at the origin
     rotvec = Rotation.random(random_state=rng).as_rotvec()
@@ -141,9 +141,9 @@ def generate_sample(index: int, seed: int, cfg: SynthConfig, models: dict[str, H
     verts = np.concatenate([out[s].vertices[0].numpy() for s in SIDES])
     centre = 0.5 * (verts.max(0) + verts.min(0))
 
-    focal = rng.uniform(*cfg.focal_range) * size / 256.0
-    fill = rng.uniform(*cfg.fill_range)
-    shift = rng.uniform(-cfg.center_jitter, cfg.center_jitter, size=2)
+    focal = rng.uniform(*settings.focal_range) * size / 256.0
+    fill = rng.uniform(*settings.fill_range)
+    shift = rng.uniform(-settings.center_jitter, settings.center_jitter, size=2)
     t_cam, K = fit_camera(verts - centre, focal, size, fill, shift)
     pair = rotate_pair(pair, np.zeros(3), models["right"], models["left"], translation=t_cam - centre)
     out = pose_pair(pair, posers["right"], posers["left"])  # on dev from here on
@@ -193,25 +193,25 @@ def generate_sample(index: int, seed: int, cfg: SynthConfig, models: dict[str, H
 _WORKER: dict = {}
 
 
-def _init_worker(mano_dir: str | None, cfg: SynthConfig, seed: int, root: str) -> None:
+def _init_worker(mano_dir: str | None, settings: SynthConfig, seed: int, root: str) -> None:
     torch.set_num_threads(1)
-    _WORKER.update(models=load_hand_models(mano_dir), cfg=cfg, seed=seed, root=Path(root))
+    _WORKER.update(models=load_hand_models(mano_dir), settings=settings, seed=seed, root=Path(root))
 
 
 def _work(index: int) -> tuple[int, str | None]:
     try:
-        sample = generate_sample(index, _WORKER["seed"], _WORKER["cfg"], _WORKER["models"])
+        sample = generate_sample(index, _WORKER["seed"], _WORKER["settings"], _WORKER["models"])
         fmt.write_sample(_WORKER["root"], sample.annotation, sample.image, sample.masks, sample.depth)
         return index, None
     except Im2HandsError as exc:
         return index, str(exc)
 
 
-def _splits(ids: list[str], cfg: SynthConfig) -> dict[str, list[str]]:
+def _splits(ids: list[str], settings: SynthConfig) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for sid in ids:
         i = int(sid)
-        name = "test" if i % cfg.test_every == 0 else "val" if i % cfg.val_every == 1 else "train"
+        name = "test" if i % settings.test_every == 0 else "val" if i % settings.val_every == 1 else "train"
         out[name].append(sid)
     return out
 
@@ -233,7 +233,9 @@ def synthesize(
     num: int,
     seed: int = 0,
     workers: int = 1,
-    cfg: ExperimentConfig | None = None,
+    *,
+    settings: SynthConfig | None = None,
+    mano_dir: str | None = None,
     progress: bool = True,
 ) -> dict:
     """Write ``num`` synthetic samples into ``out_dir`` (resumable; finished samples are kept).
@@ -244,31 +246,34 @@ def synthesize(
         seed: run seed; sample ``i`` depends only on ``(seed, i)``.
         workers: processes (each single-threaded; spawned, so CUDA works in them); 1 runs in
             this process.
-        cfg: experiment config (``synth`` and ``hand_model`` sections are read; ``synth.device``
-            picks where meshes are posed and rasterized).
+        settings: the generator's settings (the ``synth`` config section; None: its defaults;
+            ``settings.device`` picks where meshes are posed and rasterized).
+        mano_dir: hand-model folder (MANO_RIGHT.pkl, MANO_LEFT.pkl); None:
+            ``$IM2HANDS_MANO_DIR``, else the shipped open hand model.
         progress: show a progress bar.
 
     Returns:
         Summary dict: ``written``, ``skipped`` (already complete), ``failed`` (index -> message),
-        ``seconds``, ``samples_per_s``, ``device``.
+        ``seconds``, ``samples_per_s``, ``device``. ``out_dir`` also gets ``config.yaml``: the
+        config this job read (defaults, with these ``synth`` settings and ``hand_model.mano_dir``).
 
     Raises:
         Im2HandsError: a bad ``num``, ``workers`` or ``synth.device``, or a folder holding another run.
     """
     from tqdm import tqdm
 
-    cfg = cfg or ExperimentConfig()
+    settings = SynthConfig() if settings is None else settings
     check_output_path(out_dir)
     if num < 1:
         raise Im2HandsError(f"--num must be at least 1, got {num}")
     if workers < 1:
         raise Im2HandsError(f"--workers must be at least 1, got {workers}")
-    device = resolve_device(cfg.synth.device)
+    device = resolve_device(settings.device)
     if device.type != "cpu":
         log.info("synth: posing and rasterizing on %s", device)
     root = Path(out_dir)
-    models = load_hand_models(cfg.hand_model.mano_dir, source="hand_model.mano_dir")
-    size = int(cfg.synth.image_size)
+    models = load_hand_models(mano_dir, source="hand_model.mano_dir")
+    size = int(settings.image_size)
     meta = {"source": "synthetic", "seed": int(seed), "hand_model": {"name": models["right"].model_name},
             "image_size": [size, size]}
     _check_existing(root, meta)
@@ -276,7 +281,7 @@ def synthesize(
     # meta.json counts samples only once they are on disk: while writing it says so and holds
     # no count (a killed run leaves it that way); the count and the splits are written last.
     fmt.write_meta(root, {**meta, "status": "writing"})
-    save_config(cfg, root)
+    save_config(ExperimentConfig(hand_model=HandModelConfig(mano_dir=mano_dir), synth=settings), root)
 
     todo = [i for i in range(num) if not fmt.is_complete(root, fmt.sample_id(i))]
     failed: dict[int, str] = {}
@@ -284,7 +289,7 @@ def synthesize(
     bar = tqdm(total=len(todo), desc="synth", unit="sample", disable=not progress)
     status = "interrupted"
     try:
-        for index, err in _run(todo, workers, cfg, seed, root, models):
+        for index, err in _run(todo, workers, settings, mano_dir, seed, root, models):
             if err is not None:
                 failed[index] = err
                 log.warning("sample %d skipped: %s", index, err)
@@ -293,7 +298,7 @@ def synthesize(
     finally:
         bar.close()
         ids = fmt.list_samples(root, "all")
-        fmt.write_splits(root, _splits(ids, cfg.synth))
+        fmt.write_splits(root, _splits(ids, settings))
         fmt.write_meta(root, {**meta, "status": status, "num_samples": len(ids)})
     if len(ids) > num:
         log.info("synth: %s holds %d samples, more than --num %d (none removed); meta.json and the "
@@ -304,10 +309,10 @@ def synthesize(
             "samples_per_s": written / seconds if seconds > 0 else 0.0, "device": str(device)}
 
 
-def _run(todo: list[int], workers: int, cfg: ExperimentConfig, seed: int, root: Path,
+def _run(todo: list[int], workers: int, settings: SynthConfig, mano_dir: str | None, seed: int, root: Path,
          models: dict[str, HandModel]) -> Iterator[tuple[int, str | None]]:
     if workers == 1 or len(todo) <= 1:
-        _WORKER.update(models=models, cfg=cfg.synth, seed=seed, root=root)
+        _WORKER.update(models=models, settings=settings, seed=seed, root=root)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # batch-1 hand-model passes are far slower split across threads
         try:
@@ -318,5 +323,5 @@ def _run(todo: list[int], workers: int, cfg: ExperimentConfig, seed: int, root: 
         return
     ctx = mp.get_context("spawn")  # spawn, not fork: CUDA cannot be used in forked children
     with ctx.Pool(workers, initializer=_init_worker,
-                  initargs=(cfg.hand_model.mano_dir, cfg.synth, seed, str(root))) as pool:
+                  initargs=(mano_dir, settings, seed, str(root))) as pool:
         yield from pool.imap_unordered(_work, todo, chunksize=4)

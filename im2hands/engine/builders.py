@@ -33,6 +33,15 @@ VAL_SEED = 20230228
 SCHEDULERS = ("none", "step", "cosine")
 
 
+# --------------------------------------------------------------------------- data generators
+
+
+def synth_arguments(cfg: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`~im2hands.data.synthetic.synthesize` from a config: its
+    ``synth`` section (the generator's settings) and ``hand_model.mano_dir``."""
+    return {"settings": cfg.synth, "mano_dir": cfg.hand_model.mano_dir}
+
+
 # --------------------------------------------------------------------------- model
 
 

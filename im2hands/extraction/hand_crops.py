@@ -41,12 +41,12 @@ from im2hands.geometry.crops import (
 )
 from im2hands.extraction.inputs import placeholder_hand
 from im2hands.extraction.keypoints import EstimatedHands, refine_keypoints
+from im2hands.geometry.frames import MIDDLE_MCP, WRIST
 from im2hands.geometry.placement import default_intrinsics, place_hands
 from im2hands.hands.constants import SIDES
 from im2hands.models.base import KeypointRefinement
 from im2hands.typing import Float, Tensor
 
-WRIST, MIDDLE_MCP = 0, 9  # standard order
 
 __all__ = ["CropNet", "CropPrediction", "Detections", "HandCropPipeline", "HandDetector", "HandsFound", "assign_sides"]
 

@@ -31,6 +31,7 @@ from im2hands.data.files import (  # noqa: F401 - keypoint files have one home; 
     read_keypoints,
     write_keypoints,
 )
+from im2hands.geometry.crops import square_crop_intrinsics_np
 from im2hands.geometry.frames import project_np
 from im2hands.hands.constants import SIDES
 from im2hands.hands.conventions import convention_of, to_convention
@@ -58,6 +59,7 @@ __all__ = [
     "load_item",
     "placeholder_hand",
     "prepare_image",
+    "crop_square",
 ]
 
 log = logging.getLogger(__name__)
@@ -366,12 +368,13 @@ def prepare_image(
         x0, y0 = (int(round(float(c) - side / 2)) for c in (lo + hi) / 2)
     else:
         side, x0, y0 = max(h, w), 0, 0
+    return crop_square(image, x0, y0, side, size), square_crop_intrinsics_np(K, x0, y0, side, size)
+
+
+def crop_square(image: np.ndarray, x0: int, y0: int, side: int, size: int) -> torch.Tensor:
+    """The square ``[x0, x0 + side)^2`` (whole pixels) of an ``(H, W, 3)`` uint8 image, zero
+    outside the image, resized (PIL bilinear) to ``(3, size, size)`` float32 in [0, 1]. Its
+    intrinsics: :func:`~im2hands.geometry.crops.square_crop_intrinsics_np` with the same box."""
     crop = Image.fromarray(image).crop((x0, y0, x0 + side, y0 + side))  # zero outside the image
     crop = crop.resize((size, size), Image.BILINEAR)
-    s = size / side
-    K2 = np.array(K, dtype=np.float64)
-    K2[0, 2] -= x0
-    K2[1, 2] -= y0
-    K2[:2] *= s
-    tensor = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, S, S)
-    return tensor.contiguous(), K2
+    return torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from im2hands.extraction.inputs import crop_square
+from im2hands.geometry.crops import Roi, crop_to_image, square_crop_intrinsics_np, square_roi
 from im2hands.geometry.frames import project_np
 from im2hands.geometry.placement import default_intrinsics
 from im2hands.hands.constants import NUM_KEYPOINTS, SIDES
@@ -57,25 +59,13 @@ class EstimatedHands:
     estimator."""
 
 
-def _crop(image: np.ndarray, x0: float, y0: float, side: float, size: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Square crop ``[x0, x0 + side)^2`` of ``image`` (zeros outside), resized to ``size``.
-
-    Returns the ``(3, size, size)`` float image and the affine ``(2, 3)`` map from image pixels
-    to crop pixels."""
-    from PIL import Image
-
+def _crop(image: np.ndarray, K: np.ndarray, x0: float, y0: float, side: float,
+          size: int) -> tuple[torch.Tensor, np.ndarray, Roi]:
+    """Square crop ``[x0, x0 + side)^2`` of ``image``, snapped outwards to whole pixels (zeros
+    outside), resized to ``size``: the ``(3, size, size)`` float image, its intrinsics for the
+    image's intrinsics ``K``, and its :class:`~im2hands.geometry.crops.Roi`."""
     x0i, y0i, s = int(math.floor(x0)), int(math.floor(y0)), max(1, int(math.ceil(side)))
-    crop = Image.fromarray(image).crop((x0i, y0i, x0i + s, y0i + s)).resize((size, size), Image.BILINEAR)
-    k = size / s
-    A = np.array([[k, 0.0, -k * x0i], [0.0, k, -k * y0i]])
-    tensor = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-    return tensor, A
-
-
-def _crop_K(K: np.ndarray, A: np.ndarray) -> np.ndarray:
-    K2 = np.array(K, dtype=np.float64)
-    K2[:2] = A[:, :2] @ K2[:2] + np.outer(A[:, 2], K2[2])
-    return K2
+    return crop_square(image, x0i, y0i, s, size), square_crop_intrinsics_np(K, x0i, y0i, s, size), square_roi(x0i, y0i, s)
 
 
 class KeypointPipeline:
@@ -137,14 +127,12 @@ class KeypointPipeline:
 
     def _run(self, image: np.ndarray, K: np.ndarray, x0: float, y0: float, side: float) -> dict[str, np.ndarray]:
         size = self.estimator.image_size
-        tensor, A = _crop(image, x0, y0, side, size)
-        Kc = _crop_K(K, A)
+        tensor, Kc, roi = _crop(image, K, x0, y0, side, size)
         batch = {"image": tensor[None].to(self.device), "K": torch.as_tensor(Kc, dtype=torch.float32)[None].to(self.device)}
         est = self.estimator.estimate(batch)
-        uv_crop = est.keypoints_2d[0].double().cpu().numpy()  # (2, 21, 2)
-        k = A[0, 0]
+        uv_crop = est.keypoints_2d[0].double().cpu().reshape(1, -1, 2)  # (1, 2 * 21, 2)
         return {
-            "uv": (uv_crop - A[:, 2]) / k,  # back to image pixels
+            "uv": crop_to_image(uv_crop, roi, size).reshape(2, NUM_KEYPOINTS, 2).numpy(),  # image pixels
             "keypoints": est.keypoints[0].double().cpu().numpy(),
             "presence": torch.sigmoid(est.presence_logits[0].float()).cpu().numpy(),
             "rel_translation": est.rel_translation[0].double().cpu().numpy(),
@@ -216,9 +204,9 @@ def refine_keypoints(refiner: KeypointRefinement, image: np.ndarray, K: np.ndarr
     lo, hi = uv.min(0), uv.max(0)
     side = max(float((hi - lo).max()) / fill, 16.0)
     c = (lo + hi) / 2.0
-    tensor, A = _crop(image, c[0] - side / 2.0, c[1] - side / 2.0, side, size)
+    tensor, Kc, _ = _crop(image, K, c[0] - side / 2.0, c[1] - side / 2.0, side, size)
     dev = refiner.device
-    batch = {"image": tensor[None].to(dev), "K": torch.as_tensor(_crop_K(K, A), dtype=torch.float32)[None].to(dev)}
+    batch = {"image": tensor[None].to(dev), "K": torch.as_tensor(Kc, dtype=torch.float32)[None].to(dev)}
     features = refiner.encode(batch)
     kp = torch.as_tensor(keypoints, dtype=torch.float32)[None].to(dev)
     valid = torch.as_tensor(present)[None].to(dev)

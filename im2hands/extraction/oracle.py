@@ -64,6 +64,14 @@ def capsule_occupancy(points: np.ndarray, segments: np.ndarray, radius: float | 
     return (1.0 / (1.0 + np.exp(-np.clip(best / softness, -60.0, 60.0)))).astype(np.float32)
 
 
+
+def _points_np(points: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Query points ``(B, 2, N, 3)`` as float64 numpy, and a zero ``(B, 2, N)`` float32 output."""
+    if points.dim() != 4 or points.shape[1] != 2 or points.shape[-1] != 3:
+        raise ValueError(f"expected points of shape (B, 2, N, 3), got {tuple(points.shape)}")
+    p = points.detach().cpu().double().numpy()
+    return p, np.zeros(p.shape[:3], dtype=np.float32)
+
 class MeshOccupancy(HandsModel):
     """The oracle: winding-number occupancy of the batch's ground-truth meshes.
 
@@ -96,10 +104,7 @@ class MeshOccupancy(HandsModel):
         return {"vertices": v, "faces": f}
 
     def decode(self, points: Float[Tensor, "B 2 N 3"], features: dict[str, np.ndarray]) -> Float[Tensor, "B 2 N"]:
-        if points.dim() != 4 or points.shape[1] != 2 or points.shape[-1] != 3:
-            raise ValueError(f"expected points of shape (B, 2, N, 3), got {tuple(points.shape)}")
-        p = points.detach().cpu().double().numpy()
-        out = np.zeros(p.shape[:3], dtype=np.float32)
+        p, out = _points_np(points)
         for b in range(p.shape[0]):
             for h in range(2):
                 w = winding_number(features["vertices"][b, h], features["faces"][b, h], p[b, h])
@@ -133,10 +138,7 @@ class SkeletonOccupancy(HandsModel):
         return skeleton_segments(kp.double())  # (B, 2, 20, 2, 3)
 
     def decode(self, points: Float[Tensor, "B 2 N 3"], features: np.ndarray) -> Float[Tensor, "B 2 N"]:
-        if points.dim() != 4 or points.shape[1] != 2 or points.shape[-1] != 3:
-            raise ValueError(f"expected points of shape (B, 2, N, 3), got {tuple(points.shape)}")
-        p = points.detach().cpu().double().numpy()
-        out = np.zeros(p.shape[:3], dtype=np.float32)
+        p, out = _points_np(points)
         for b in range(p.shape[0]):
             for h in range(2):
                 out[b, h] = capsule_occupancy(p[b, h], features[b, h], self.radius, self.softness)

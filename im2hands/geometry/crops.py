@@ -25,9 +25,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from im2hands.geometry.frames import MIDDLE_MCP, WRIST
 from im2hands.typing import Bool, Float, Tensor
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
     "crop_matrix",
     "crop_images",
     "crop_intrinsics",
+    "square_roi",
+    "square_crop_intrinsics_np",
     "crop_to_camera_orientation",
     "crop_to_image",
     "image_to_crop",
@@ -139,6 +143,25 @@ def crop_intrinsics(K: Float[Tensor, "B 3 3"], roi: Roi, out_size: int) -> Float
     return torch.cat([A, bottom], 1) @ K
 
 
+def square_roi(x0: float, y0: float, side: float) -> Roi:
+    """The axis-aligned square ``[x0, x0 + side) x [y0, y0 + side)`` (image pixels, top-left
+    corner and side) as one float64 :class:`Roi`."""
+    center = torch.tensor([[x0 + side / 2.0, y0 + side / 2.0]], dtype=torch.float64)
+    return Roi(center, torch.tensor([float(side)], dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+
+
+def square_crop_intrinsics_np(K: np.ndarray, x0: float, y0: float, side: float, out_size: int) -> np.ndarray:
+    """numpy (float64) :func:`crop_intrinsics` of one axis-aligned square crop (:func:`square_roi`)
+    resized to ``out_size`` pixels: ``u' = (u - x0) out_size / side`` (likewise ``v``).
+
+    The one crop-with-intrinsics update of the numpy code (InterHand preparation, the model
+    inputs of ``im2hands extract``, the whole-image keypoint estimator); it agrees with the
+    per-caller formulas it replaced up to float64 rounding (tests/geometry/test_crops.py).
+    """
+    K_t = torch.as_tensor(np.asarray(K, dtype=np.float64))[None]
+    return crop_intrinsics(K_t, square_roi(x0, y0, side), out_size)[0].numpy()
+
+
 def crop_images(
     image: Float[Tensor, "C H W"] | Float[Tensor, "B C H W"],
     roi: Roi,
@@ -199,7 +222,7 @@ def upright_roi(
     wrist -> middle-MCP direction points up in the crop (:func:`roi_angle`), the keypoints'
     box in that frame is centred (moved by ``shift``), and the side is ``scale`` x its longer
     side (:func:`roi_from_points`); ``mirror`` flips those crops."""
-    roi = roi_from_points(keypoints_2d, roi_angle(keypoints_2d[:, 0], keypoints_2d[:, 9]), scale=scale, shift=shift)
+    roi = roi_from_points(keypoints_2d, roi_angle(keypoints_2d[:, WRIST], keypoints_2d[:, MIDDLE_MCP]), scale=scale, shift=shift)
     roi.mirror = mirror
     return roi
 

@@ -18,6 +18,7 @@ from im2hands.typing import Float, Tensor
 
 __all__ = [
     "random_rotation",
+    "random_rotation_matrix",
     "axis_angle_to_matrix_np",
     "safe_norm",
     "normalize",
@@ -223,3 +224,22 @@ def random_rotation(n: int, generator: torch.Generator | None = None, dtype: tor
     axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     angle = torch.rand(n, 1, generator=generator, dtype=torch.float64) * max_angle
     return (axis * angle).to(dtype)
+
+
+def random_rotation_matrix(n: int, generator: torch.Generator | None = None,
+                           dtype: torch.dtype = torch.float64) -> Float[Tensor, "n 3 3"]:
+    """Uniformly random proper rotations as ``(n, 3, 3)`` matrices: the Q factor of a Gaussian
+    matrix with the signs of R's diagonal moved into it (Haar measure), then the last column
+    flipped where ``det Q = -1``.
+
+    Uniform over SO(3) like :func:`random_rotation` with ``max_angle=None``, but a different
+    draw from the same generator (9 normals per rotation instead of 3 uniforms), so the two do
+    not give the same rotations. Both are kept: stage 2's anchor rays
+    (:class:`~im2hands.models.anchors.AnchorFinder`) are rotated by these draws and the
+    synthetic data's poses by :func:`random_rotation`'s, so replacing either would change
+    shipped numbers (stage-2 results, generated datasets).
+    """
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    q[:, :, 2] *= torch.det(q)[:, None]  # proper rotations
+    return q.to(dtype)  # (n, 3, 3)

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from im2hands.geometry.rotations import random_rotation_matrix
 from im2hands.hands.joint_orders import STANDARD_PARENTS
 from im2hands.models.point_transformer import farthest_point_sample
 from im2hands.typing import Float, Int, Tensor
@@ -42,14 +43,6 @@ def _fibonacci_sphere(n: int) -> Tensor:
     r = (1.0 - z**2).clamp(min=0).sqrt()
     phi = i * math.pi * (3.0 - math.sqrt(5.0))
     return torch.stack([r * phi.cos(), r * phi.sin(), z], -1)  # (n, 3)
-
-
-def _random_rotations(n: int, generator: torch.Generator) -> Tensor:
-    """``(n, 3, 3)`` uniformly random proper rotations (float64) from ``generator``."""
-    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
-    q[:, :, 2] *= torch.det(q)[:, None]  # proper rotations
-    return q  # (n, 3, 3)
 
 
 class AnchorFinder(nn.Module):
@@ -95,7 +88,7 @@ class AnchorFinder(nn.Module):
         seg = torch.tensor(SEGMENTS)  # (G, 2)
         frac = (torch.arange(bone_samples, dtype=torch.float64) + 0.5) / bone_samples  # (T,)
         S = len(SEGMENTS) * bone_samples
-        rot = _random_rotations(S, torch.Generator().manual_seed(seed))  # (S, 3, 3)
+        rot = random_rotation_matrix(S, torch.Generator().manual_seed(seed))  # (S, 3, 3)
         dirs = torch.einsum("sij,dj->sdi", rot, _fibonacci_sphere(rays))  # (S, D, 3)
         self.register_buffer("segments", seg, persistent=False)
         self.register_buffer("fractions", frac.float(), persistent=False)

@@ -37,7 +37,9 @@ class HandsModel(nn.Module):
     - ``decode(points, features) -> Tensor``: occupancy probabilities ``(B, 2, N)`` for
       camera-frame query points ``(B, 2, N, 3)`` (occupancy stages, which also set
       ``decodes_occupancy = True``; keypoint stages leave it unimplemented);
-    - ``forward(batch) -> dict[str, Tensor]``: the training/validation outputs;
+    - ``forward(batch)``: the training/validation outputs, which only the model's own
+      ``compute_loss`` and ``metrics`` read: a dict of tensors (occupancy stages) or a typed
+      dataclass (the keypoint stages: :mod:`im2hands.models.outputs`);
     - ``compute_loss(batch, outputs) -> dict[str, Tensor]``: must hold ``"loss"``, the total
       to minimise; other entries are logged;
     - ``metrics(batch, outputs) -> dict[str, float]``: validation numbers (e.g. ``iou``,
@@ -97,10 +99,10 @@ class HandsModel(nn.Module):
     def decode(self, points: torch.Tensor, features: Any) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not decode occupancy")
 
-    def compute_loss(self, batch: dict[str, Any], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def compute_loss(self, batch: dict[str, Any], outputs: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def metrics(self, batch: dict[str, Any], outputs: dict[str, torch.Tensor]) -> dict[str, float]:
+    def metrics(self, batch: dict[str, Any], outputs: Any) -> dict[str, float]:
         raise NotImplementedError
 
     def trainable_parameters(self):

@@ -14,16 +14,15 @@ Network (``docs/estimator.md``):
   convolution and inter-hand attention -> 3D joints, presence, relative translation -> joint
   features splatted back onto each hand's own map, 2D convolutions -> new heatmaps and masks.
 
-Outputs (``forward``), per hand ``LEFT = 0``, ``RIGHT = 1``:
-
-- ``keypoints_2d`` (B, 2, 21, 2): pixels of the input image (soft-argmax x stride);
-- ``keypoints_3d`` (B, 2, 21, 3): relative to the hand's wrist, camera orientation, metres;
-- ``presence_logits`` (B, 2); ``rel_translation`` (B, 3): left wrist minus right wrist, metres;
-- ``masks_amodal_logits`` / ``masks_visible_logits`` (B, 2, S/4, S/4);
-- the same per iteration with suffix ``_it{t}`` (2D and masks for ``t = 0..T``, 3D, presence and
-  relative translation for ``t = 1..T``) and ``heatmaps_it{t}`` (B, 2, 21, S/4, S/4) logits;
-- in eval mode with ``batch["K"]``: ``keypoints`` (B, 2, 21, 3) absolute camera-frame keypoints
-  and ``wrist`` (B, 2, 3) from :func:`~im2hands.geometry.placement.place_hands`.
+Outputs (``forward``): an :class:`~im2hands.models.outputs.EstimatorOutputs`, per hand
+``LEFT = 0``, ``RIGHT = 1``; one :class:`~im2hands.models.outputs.EstimatorIteration` per
+iteration ``t = 0..T`` (heatmap logits (B, 2, 21, S/4, S/4), 2D joints in input pixels
+(soft-argmax x stride), amodal and visible mask logits (B, 2, S/4, S/4); for ``t >= 1`` also 3D
+joints relative to the wrist (camera orientation, metres), presence logits (B, 2) and the
+relative translation (B, 3), left wrist minus right wrist); the final iteration's values as
+properties (``out.keypoints_2d``, ...); in eval mode with ``batch["K"]``: ``keypoints``
+(B, 2, 21, 3) absolute camera-frame keypoints and ``wrist`` (B, 2, 3) from
+:func:`~im2hands.geometry.placement.place_hands`.
 
 Losses, each iteration supervised (averaged over iterations): 2D (Euclidean, pixels, joints
 inside the image), heatmap (KL to a Gaussian around the true joint), 3D (Euclidean, mm, wrist
@@ -52,6 +51,7 @@ from im2hands.models.base import KeypointEstimate, KeypointEstimator
 from im2hands.models.encoder import ImageEncoder
 from im2hands.models.kpts_est_heads import RefineIteration, heatmap_kl, soft_argmax
 from im2hands.models.measures import masked_mean, mpjpe_mcp_scaled, mpjpe_wrist
+from im2hands.models.outputs import EstimatorIteration, EstimatorOutputs
 from im2hands.registry import MODELS
 from im2hands.typing import Float, Tensor
 from im2hands.utils.batch import presence_from_batch
@@ -166,9 +166,8 @@ class KptsEstModel(KeypointEstimator):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Any]) -> EstimatorOutputs:
         """Predict keypoints, presence, relative translation and masks (module docstring)."""
-        out: dict[str, Tensor] = {}
         image = batch["image"]
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(image.shape)}")
@@ -180,28 +179,22 @@ class KptsEstModel(KeypointEstimator):
         visual = self.fuse(torch.cat([f.layer1, f.heatmap_features, f.mask_features], 1))  # (B, C, h, w)
         maps = visual[:, None].expand(B, 2, *visual.shape[1:])
         heatmaps = f.heatmaps.view(B, 2, NUM_KEYPOINTS, h, w)
-        out["heatmaps_it0"] = heatmaps
-        out["keypoints_2d_it0"] = soft_argmax(heatmaps) * stride
-        out["masks_amodal_logits_it0"] = f.masks[:, :2]
-        out["masks_visible_logits_it0"] = self.visible0(f.mask_features)
+        out = EstimatorOutputs([EstimatorIteration(
+            heatmaps=heatmaps, keypoints_2d=soft_argmax(heatmaps) * stride, masks_amodal_logits=f.masks[:, :2],
+            masks_visible_logits=self.visible0(f.mask_features),
+        )])  # fmt: skip
         tokens = None
-        for t, it in enumerate(self.iterations, 1):
+        for it in self.iterations:
             r = it(maps, heatmaps, tokens)
             maps, heatmaps, tokens = r.maps, r.heatmaps, r.tokens
-            out[f"heatmaps_it{t}"] = heatmaps
-            out[f"keypoints_2d_it{t}"] = soft_argmax(heatmaps) * stride
-            out[f"keypoints_3d_it{t}"] = r.joints_3d
-            out[f"presence_logits_it{t}"] = r.presence_logits
-            out[f"rel_translation_it{t}"] = r.rel_translation
-            out[f"masks_amodal_logits_it{t}"] = r.masks[:, :, 0]
-            out[f"masks_visible_logits_it{t}"] = r.masks[:, :, 1]
-        T = self.num_iterations
-        for key in ("keypoints_2d", "keypoints_3d", "presence_logits", "rel_translation",
-                    "masks_amodal_logits", "masks_visible_logits"):  # fmt: skip
-            out[key] = out[f"{key}_it{T}"]
+            out.iterations.append(EstimatorIteration(
+                heatmaps=heatmaps, keypoints_2d=soft_argmax(heatmaps) * stride, masks_amodal_logits=r.masks[:, :, 0],
+                masks_visible_logits=r.masks[:, :, 1], keypoints_3d=r.joints_3d, presence_logits=r.presence_logits,
+                rel_translation=r.rel_translation,
+            ))  # fmt: skip
         if not self.training and "K" in batch:
             placed = self.place(out, batch["K"], (H_img, W_img), stride=float(stride.max()))
-            out["keypoints"], out["wrist"] = placed.keypoints, placed.wrist
+            out.keypoints, out.wrist = placed.keypoints, placed.wrist
         return out
 
     @property
@@ -213,19 +206,19 @@ class KptsEstModel(KeypointEstimator):
         when the batch has one and the model is in eval mode (see :class:`KeypointEstimate`)."""
         out = self(batch)
         return KeypointEstimate(
-            keypoints_2d=out["keypoints_2d"], keypoints_3d=out["keypoints_3d"], presence_logits=out["presence_logits"],
-            rel_translation=out["rel_translation"], keypoints=out.get("keypoints"),
+            keypoints_2d=out.keypoints_2d, keypoints_3d=out.keypoints_3d, presence_logits=out.presence_logits,
+            rel_translation=out.rel_translation, keypoints=out.keypoints,
         )  # fmt: skip
 
-    def place(self, outputs: dict[str, Tensor], K: Tensor, image_size: tuple[int, int], stride: float = 4.0):
+    def place(self, outputs: EstimatorOutputs | EstimatorIteration, K: Tensor, image_size: tuple[int, int], stride: float = 4.0):
         """Absolute keypoints for intrinsics ``K`` (B, 3, 3) of the input image (see
         :func:`~im2hands.geometry.placement.place_hands`): joints on the image border get no
         weight, hands below the presence threshold are placed from the relative translation."""
-        uv = outputs["keypoints_2d"].float()
-        present = torch.sigmoid(outputs["presence_logits"].float()) > self.presence_threshold
+        uv = outputs.keypoints_2d.float()
+        present = torch.sigmoid(outputs.presence_logits.float()) > self.presence_threshold
         weights = border_weights(uv, image_size, margin=0.75 * stride)
         return place_hands(
-            uv, outputs["keypoints_3d"].float(), K.float(), rel_translation=outputs["rel_translation"].float(),
+            uv, outputs.keypoints_3d.float(), K.float(), rel_translation=outputs.rel_translation.float(),
             prior_weight=self.prior_weight, weights=weights, valid=present,
         )  # fmt: skip
 
@@ -240,13 +233,13 @@ class KptsEstModel(KeypointEstimator):
             tg["presence"] = presence_from_batch(batch)
         return tg
 
-    def compute_loss(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    def compute_loss(self, batch: dict[str, Any], outputs: EstimatorOutputs) -> dict[str, Tensor]:
         """Per-iteration losses ``loss_<term>_it<t>``, their means ``loss_<term>``, and the weighted ``loss``."""
         tg = self._targets(batch)
         present = tg["presence"].bool()  # (B, 2)
         kp2 = tg["keypoints_2d"].float()
         H_img, W_img = batch["image"].shape[-2:]
-        h, w = outputs["heatmaps_it0"].shape[-2:]
+        h, w = outputs.iterations[0].heatmaps.shape[-2:]
         stride = kp2.new_tensor([W_img / w, H_img / h])
         inside = ((kp2 >= 0) & (kp2 < kp2.new_tensor([W_img, H_img]))).all(-1)  # (B, 2, 21)
         joint_ok = present[..., None] & inside
@@ -257,26 +250,27 @@ class KptsEstModel(KeypointEstimator):
                     for k in ("amodal", "visible")}  # fmt: skip
 
         losses: dict[str, Tensor] = {}
-        T = self.num_iterations
-        for t in range(T + 1):
-            err = (outputs[f"keypoints_2d_it{t}"].float() - kp2).square().sum(-1).add(1e-6).sqrt()  # (B, 2, 21)
+        for t, it in enumerate(outputs.iterations):
+            err = (it.keypoints_2d.float() - kp2).square().sum(-1).add(1e-6).sqrt()  # (B, 2, 21)
             losses[f"loss_2d_it{t}"] = masked_mean(err, joint_ok)
-            kl = heatmap_kl(outputs[f"heatmaps_it{t}"], kp2 / stride, self.heatmap_sigma)  # (B, 2, 21)
+            kl = heatmap_kl(it.heatmaps, kp2 / stride, self.heatmap_sigma)  # (B, 2, 21)
             losses[f"loss_heatmap_it{t}"] = masked_mean(kl, joint_ok)
             mask_terms = [
-                F.binary_cross_entropy_with_logits(outputs[f"masks_{k}_logits_it{t}"].float(), gt)
-                for k, gt in masks_gt.items() if gt is not None
+                F.binary_cross_entropy_with_logits(logits.float(), gt)
+                for logits, gt in zip((it.masks_amodal_logits, it.masks_visible_logits), masks_gt.values())
+                if gt is not None
             ]  # fmt: skip
             losses[f"loss_mask_it{t}"] = torch.stack(mask_terms).sum() if mask_terms else kp2.new_zeros(())
             if t == 0:
                 continue
-            e3 = (m_to_mm(outputs[f"keypoints_3d_it{t}"].float()) - gt_rel).norm(dim=-1).mean(-1)  # (B, 2)
+            e3 = (m_to_mm(it.keypoints_3d.float()) - gt_rel).norm(dim=-1).mean(-1)  # (B, 2)
             losses[f"loss_3d_it{t}"] = masked_mean(e3, present)
-            er = (m_to_mm(outputs[f"rel_translation_it{t}"].float()) - gt_lr).norm(dim=-1)  # (B,)
+            er = (m_to_mm(it.rel_translation.float()) - gt_lr).norm(dim=-1)  # (B,)
             losses[f"loss_rel_it{t}"] = masked_mean(er, both)
             losses[f"loss_presence_it{t}"] = F.binary_cross_entropy_with_logits(
-                outputs[f"presence_logits_it{t}"].float(), present.float()
+                it.presence_logits.float(), present.float()
             )
+        T = len(outputs.iterations) - 1
         total = kp2.new_zeros(())
         for key in self.LOSS_KEYS:
             its = [losses[f"loss_{key}_it{t}"] for t in range(T + 1) if f"loss_{key}_it{t}" in losses]
@@ -288,7 +282,7 @@ class KptsEstModel(KeypointEstimator):
     # ------------------------------------------------------------------ metrics
 
     @torch.no_grad()
-    def metrics(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, float]:
+    def metrics(self, batch: dict[str, Any], outputs: EstimatorOutputs) -> dict[str, float]:
         """Validation numbers (NaN where undefined, e.g. no present hand):
 
         ``mpjpe_wrist_mm`` (wrist-aligned, no scale), ``mpjpe_mcp_mm`` (middle-MCP-aligned,
@@ -306,41 +300,41 @@ class KptsEstModel(KeypointEstimator):
             return float(values[mask].mean()) if mask.any() else nan
 
         out: dict[str, float] = {}
-        T = self.num_iterations
+        T = len(outputs.iterations) - 1
         for t in range(1, T + 1):
-            pred = outputs[f"keypoints_3d_it{t}"].double().cpu().numpy()
+            pred = outputs.iterations[t].keypoints_3d.double().cpu().numpy()
             out[f"mpjpe_wrist_mm_it{t}"] = mean_over(mpjpe_wrist(pred, gt), present)
-        pred = outputs["keypoints_3d"].double().cpu().numpy()
+        pred = outputs.keypoints_3d.double().cpu().numpy()
         out["mpjpe_wrist_mm"] = out[f"mpjpe_wrist_mm_it{T}"]
         with np.errstate(invalid="ignore", divide="ignore"):
             mcp = mpjpe_mcp_scaled(pred, gt)
         out["mpjpe_mcp_mm"] = mean_over(mcp, present & np.isfinite(mcp))
         kp2 = tg["keypoints_2d"].double().cpu().numpy()
-        for t in range(T + 1):
-            e2 = np.linalg.norm(outputs[f"keypoints_2d_it{t}"].double().cpu().numpy() - kp2, axis=-1).mean(-1)
+        for t, it in enumerate(outputs.iterations):
+            e2 = np.linalg.norm(it.keypoints_2d.double().cpu().numpy() - kp2, axis=-1).mean(-1)
             out[f"err_2d_px_it{t}"] = mean_over(e2, present)
         out["err_2d_px"] = out[f"err_2d_px_it{T}"]
         both = present.all(-1)
         gt_lr = gt[:, LEFT, 0] - gt[:, RIGHT, 0]
-        rel = outputs["rel_translation"].double().cpu().numpy()
+        rel = outputs.rel_translation.double().cpu().numpy()
         out["mrrpe_mm"] = mean_over(m_to_mm(np.linalg.norm(rel - gt_lr, axis=-1)), both)
-        if "wrist" in outputs:
-            wr = outputs["wrist"].double().cpu().numpy()  # (B, 2, 3)
+        if outputs.wrist is not None:
+            wr = outputs.wrist.double().cpu().numpy()  # (B, 2, 3)
             out["mrrpe_placed_mm"] = mean_over(m_to_mm(np.linalg.norm(wr[:, LEFT] - wr[:, RIGHT] - gt_lr, axis=-1)), both)
             out["wrist_abs_mm"] = mean_over(m_to_mm(np.linalg.norm(wr - gt[:, :, 0], axis=-1)), present)
         H_img, W_img = batch["image"].shape[-2:]
-        for kind in ("amodal", "visible"):
+        for kind, pred_m in (("amodal", outputs.masks_amodal_logits), ("visible", outputs.masks_visible_logits)):
             gt_m = tg[f"masks_{kind}"]
             if gt_m is None:
                 continue
-            logits = F.interpolate(outputs[f"masks_{kind}_logits"].float(), size=(H_img, W_img), mode="bilinear",
+            logits = F.interpolate(pred_m.float(), size=(H_img, W_img), mode="bilinear",
                                    align_corners=False)  # fmt: skip
             pm, gm = logits > 0, gt_m.bool()
             inter = (pm & gm).flatten(2).sum(-1).double()
             union = (pm | gm).flatten(2).sum(-1).double()
             iou = (inter / union.clamp(min=1)).cpu().numpy()
             out[f"mask_iou_{kind}"] = mean_over(iou, (union > 0).cpu().numpy())
-        prob = torch.sigmoid(outputs["presence_logits"].float()).cpu().numpy()
+        prob = torch.sigmoid(outputs.presence_logits.float()).cpu().numpy()
         out["presence_acc"] = float(((prob > self.presence_threshold) == present).mean())
         return out
 

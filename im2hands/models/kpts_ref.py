@@ -47,6 +47,7 @@ from im2hands.models.base import KeypointRefinement
 from im2hands.models.encoder import ImageEncoder
 from im2hands.models.graph import GraphResBlock
 from im2hands.models.measures import MIDDLE_MCP, aligned_joint_errors_mm, masked_mean
+from im2hands.models.outputs import RefinerOutputs
 from im2hands.registry import MODELS
 from im2hands.typing import Bool, Float, Tensor
 from im2hands.utils.batch import hand_valid
@@ -329,8 +330,8 @@ class KptsRefModel(KeypointRefinement):
         """Refine keypoints (camera frame, metres, ``standard`` order) given :meth:`encode`'s output."""
         return self.refiner(keypoints_noisy, features.feature_map, features.K, features.image_size, hand_valid)
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Returns ``{"keypoints": refined, "keypoints_noisy": input}``, both ``(B, 2, 21, 3)`` m."""
+    def forward(self, batch: dict[str, Any]) -> RefinerOutputs:
+        """The refined keypoints and the input ones (:class:`~im2hands.models.outputs.RefinerOutputs`)."""
         if "keypoints_noisy" not in batch:
             raise KeyError(
                 "kpts_ref refines batch['keypoints_noisy']: add them (in training and validation the trainer's "
@@ -339,11 +340,11 @@ class KptsRefModel(KeypointRefinement):
         noisy = batch["keypoints_noisy"]
         _check_keypoints(noisy, "keypoints_noisy")
         refined = self.refine(noisy, self.encode(batch), batch.get("hand_valid"))
-        return {"keypoints": refined, "keypoints_noisy": noisy}
+        return RefinerOutputs(keypoints=refined, keypoints_noisy=noisy)
 
-    def compute_loss(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    def compute_loss(self, batch: dict[str, Any], outputs: RefinerOutputs) -> dict[str, Tensor]:
         """``loss = rel + abs_weight * abs``: mm^2 MSEs per hand (rel: middle-MCP-centred), mean over valid hands."""
-        pred, gt = outputs["keypoints"], batch["keypoints"].to(outputs["keypoints"].dtype)
+        pred, gt = outputs.keypoints, batch["keypoints"].to(outputs.keypoints.dtype)
         valid = hand_valid(batch, pred)
         c = slice(MIDDLE_MCP, MIDDLE_MCP + 1)
         rel = m_to_mm((pred - pred[:, :, c]) - (gt - gt[:, :, c])).square().mean(dim=(-1, -2))  # (B, 2)
@@ -352,10 +353,10 @@ class KptsRefModel(KeypointRefinement):
         return {"loss": loss_rel + self.abs_weight * loss_abs, "loss_rel": loss_rel, "loss_abs": loss_abs}
 
     @torch.no_grad()
-    def metrics(self, batch: dict[str, Any], outputs: dict[str, Tensor]) -> dict[str, float]:
+    def metrics(self, batch: dict[str, Any], outputs: RefinerOutputs) -> dict[str, float]:
         """MPJPE (mm) of refined and input keypoints after per-hand middle-MCP alignment, and absolute."""
-        pred = outputs["keypoints"]
-        noisy, gt = outputs["keypoints_noisy"].to(pred.dtype), batch["keypoints"].to(pred.dtype)
+        pred = outputs.keypoints
+        noisy, gt = outputs.keypoints_noisy.to(pred.dtype), batch["keypoints"].to(pred.dtype)
         valid = hand_valid(batch, pred)
         err = aligned_joint_errors_mm(pred, gt).mean(-1)  # (B, 2)
         err_in = aligned_joint_errors_mm(noisy, gt).mean(-1)  # (B, 2)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from im2hands.config.schema import SynthConfig
 from im2hands.benchmarks.mediapipe import landmark_accuracy, landmark_speed, letterbox, palm_recall, port_differences
 from im2hands.models.mediapipe.fetch import MediaPipeWeightsError, model_path
 
@@ -36,10 +37,9 @@ def _cached() -> bool:
 
 @pytest.mark.skipif(not _cached(), reason="MediaPipe files not cached (im2hands weights fetch-mediapipe)")
 def test_accuracy_speed_and_palm_run_on_one_sample(tmp_path):
-    from im2hands.config import load_config
     from im2hands.data.synthetic import synthesize
 
-    synthesize(tmp_path / "d", 1, seed=3, workers=1, cfg=load_config(None, []), progress=False)
+    synthesize(tmp_path / "d", 1, seed=3, workers=1, settings=SynthConfig(), progress=False)
     acc = landmark_accuracy(tmp_path / "d", scale=1.6)
     assert acc["hands"] == 2 and acc["samples"] == 1
     for mode in ("unmirrored", "mirror_left"):

@@ -21,11 +21,11 @@ from im2hands.data.interhand import (
     JOINTS_VIEW,
     crop_box,
     crop_image,
-    crop_intrinsics,
     interhand_intrinsics,
     prepare_interhand,
 )
 from im2hands.data.interhand_io import SPLIT_ID_BASE, parse_shard, read_split
+from im2hands.geometry.crops import square_crop_intrinsics_np
 from im2hands.hands.layer import load_hand_models
 from im2hands.utils.errors import DataError, HandModelError, Im2HandsError
 
@@ -125,7 +125,7 @@ def test_annotations_crop_and_keypoints(ih, prepared, models):
         np.testing.assert_allclose(ann.t, -R @ np.asarray(cam["campos"][key[2]]) / 1000.0, atol=1e-9)
         K_full = interhand_intrinsics(cam["focal"][key[2]], cam["princpt"][key[2]])
         crop = ann.extra["crop"]
-        np.testing.assert_allclose(ann.K, crop_intrinsics(K_full, (crop["x0"], crop["y0"], crop["side"])), rtol=1e-5)
+        np.testing.assert_allclose(ann.K, square_crop_intrinsics_np(K_full, crop["x0"], crop["y0"], crop["side"], CROP_SIZE), rtol=1e-5)
 
 
 def test_masks_depth_and_pixels_match_the_projected_mesh(ih, prepared, models):
@@ -171,7 +171,7 @@ def test_crop_helpers_agree_with_each_other():
     centre = np.array([cols.mean() + 0.5, rows.mean() + 0.5])
     np.testing.assert_allclose(centre, [(32 - 15) * 2, (42 - 26) * 2], atol=0.3)
     X = rng.normal(size=(5, 3)) + [0, 0, 4]
-    Kc = crop_intrinsics(K, box, 80)
+    Kc = square_crop_intrinsics_np(K, *box, 80)
     np.testing.assert_allclose(project(X, Kc), (project(X, K) - [15.0, 26.0]) * 2.0, atol=1e-9)
     big = crop_image(image, (-50.0, -50.0, 200.0), 100)
     assert big[:20].max() == 0 and big[-20:].max() == 0  # outside the image: black

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from im2hands.config.schema import SynthConfig
 from im2hands.cli import main
 from im2hands.config import load_config
 from im2hands.data import format as fmt
@@ -52,7 +53,7 @@ def test_annotations_are_consistent(synth_dir):
 
 @pytest.mark.slow
 def test_sample_is_pure_function_of_seed_and_index():
-    cfg = load_config(None, ["synth.image_size=64"]).synth
+    cfg = SynthConfig(image_size=64)
     models = load_hand_models()
     a = generate_sample(3, 11, cfg, models)
     b = generate_sample(3, 11, cfg, models)
@@ -65,18 +66,18 @@ def test_sample_is_pure_function_of_seed_and_index():
 
 
 def test_resume_regenerates_only_missing(tmp_path):
-    cfg = load_config(None, ["synth.image_size=64"])
-    synthesize(tmp_path, 3, seed=1, cfg=cfg, progress=False)
+    cfg = SynthConfig(image_size=64)
+    synthesize(tmp_path, 3, seed=1, settings=cfg, progress=False)
     before = (tmp_path / "images" / "0000001.png").read_bytes()
     (tmp_path / "annotations" / "0000001.json").unlink()  # as if interrupted before the annotation
     stamp = (tmp_path / "annotations" / "0000000.json").stat().st_mtime_ns
-    summary = synthesize(tmp_path, 4, seed=1, cfg=cfg, progress=False)
+    summary = synthesize(tmp_path, 4, seed=1, settings=cfg, progress=False)
     assert summary["skipped"] == 2 and summary["written"] == 2
     assert (tmp_path / "annotations" / "0000000.json").stat().st_mtime_ns == stamp
     assert (tmp_path / "images" / "0000001.png").read_bytes() == before  # deterministic
     assert not list(tmp_path.rglob(".*tmp*"))  # no temporary files left
     with pytest.raises(DataError, match="different seed"):
-        synthesize(tmp_path, 4, seed=2, cfg=cfg, progress=False)
+        synthesize(tmp_path, 4, seed=2, settings=cfg, progress=False)
 
 
 def test_bad_options():
@@ -88,9 +89,9 @@ def test_bad_options():
 
 @pytest.mark.slow
 def test_two_workers_match_one(tmp_path):
-    cfg = load_config(None, ["synth.image_size=64"])
-    synthesize(tmp_path / "a", 3, seed=5, workers=1, cfg=cfg, progress=False)
-    synthesize(tmp_path / "b", 3, seed=5, workers=2, cfg=cfg, progress=False)
+    cfg = SynthConfig(image_size=64)
+    synthesize(tmp_path / "a", 3, seed=5, workers=1, settings=cfg, progress=False)
+    synthesize(tmp_path / "b", 3, seed=5, workers=2, settings=cfg, progress=False)
     for sid in ("0000000", "0000002"):
         ja = json.loads((tmp_path / "a" / "annotations" / f"{sid}.json").read_text())
         jb = json.loads((tmp_path / "b" / "annotations" / f"{sid}.json").read_text())
@@ -112,12 +113,12 @@ def test_device_option_is_accepted_and_checked(tmp_path, monkeypatch, capsys):
         assert err.count("\n") == 1 and "synth.device (--device)" in err and repr(bad) in err and message in err
         assert not folder.exists()  # checked before anything is written
     with pytest.raises(Im2HandsError, match="synth.device .* 'gpu'"):
-        synthesize(tmp_path / "cfg", 1, cfg=load_config(None, ["synth.device=gpu"]), progress=False)
+        synthesize(tmp_path / "cfg", 1, settings=SynthConfig(device='gpu'), progress=False)
 
 
 @pytest.mark.gpu
 def test_cuda_samples_match_cpu():
-    cfg = load_config(None, ["synth.image_size=96"]).synth
+    cfg = SynthConfig(image_size=96)
     models = load_hand_models()
     for index in range(3):
         cpu = generate_sample(index, 5, cfg, models, device="cpu")
@@ -150,7 +151,7 @@ def test_meta_and_splits_count_only_what_is_on_disk(tmp_path, monkeypatch):
     describing every sample there."""
     import im2hands.data.synthetic as synthetic
 
-    cfg = load_config(None, ["synth.image_size=48"])
+    cfg = SynthConfig(image_size=48)
     real_run = synthetic._run
     seen = {}
 
@@ -164,7 +165,7 @@ def test_meta_and_splits_count_only_what_is_on_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synthetic, "_run", interrupted_run)
     with pytest.raises(KeyboardInterrupt):
-        synthesize(tmp_path, 6, seed=3, cfg=cfg, progress=False)
+        synthesize(tmp_path, 6, seed=3, settings=cfg, progress=False)
     assert seen["meta_while_writing"]["status"] == "writing"
     assert "num_samples" not in seen["meta_while_writing"]
     meta = fmt.read_meta(tmp_path)
@@ -172,8 +173,22 @@ def test_meta_and_splits_count_only_what_is_on_disk(tmp_path, monkeypatch):
     assert _listed(tmp_path) == fmt.list_samples(tmp_path)
 
     monkeypatch.setattr(synthetic, "_run", real_run)
-    synthesize(tmp_path, 4, seed=3, cfg=cfg, progress=False)
+    synthesize(tmp_path, 4, seed=3, settings=cfg, progress=False)
     assert fmt.read_meta(tmp_path)["status"] == "done" and fmt.read_meta(tmp_path)["num_samples"] == 4
-    synthesize(tmp_path, 2, seed=3, cfg=cfg, progress=False)  # fewer than the folder holds
+    synthesize(tmp_path, 2, seed=3, settings=cfg, progress=False)  # fewer than the folder holds
     meta = fmt.read_meta(tmp_path)
     assert meta["num_samples"] == 4 and _listed(tmp_path) == fmt.list_samples(tmp_path) and len(_listed(tmp_path)) == 4
+
+
+def test_the_config_maps_to_plain_arguments(tmp_path):
+    """engine.builders.synth_arguments is the one place a config becomes synthesize's arguments;
+    the folder's config.yaml records what the job read."""
+    from im2hands.engine.builders import synth_arguments
+
+    cfg = load_config(None, ["synth.image_size=32", "synth.val_every=5", "synth.shape_std=0.5"])
+    args = synth_arguments(cfg)
+    assert args == {"settings": cfg.synth, "mano_dir": None}
+    assert synthesize(tmp_path, 1, seed=0, progress=False, **args)["written"] == 1
+    saved = load_config(tmp_path / "config.yaml")
+    assert saved.synth == cfg.synth and saved.hand_model.mano_dir is None
+    assert fmt.read_meta(tmp_path)["image_size"] == [32, 32]

@@ -7,7 +7,7 @@ import trimesh
 from scipy.spatial import cKDTree
 from torch.utils.data import default_collate
 
-from im2hands.config import load_config
+from im2hands.config.schema import SynthConfig
 from im2hands.data.dataset import HandsDataset
 from im2hands.data.synthetic import synthesize
 from im2hands.extraction.extractor import Extractor
@@ -18,7 +18,7 @@ from im2hands.models.base import HandsModel
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("extractor_synth")
-    synthesize(root, 1, seed=11, workers=1, cfg=load_config(None, ["synth.image_size=96"]), progress=False)
+    synthesize(root, 1, seed=11, workers=1, settings=SynthConfig(image_size=96), progress=False)
     return default_collate([HandsDataset(root, "all", fields=("mesh",))[0]])
 
 

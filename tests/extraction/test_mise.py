@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from im2hands.config import load_config
+from im2hands.config.schema import SynthConfig
 from im2hands.data.dataset import HandsDataset
 from im2hands.data.synthetic import synthesize
 from im2hands.extraction.marching import extract_surface, grid_affine
@@ -126,7 +126,7 @@ def test_lockstep_api_and_errors():
 def hand_field(tmp_path_factory):
     """Winding-number occupancy of one synthetic hand, as a field on the unit cube of its palm box."""
     root = tmp_path_factory.mktemp("mise_synth")
-    synthesize(root, 1, seed=3, workers=1, cfg=load_config(None, ["synth.image_size=96"]), progress=False)
+    synthesize(root, 1, seed=3, workers=1, settings=SynthConfig(image_size=96), progress=False)
     item = HandsDataset(root, "all", fields=("mesh",))[0]
     kp = item["keypoints"].double()
     cam_to_palm = palm_frame(kp, torch.tensor([True, False]))

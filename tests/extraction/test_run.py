@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from im2hands.config.schema import SynthConfig
 from im2hands.cli import main
 from im2hands.config import config_to_yaml, load_config
 from im2hands.data import format as fmt
@@ -36,8 +37,8 @@ FAST = dict(resolution=16, upsampling_steps=2, progress=False)
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("run_synth")
-    cfg = load_config(None, ["synth.image_size=96", "synth.test_every=2", "synth.val_every=3"])
-    synthesize(root, 3, seed=5, workers=1, cfg=cfg, progress=False)
+    cfg = SynthConfig(image_size=96, test_every=2, val_every=3)
+    synthesize(root, 3, seed=5, workers=1, settings=cfg, progress=False)
     return root
 
 

@@ -1,10 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from im2hands.geometry.crops import (
     Roi, crop_images, crop_intrinsics, crop_matrix, crop_to_image, image_to_crop, roi_angle, roi_from_points, rotate_xy,
+    square_crop_intrinsics_np, square_roi,
 )  # fmt: skip
 from im2hands.geometry.frames import project
 
@@ -124,3 +126,56 @@ def test_mirrored_crops():
     in_crop = torch.cat([p3[..., :2] @ R, p3[..., 2:]], -1)
     in_crop[flip, :, 0] *= -1
     assert torch.allclose(crop_to_camera_orientation(in_crop, mroi), p3, atol=1e-12)
+
+
+# The crop-with-intrinsics updates the numpy callers had before square_crop_intrinsics_np (copies
+# of the old code): InterHand preparation, the whole-image keypoint estimator, extract's inputs.
+def _old_interhand(K, x0, y0, side, size):
+    s = size / side
+    return np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s], [0.0, 0.0, 1.0]]) @ np.asarray(K, dtype=np.float64)
+
+
+def _old_keypoints(K, x0, y0, side, size):
+    k = size / side
+    A = np.array([[k, 0.0, -k * x0], [0.0, k, -k * y0]])
+    K2 = np.array(K, dtype=np.float64)
+    K2[:2] = A[:, :2] @ K2[:2] + np.outer(A[:, 2], K2[2])
+    return K2
+
+
+def _old_inputs(K, x0, y0, side, size):
+    K2 = np.array(K, dtype=np.float64)
+    K2[0, 2] -= x0
+    K2[1, 2] -= y0
+    K2[:2] *= size / side
+    return K2
+
+
+@pytest.mark.parametrize("K, box, size", [
+    ([[500.0, 0.0, 160.0], [0.0, 520.0, 120.0], [0.0, 0.0, 1.0]], (15.0, 26.0, 40.0), 80),
+    ([[1234.5, 0.0, 334.5], [0.0, 1234.5, 512.5], [0.0, 0.0, 1.0]], (-50.0, -37.0, 700.0), 256),
+    ([[300.0, 2.0, 99.0], [0.0, 310.0, 77.0], [0.0, 0.0, 1.0]], (12.345, 678.9, 13.0), 224),
+    ([[800.0, 0.0, 128.0], [0.0, 800.0, 128.0], [0.0, 0.0, 1.0]], (0.0, 0.0, 256.0), 256),
+])  # fmt: skip
+def test_square_crop_intrinsics_np_matches_the_old_formulas(K, box, size):
+    new = square_crop_intrinsics_np(np.array(K), *box, size)
+    assert new.dtype == np.float64 and new.shape == (3, 3)
+    for old in (_old_interhand, _old_keypoints, _old_inputs):
+        np.testing.assert_allclose(new, old(K, *box, size), rtol=1e-12, atol=1e-9)
+    # and it is crop_intrinsics of the square's ROI
+    expect = crop_intrinsics(torch.tensor(K, dtype=torch.float64)[None], square_roi(*box), size)[0].numpy()
+    np.testing.assert_array_equal(new, expect)
+
+
+def test_square_crop_intrinsics_np_projects_like_the_crop():
+    rng = np.random.default_rng(0)
+    K = np.array([[600.0, 0.0, 320.0], [0.0, 610.0, 240.0], [0.0, 0.0, 1.0]])
+    X = rng.normal(size=(20, 3)) * 0.1 + [0.0, 0.0, 0.7]
+    uv = project(torch.as_tensor(X), torch.as_tensor(K)).numpy()
+    box = (100.3, 57.0, 333.0)
+    in_crop = project(torch.as_tensor(X), torch.as_tensor(square_crop_intrinsics_np(K, *box, 128))).numpy()
+    np.testing.assert_allclose(in_crop, (uv - box[:2]) * 128 / 333.0, atol=1e-9)
+    roi = square_roi(*box)
+    np.testing.assert_allclose(roi.center.numpy(), [[100.3 + 166.5, 57.0 + 166.5]])
+    back = crop_to_image(torch.as_tensor(in_crop)[None], roi, 128)[0].numpy()
+    np.testing.assert_allclose(back, uv, atol=1e-9)

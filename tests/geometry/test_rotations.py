@@ -9,6 +9,8 @@ from im2hands.geometry.rotations import (
     make_transform,
     matrix_to_axis_angle,
     normalize,
+    random_rotation,
+    random_rotation_matrix,
     rotation_about_axis,
     rotation_between,
     skew,
@@ -101,3 +103,33 @@ def test_make_and_invert_transform():
         assert torch.allclose(invert_transform(T) @ T, eye, atol=1e-12)
         assert torch.allclose(T @ invert_transform(T), eye, atol=1e-12)
     assert torch.equal(make_transform(R)[:, :3, 3], torch.zeros(6, 3, dtype=torch.float64))
+
+
+def _qr_rotations_as_anchors_drew_them(n: int, generator: torch.Generator) -> torch.Tensor:
+    """The rotations ``models/anchors.py`` drew before they moved here (a copy of the old code)."""
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    q[:, :, 2] *= torch.det(q)[:, None]
+    return q
+
+
+@pytest.mark.parametrize("seed, n", [(0, 1), (7, 69), (123, 300)])
+def test_random_rotation_matrix_draws_what_the_anchors_drew(seed, n):
+    new = random_rotation_matrix(n, torch.Generator().manual_seed(seed))
+    old = _qr_rotations_as_anchors_drew_them(n, torch.Generator().manual_seed(seed))
+    assert torch.equal(new, old)  # bit for bit: stage 2's anchor rays do not move
+    _assert_rotation(new, atol=1e-12)
+    assert random_rotation_matrix(n, torch.Generator().manual_seed(seed), torch.float32).dtype == torch.float32
+
+
+def test_the_two_random_rotations_differ_but_are_both_uniform():
+    """Same generator, different draws (documented in random_rotation_matrix); both uniform:
+    the mean of a uniform rotation matrix is 0 (so is its trace; a rotation by at most
+    a small angle has trace near 3)."""
+    a = random_rotation_matrix(4000, torch.Generator().manual_seed(1))
+    b = axis_angle_to_matrix(random_rotation(4000, torch.Generator().manual_seed(1), torch.float64))
+    assert not torch.allclose(a[:10], b[:10], atol=1e-3)
+    for R in (a, b):
+        _assert_rotation(R, atol=1e-9)
+        assert R.mean(0).abs().max() < 0.05
+        assert abs(float(R.diagonal(dim1=-2, dim2=-1).sum(-1).mean())) < 0.08

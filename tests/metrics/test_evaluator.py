@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
+from im2hands.config.schema import SynthConfig
 from im2hands.cli import main
-from im2hands.config import load_config
 from im2hands.data import format as fmt
 from im2hands.data.dataset import mesh_in_camera
 from im2hands.data.synthetic import synthesize
@@ -40,8 +40,8 @@ def _write_item(folder, name, meshes, keypoints=None, order="standard", writer=N
 def data(tmp_path_factory):
     """3 synthetic samples and their ground-truth meshes and keypoints (camera frame, metres)."""
     root = tmp_path_factory.mktemp("eval_ds")
-    cfg = load_config(None, ["synth.image_size=64"])
-    assert not synthesize(root, 3, 0, workers=1, cfg=cfg, progress=False)["failed"]
+    cfg = SynthConfig(image_size=64)
+    assert not synthesize(root, 3, 0, workers=1, settings=cfg, progress=False)["failed"]
     models = load_hand_models(None)
     items = {}
     for sid in fmt.list_samples(root):

@@ -1,6 +1,7 @@
 """The keypoint estimator (kpts_est): outputs, losses per iteration, soft-argmax, overfitting,
 configs, training through the one trainer, and `im2hands extract` from images alone."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from im2hands.config.schema import SynthConfig
 from im2hands.cli import main
 from im2hands.config import load_config
 from im2hands.data.dataset import HandsDataset
@@ -19,6 +21,7 @@ from im2hands.extraction.run import extract_folder
 from im2hands.geometry.frames import project
 from im2hands.extraction.keypoints import KeypointPipeline
 from im2hands.models.encoder import ImageEncoder
+from im2hands.models.outputs import EstimatorOutputs
 from im2hands.models.kpts_est import KptsEstModel, border_weights
 from im2hands.models.kpts_est_heads import heatmap_kl, sample_at, soft_argmax, splat
 from im2hands.registry import MODELS
@@ -38,7 +41,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("kpts_est_synth")
-    synthesize(root, 2, 3, workers=1, cfg=load_config(None, ["synth.image_size=64"]), progress=False)
+    synthesize(root, 2, 3, workers=1, settings=SynthConfig(image_size=64), progress=False)
     return root
 
 
@@ -128,24 +131,26 @@ def test_registered_and_output_shapes():
     model.train()
     out = model(augmented)
     h = S // 4
-    shapes = {
-        "keypoints_2d": (2, 2, 21, 2), "keypoints_3d": (2, 2, 21, 3), "presence_logits": (2, 2),
-        "rel_translation": (2, 3), "masks_amodal_logits": (2, 2, h, h), "masks_visible_logits": (2, 2, h, h),
-        "heatmaps_it0": (2, 2, 21, h, h), "keypoints_2d_it0": (2, 2, 21, 2), "masks_visible_logits_it0": (2, 2, h, h),
-    }  # fmt: skip
-    for t in range(1, T + 1):
-        shapes.update({f"keypoints_3d_it{t}": (2, 2, 21, 3), f"keypoints_2d_it{t}": (2, 2, 21, 2),
-                       f"presence_logits_it{t}": (2, 2), f"rel_translation_it{t}": (2, 3),
-                       f"heatmaps_it{t}": (2, 2, 21, h, h), f"masks_amodal_logits_it{t}": (2, 2, h, h)})  # fmt: skip
-    for key, shape in shapes.items():
-        assert tuple(out[key].shape) == shape, key
-    assert (out["keypoints_3d"][:, :, 0] == 0).all()  # wrist-relative
-    assert "keypoints" not in out  # no placement in training
+    assert isinstance(out, EstimatorOutputs) and len(out.iterations) == T + 1
+    final = {"keypoints_2d": (2, 2, 21, 2), "keypoints_3d": (2, 2, 21, 3), "presence_logits": (2, 2),
+             "rel_translation": (2, 3), "masks_amodal_logits": (2, 2, h, h), "masks_visible_logits": (2, 2, h, h)}
+    per_iteration = dict(final, heatmaps=(2, 2, 21, h, h))
+    for key, shape in final.items():
+        assert tuple(getattr(out, key).shape) == shape, key
+        assert getattr(out, key) is getattr(out.iterations[T], key)  # the final iteration's
+    for t, it in enumerate(out.iterations):
+        for key, shape in per_iteration.items():
+            if t == 0 and key in ("keypoints_3d", "presence_logits", "rel_translation"):
+                assert getattr(it, key) is None, key  # the encoder's heads predict no 3D
+            else:
+                assert tuple(getattr(it, key).shape) == shape, (t, key)
+    assert (out.keypoints_3d[:, :, 0] == 0).all()  # wrist-relative
+    assert out.keypoints is None and out.wrist is None  # no placement in training
     model.eval()
     with torch.no_grad():
         ev = model({"image": batch["image"], "K": batch["K"]})
-    assert ev["keypoints"].shape == (2, 2, 21, 3) and ev["wrist"].shape == (2, 2, 3) and "target_K" not in ev
-    assert ((ev["keypoints_2d"] >= 0) & (ev["keypoints_2d"] <= S)).all()  # input pixels
+    assert ev.keypoints.shape == (2, 2, 21, 3) and ev.wrist.shape == (2, 2, 3)
+    assert ((ev.keypoints_2d >= 0) & (ev.keypoints_2d <= S)).all()  # input pixels
 
 
 def test_gradients_reach_every_head_and_every_iteration_is_supervised():
@@ -160,8 +165,8 @@ def test_gradients_reach_every_head_and_every_iteration_is_supervised():
     for t in range(1, T + 1):
         assert {f"loss_3d_it{t}", f"loss_rel_it{t}", f"loss_presence_it{t}"} <= set(losses)
         grads = torch.autograd.grad(
-            losses["loss"], [out[f"keypoints_3d_it{t}"], out[f"keypoints_2d_it{t}"], out[f"rel_translation_it{t}"],
-                             out[f"presence_logits_it{t}"], out[f"masks_visible_logits_it{t}"]], retain_graph=True,
+            losses["loss"], [out.iterations[t].keypoints_3d, out.iterations[t].keypoints_2d, out.iterations[t].rel_translation,
+                             out.iterations[t].presence_logits, out.iterations[t].masks_visible_logits], retain_graph=True,
         )  # fmt: skip
         assert all(float(g.abs().sum()) > 0 for g in grads), t
     assert "loss_3d_it0" not in losses and torch.isfinite(losses["loss"])
@@ -185,11 +190,10 @@ def test_metrics_keys_and_values():
     keys = {"mpjpe_wrist_mm", "mpjpe_mcp_mm", "err_2d_px", "mrrpe_mm", "mrrpe_placed_mm", "wrist_abs_mm",
             "mask_iou_amodal", "mask_iou_visible", "presence_acc", "mpjpe_wrist_mm_it1", "err_2d_px_it0"}  # fmt: skip
     assert keys <= set(m) and model.val_metric in m
-    perfect = dict(out, keypoints_3d=batch["keypoints"] - batch["keypoints"][:, :, :1],
-                   keypoints_2d=batch["keypoints_2d"], presence_logits=torch.full((2, 2), 5.0),
-                   rel_translation=batch["keypoints"][:, 0, 0] - batch["keypoints"][:, 1, 0])  # fmt: skip
-    perfect[f"keypoints_3d_it{model.num_iterations}"] = perfect["keypoints_3d"]
-    perfect[f"keypoints_2d_it{model.num_iterations}"] = perfect["keypoints_2d"]
+    last = dataclasses.replace(out.iterations[-1], keypoints_3d=batch["keypoints"] - batch["keypoints"][:, :, :1],
+                               keypoints_2d=batch["keypoints_2d"], presence_logits=torch.full((2, 2), 5.0),
+                               rel_translation=batch["keypoints"][:, 0, 0] - batch["keypoints"][:, 1, 0])  # fmt: skip
+    perfect = dataclasses.replace(out, iterations=[*out.iterations[:-1], last])
     pm = model.metrics(batch, perfect)
     assert pm["mpjpe_wrist_mm"] < 1e-4 and pm["mpjpe_mcp_mm"] < 1e-4 and pm["err_2d_px"] < 1e-4
     assert pm["presence_acc"] == 1.0

@@ -12,6 +12,7 @@ from im2hands.hands.joint_orders import STANDARD_PARENTS
 from im2hands.models.encoder import ImageEncoder
 from im2hands.models.graph import ChebGraphConv, normalized_adjacency, skeleton_adjacency
 from im2hands.models.kpts_ref import KeypointRefiner, KptsRefModel, aligned_joint_errors_mm
+from im2hands.models.outputs import RefinerOutputs
 from im2hands.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ NOISY = build_batch_transform(load_config(REPO / "configs/smoke/kpts_ref.yaml"))
 """The trainer's batch transform for kpts_ref: ``keypoints_noisy`` (fresh in training, seeded in eval)."""
 
 
-def _run(model: KptsRefModel, batch: dict) -> dict:
+def _run(model: KptsRefModel, batch: dict) -> RefinerOutputs:
     """``model(batch)`` as the trainer runs it (the batch transform first, in the model's mode)."""
     return model(NOISY(batch, training=model.training))
 
@@ -174,10 +175,10 @@ def test_model_registered_and_interface():
     model = _smoke_model().eval()
     batch = _batch(2)
     out = _run(model, batch)
-    assert out["keypoints"].shape == out["keypoints_noisy"].shape == (2, 2, 21, 3)
+    assert out.keypoints.shape == out.keypoints_noisy.shape == (2, 2, 21, 3)
     feats = model.encode(batch)
     assert feats.feature_map.shape == (2, 8, 16, 16) and feats.image_size == (S, S)
-    torch.testing.assert_close(model.refine(out["keypoints_noisy"], feats, batch["hand_valid"]), out["keypoints"])
+    torch.testing.assert_close(model.refine(out.keypoints_noisy, feats, batch["hand_valid"]), out.keypoints)
     with pytest.raises(NotImplementedError):
         model.decode(torch.zeros(2, 2, 5, 3), feats)
     with pytest.raises(KeyError, match="keypoints_noisy"):  # the noise is the trainer's batch transform
@@ -224,37 +225,37 @@ def test_batch_permutation_permutes_outputs():
     perm = torch.tensor([2, 0, 3, 1])
     permuted = {k: v[perm] for k, v in batch.items()}
     out, out_p = _run(model, batch), _run(model, permuted)  # eval noise is seeded by batch["index"]
-    torch.testing.assert_close(out_p["keypoints_noisy"], out["keypoints_noisy"][perm])
-    torch.testing.assert_close(out_p["keypoints"], out["keypoints"][perm], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out_p.keypoints_noisy, out.keypoints_noisy[perm])
+    torch.testing.assert_close(out_p.keypoints, out.keypoints[perm], rtol=1e-4, atol=1e-6)
 
 
 def test_noise_fixed_in_eval_fresh_in_training_and_given_noisy_used():
     model = _smoke_model()
     batch = _batch(2)
     model.eval()
-    torch.testing.assert_close(_run(model, batch)["keypoints_noisy"], _run(model, batch)["keypoints_noisy"], rtol=0, atol=0)
-    assert not torch.allclose(_run(model, batch)["keypoints_noisy"], batch["keypoints"])
+    torch.testing.assert_close(_run(model, batch).keypoints_noisy, _run(model, batch).keypoints_noisy, rtol=0, atol=0)
+    assert not torch.allclose(_run(model, batch).keypoints_noisy, batch["keypoints"])
     model.train()
-    assert not torch.allclose(_run(model, batch)["keypoints_noisy"], _run(model, batch)["keypoints_noisy"])
+    assert not torch.allclose(_run(model, batch).keypoints_noisy, _run(model, batch).keypoints_noisy)
     given = batch["keypoints"] + 0.001
-    assert torch.equal(_run(model, {**batch, "keypoints_noisy": given})["keypoints_noisy"], given)
+    assert torch.equal(_run(model, {**batch, "keypoints_noisy": given}).keypoints_noisy, given)
 
 
 def test_loss_zero_at_ground_truth_and_known_values():
     model = _smoke_model(abs_weight=0.5)
     batch = _batch(2)
     gt = batch["keypoints"]
-    losses = model.compute_loss(batch, {"keypoints": gt.clone(), "keypoints_noisy": gt})
+    losses = model.compute_loss(batch, RefinerOutputs(gt.clone(), gt))
     assert all(float(v) == 0.0 for v in losses.values())
     shifted = gt + torch.tensor([0.003, 0.0, 0.004])  # 5 mm rigid shift: rel 0, abs (9 + 16) / 3
-    losses = model.compute_loss(batch, {"keypoints": shifted, "keypoints_noisy": gt})
+    losses = model.compute_loss(batch, RefinerOutputs(shifted, gt))
     assert float(losses["loss_rel"]) < 1e-6
     assert abs(float(losses["loss_abs"]) - 25.0 / 3.0) < 1e-3
     assert abs(float(losses["loss"]) - 0.5 * 25.0 / 3.0) < 1e-3
     bad = shifted.clone()
     bad[:, LEFT] += torch.randn(2, 21, 3)  # garbage on invalid hands is ignored
     batch["hand_valid"][:, LEFT] = False
-    torch.testing.assert_close(model.compute_loss(batch, {"keypoints": bad, "keypoints_noisy": gt})["loss"], losses["loss"])
+    torch.testing.assert_close(model.compute_loss(batch, RefinerOutputs(bad, gt))["loss"], losses["loss"])
 
 
 def test_mpjpe_matches_numpy():
@@ -264,7 +265,7 @@ def test_mpjpe_matches_numpy():
     gt = batch["keypoints"]
     pred = gt + 0.01 * torch.randn_like(gt)
     noisy = gt + 0.02 * torch.randn_like(gt)
-    m = model.metrics(batch, {"keypoints": pred, "keypoints_noisy": noisy})
+    m = model.metrics(batch, RefinerOutputs(pred, noisy))
 
     def naive(p, g, valid, align=True):
         p, g = p.double().numpy(), g.double().numpy()
@@ -287,7 +288,7 @@ def test_mpjpe_matches_numpy():
     assert m["mpjpe_right_mm"] == pytest.approx(naive(pred, gt, only_right), rel=1e-5)
     torch.testing.assert_close(aligned_joint_errors_mm(gt + 0.002, gt), torch.zeros(3, 2, 21), atol=1e-4, rtol=0)
     batch["hand_valid"][:] = False  # no valid hand: NaN (the trainer skips it), not a fake 0
-    assert all(np.isnan(v) for v in model.metrics(batch, {"keypoints": pred, "keypoints_noisy": noisy}).values())
+    assert all(np.isnan(v) for v in model.metrics(batch, RefinerOutputs(pred, noisy)).values())
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from im2hands.config.schema import SynthConfig
 from im2hands.config import load_config
 from im2hands.data.synthetic import synthesize
 from im2hands.engine.checkpoint import load_model, save_checkpoint
@@ -147,7 +148,7 @@ def test_stage2_checkpoint_rebuilds_without_the_stage1_run(orphan_stage2):
 def test_extract_with_a_stage2_run_whose_stage1_run_is_gone(orphan_stage2, tmp_path):
     run, _ = orphan_stage2
     data = tmp_path / "synth"
-    synthesize(data, 2, seed=4, workers=1, cfg=load_config(None, ["synth.image_size=64"]), progress=False)
+    synthesize(data, 2, seed=4, workers=1, settings=SynthConfig(image_size=64), progress=False)
     summary = extract_folder(tmp_path / "meshes", model=run, dataset=data, split="all", limit=1, resolution=8,
                              upsampling_steps=1, progress=False)  # fmt: skip
     assert summary["finished"] and summary["totals"]["processed"] == 1
