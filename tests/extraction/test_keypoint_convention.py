@@ -37,8 +37,8 @@ def test_move_joints_moves_only_when_both_are_known():
     moved = move_joints(joints, "annotation", "mano")
     for side in joints:
         np.testing.assert_allclose(moved[side], to_convention(joints[side], "annotation", "mano"))
-        assert not np.allclose(moved[side][6], joints[side][6])  # the index PIP moved
-        np.testing.assert_array_equal(moved[side][[0, 1, 2, 3, 4, 5, 8]], joints[side][[0, 1, 2, 3, 4, 5, 8]])
+        assert not np.allclose(moved[side][5], joints[side][5])  # the index MCP moved
+        np.testing.assert_array_equal(moved[side][[0, 4, 8, 12, 16, 20]], joints[side][[0, 4, 8, 12, 16, 20]])
 
 
 @pytest.mark.parametrize("hand_model,expected", [(None, "annotation"), ("im2hands-open-hand-v2", "mano")])

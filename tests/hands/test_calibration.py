@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from im2hands.hands import calibration as cal
-from im2hands.hands.conventions import PIP_SHIFT, to_convention
+from im2hands.hands.conventions import SHIFTS, to_convention
 from im2hands.hands.joint_orders import STANDARD_PARENTS
 from im2hands.hands.layer import HandModel
 
@@ -86,8 +86,26 @@ def test_conventions_round_trip_and_shift():
     ann = to_convention(kp, "mano", "annotation")
     np.testing.assert_allclose(to_convention(ann, "annotation", "mano"), kp, atol=1e-12)
     moved = np.flatnonzero(np.abs(ann - kp).sum(axis=(0, 2)) > 0)
-    assert moved.tolist() == [6, 7, 10, 11, 14, 15, 18, 19]  # PIP and DIP of the four fingers
-    np.testing.assert_allclose(ann[:, 6], kp[:, 6] + PIP_SHIFT * (kp[:, 7] - kp[:, 6]))
+    # wrist and tips stay; every joint with a non-zero shift moves (the fingers' PIP: a = 0)
+    assert moved.tolist() == [1, 2, 3, 5, 7, 9, 11, 13, 15, 17, 19]
+    c, a, d = SHIFTS["index"]
+    np.testing.assert_allclose(ann[:, 5], kp[:, 5] - c * (kp[:, 5] - kp[:, 0]))  # the MCP towards the wrist
+    np.testing.assert_allclose(ann[:, 7], kp[:, 7] + d * (kp[:, 8] - kp[:, 7]))  # the DIP towards the tip
     np.testing.assert_array_equal(to_convention(kp, "mano", "mano"), kp)
+
+
+def test_conventions_on_a_straight_finger():
+    """A straight chain keeps its line; its joints' length fractions move as the table says."""
+    t = np.array([0.0, 0.55, 0.72, 0.85, 1.0])  # wrist, MCP, PIP, DIP, tip along +x (MANO-like)
+    kp = np.zeros((21, 3))
+    kp[[0, 9, 10, 11, 12], 0] = t
+    ann = to_convention(kp, "mano", "annotation")
+    c, a, d = SHIFTS["middle"]
+    np.testing.assert_allclose(ann[[9, 10, 11], 0], [t[1] * (1 - c), t[2] + a * (t[3] - t[2]), t[3] + d * (1 - t[3])])
+    np.testing.assert_allclose(ann[[9, 10, 11], 1:], 0.0)
+    assert ann[9, 0] < t[1] and ann[11, 0] > t[3]  # annotated MCPs nearer the wrist, DIPs nearer the tip
+    kp = np.zeros((21, 3))
     with pytest.raises(ValueError, match="unknown keypoint convention"):
         to_convention(kp, "mano", "freihand")
+    with pytest.raises(ValueError, match="shift"):
+        to_convention(kp, "mano", "annotation", shifts={**SHIFTS, "index": (1.0, 0.0, 0.0)})
