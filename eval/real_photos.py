@@ -36,6 +36,7 @@ count as missed hands), 2 for bad arguments or data.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import io
 import itertools
@@ -51,6 +52,7 @@ import numpy as np
 from im2hands.data.show import HAND_COLORS
 from im2hands.extraction.inputs import IMAGE_SUFFIXES, KeypointFile, read_keypoints
 from im2hands.hands.constants import SIDES
+from im2hands.hands.conventions import to_convention
 from im2hands.hands.joint_orders import STANDARD_PARENTS
 from im2hands.geometry.frames import m_to_mm
 from im2hands.metrics.keypoints import WRIST, mpjpe_mcp_scaled, mpjpe_wrist, mrrpe
@@ -280,20 +282,34 @@ def _image_of(images: Path, name: str) -> Path:
     raise Im2HandsError(f"no image {name}{{{','.join(IMAGE_SUFFIXES)}}} in {images} for {name}.json")
 
 
-def evaluate(data: Path, pred: Path, out: Path) -> dict[str, Any]:
-    """Score ``pred`` (an ``im2hands extract`` output folder) against ``data/gt``; write the outputs."""
+def _in_convention(kp: KeypointFile | None, src: str | None, dst: str) -> KeypointFile | None:
+    """``kp`` with its joints moved from convention ``src`` (None: unknown, kept) to ``dst``."""
+    if kp is None or src is None or src == dst:
+        return kp
+    return dataclasses.replace(kp, joints={s: to_convention(j, src, dst) for s, j in kp.joints.items()})
+
+
+def evaluate(data: Path, pred: Path, out: Path, gt_convention: str = "annotation") -> dict[str, Any]:
+    """Score ``pred`` (an ``im2hands extract`` output folder) against ``data/gt``; write the outputs.
+
+    The extraction writes the keypoints it meshed, in its model's convention (``summary.json``:
+    ``settings.keypoint_convention.model``); they are moved to ``gt_convention`` (InterHand2.6M's
+    annotated ``joint_3d``: ``annotation``) before scoring."""
     gt_dir, images = data / "gt", data / "images"
     gt_files = sorted(gt_dir.glob("*.json")) if gt_dir.is_dir() else []
     if not gt_files:
         raise Im2HandsError(f"{gt_dir}: no ground-truth keypoint files NAME.json")
     summary_path = pred / "summary.json"
-    records = {r["name"]: r for r in json.loads(summary_path.read_text())["items"]} if summary_path.is_file() else {}
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    records = {r["name"]: r for r in summary.get("items", [])}
+    pred_convention = (summary.get("settings", {}).get("keypoint_convention") or {}).get("model")
     scores, drawn = {}, []
     for path in gt_files:
         name = path.stem
         gt = read_keypoints(path)
         pred_path = pred / f"{name}{KEYPOINTS_SUFFIX}"
         predicted = read_keypoints(pred_path) if pred_path.is_file() else None
+        predicted = _in_convention(predicted, pred_convention, gt_convention)
         scores[name] = score_item(gt, predicted)
         drawn.append((name, _image_of(images, name), gt, predicted))
     total = summarize(scores)
@@ -301,6 +317,7 @@ def evaluate(data: Path, pred: Path, out: Path) -> dict[str, Any]:
     write_text(out / "per_item.csv", per_item_csv(scores, records))
     write_text(out / "real_photos.md", markdown_table(scores, total))
     write_json(out / "summary.json", {"data": str(data), "pred": str(pred), "match_factor": MATCH_FACTOR,
+                                      "keypoint_convention": {"pred": pred_convention, "scored_in": gt_convention},
                                       "overall": total, "items": scores})  # fmt: skip
     overview_picture(out / "overview.png", drawn)
     return total

@@ -198,3 +198,25 @@ def test_interhand_conversion(tmp_path):
     camera = json.loads((tmp_path / "dst" / "images" / "ih_00007_cam1.json").read_text())
     assert camera == {"camera": {"K": gt.K.tolist()}}
     assert (tmp_path / "dst" / "images" / "ih_00007_cam1.jpg").read_bytes() == (src / "image7.jpg").read_bytes()
+
+
+def test_predictions_are_scored_in_the_ground_truth_convention(tmp_path):
+    """An extraction whose model works in MANO's convention wrote its keypoints moved there; the
+    script moves them back to the annotated ground truth's before scoring."""
+    from im2hands.hands.conventions import to_convention
+
+    data = _photo_folder(tmp_path / "data")
+    pred = tmp_path / "pred"
+    for name, gt in (("one", {"right": RIGHT}), ("two", {"left": LEFT, "right": RIGHT})):
+        write_keypoints(pred / f"{name}_keypoints.json", {s: to_convention(j, "annotation", "mano") for s, j in gt.items()}, K)
+    summary = {"settings": {"keypoint_convention": {"files": "mano", "model": "mano"}}, "items": []}
+    (pred / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "out"
+    assert rp.main(["--data", str(data), "--pred", str(pred), "--out", str(out)]) == 0
+    result = json.loads((out / "summary.json").read_text())
+    assert result["keypoint_convention"] == {"pred": "mano", "scored_in": "annotation"}
+    assert result["overall"]["mean_mpjpe_wrist_mm"] == pytest.approx(0.0, abs=1e-3)
+    # without the record the MANO-convention keypoints are scored as they are: not zero
+    (pred / "summary.json").unlink()
+    assert rp.main(["--data", str(data), "--pred", str(pred), "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["overall"]["mean_mpjpe_wrist_mm"] > 1.0
