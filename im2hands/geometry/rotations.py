@@ -129,6 +129,11 @@ def matrix_to_axis_angle(R: Float[Tensor, "... 3 3"]) -> Float[Tensor, "... 3"]:
     return xyz * factor[..., None]
 
 
+def matrix_to_axis_angle_np(R: np.ndarray) -> np.ndarray:
+    """:func:`matrix_to_axis_angle` for numpy: ``(..., 3, 3)`` -> ``(..., 3)`` float64."""
+    return matrix_to_axis_angle(torch.as_tensor(np.asarray(R), dtype=torch.float64)).numpy()
+
+
 def rotation_about_axis(axis: Float[Tensor, "... 3"], angle: Float[Tensor, "..."]) -> Float[Tensor, "... 3 3"]:
     """Rotation by ``angle`` (radians) about ``axis`` (normalised here).
 

@@ -14,12 +14,12 @@ global pose.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import torch
 
-from im2hands.geometry.frames import apply_transform, palm_frame
+from im2hands.geometry.frames import CM3_PER_M3, apply_transform, palm_frame
+from im2hands.geometry.rotations import matrix_to_axis_angle_np
 from im2hands.hands.joint_orders import STANDARD_NAMES, STANDARD_PARENTS
 from im2hands.typing import Float, Tensor
 
@@ -111,7 +111,7 @@ def surface_extents(vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarr
         "palm_thickness_mm": _width_through(mesh, 0.6 * kp[9], y) * 1e3,
         "proximal_width_mm": finger_width(_PROXIMAL, 0.5),
         "distal_width_mm": finger_width(_DISTAL, 0.4),
-        "volume_cm3": signed_volume(vertices, faces) * 1e6,
+        "volume_cm3": signed_volume(vertices, faces) * CM3_PER_M3,
     }
 
 
@@ -140,15 +140,6 @@ def kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     u, _, vt = np.linalg.svd(a.T @ b)
     d = np.sign(np.linalg.det(vt.T @ u.T))
     return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-
-
-def _rotvec(R: np.ndarray) -> np.ndarray:
-    """Axis-angle ``(3,)`` of a rotation matrix (angle < pi)."""
-    angle = math.acos(max(-1.0, min(1.0, (np.trace(R) - 1.0) / 2.0)))
-    if angle < 1e-9:
-        return np.zeros(3)
-    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    return w / (2.0 * math.sin(angle)) * angle
 
 
 def _point_set(vertices: Tensor, faces: Tensor) -> Tensor:
@@ -206,7 +197,7 @@ def fit_hand_model(model, target_vertices: np.ndarray, target_faces: np.ndarray,
     trans = torch.zeros(batch, 3, dtype=dtype)
     for b in range(batch):
         R = kabsch(rest[anchors], tk[b, anchors].numpy())
-        pose[b, :3] = torch.as_tensor(_rotvec(R))
+        pose[b, :3] = torch.as_tensor(matrix_to_axis_angle_np(R))
         trans[b] = tk[b, 0] - torch.as_tensor(rest[0])
     shape = torch.zeros(batch, 10, dtype=dtype)
     for p in (pose, shape, trans):

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from im2hands.geometry.rotations import axis_angle_to_matrix_np, random_rotation
+from im2hands.geometry.rotations import axis_angle_to_matrix_np, matrix_to_axis_angle_np, random_rotation
 from im2hands.hands.overlap import to_numpy as _to_np
 from im2hands.hands.pose_sampler import PoseSampler
 from im2hands.typing import Tensor
@@ -21,12 +21,6 @@ _M = np.diag([-1.0, 1.0, 1.0])  # the x-mirror
 
 # standard keypoint ids
 _WRIST, _MCP, _PIP, _DIP, _TIP = 0, (5, 9, 13, 17), (6, 10, 14, 18), (7, 11, 15, 19), (4, 8, 12, 16, 20)
-
-
-def _rotvec(R: np.ndarray) -> np.ndarray:
-    from im2hands.geometry.rotations import matrix_to_axis_angle
-
-    return matrix_to_axis_angle(torch.as_tensor(R, dtype=torch.float64)).numpy()
 
 
 def _rot(axis: str, deg: float) -> np.ndarray:

@@ -32,7 +32,8 @@ import torch
 from im2hands.geometry.frames import CM3_PER_M3
 from im2hands.geometry.rotations import axis_angle_to_matrix_np
 from im2hands.hands.constants import LEFT, RIGHT
-from im2hands.hands.interaction_templates import _BUILDERS, _M, _Draw, _rotvec, _shaped, _t_grasp_fingers
+from im2hands.geometry.rotations import matrix_to_axis_angle_np
+from im2hands.hands.interaction_templates import _BUILDERS, _M, _Draw, _shaped, _t_grasp_fingers
 from im2hands.hands.overlap import GRID_SPACING, overlap_profile
 from im2hands.hands.overlap import to_numpy as _to_np
 from im2hands.hands.pose_sampler import PoseSampler
@@ -124,7 +125,7 @@ def rotate_pair(pair: TwoHandPose, rotvec, right_model, left_model, translation=
             zero = torch.zeros(1, 48, dtype=model.rest_joints.dtype, device=model.rest_joints.device)
             j0 = _to_np(model(zero, pair.shape[side][None].to(zero), torch.zeros_like(zero[:, :3])).joints[0, 0])
         g = axis_angle_to_matrix_np(_to_np(pair.pose[side, :3]))
-        pose[side, :3] = torch.as_tensor(_rotvec(R @ g), dtype=pose.dtype)
+        pose[side, :3] = torch.as_tensor(matrix_to_axis_angle_np(R @ g), dtype=pose.dtype)
         trans[side] = torch.as_tensor(R @ (j0 + _to_np(pair.trans[side])) - j0 + t_extra, dtype=trans.dtype)
     return TwoHandPose(pose, pair.shape.clone(), trans, pair.template, pair.penetration_cm3,
                        pair.contact_gap_m, pair.swapped, pair.angles)
@@ -137,7 +138,7 @@ def rotate_pair(pair: TwoHandPose, rotvec, right_model, left_model, translation=
 def _forward(model, angles: Tensor, R: np.ndarray, shape: Tensor):
     s = _sampler(model)
     dt = model.rest_joints.dtype
-    go = torch.as_tensor(_rotvec(R), dtype=dt)[None]
+    go = torch.as_tensor(matrix_to_axis_angle_np(R), dtype=dt)[None]
     pose = s.pose_from_angles(angles[None].to(dt), go)
     with torch.no_grad():
         out = model(pose, shape[None].to(dt), torch.zeros(1, 3, dtype=dt))

@@ -24,6 +24,7 @@ import torch
 import trimesh
 
 from im2hands.hands import builder
+from im2hands.geometry.frames import CM3_PER_M3
 from im2hands.hands.constants import MANO_KINTREE_PARENTS
 from im2hands.utils.io import atomic_path
 
@@ -357,7 +358,7 @@ def measure_hand_model(model: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "vertices": len(v), "faces": len(f), "watertight": bool(mesh.is_watertight),
         "winding_consistent": bool(mesh.is_winding_consistent),
-        "euler_number": int(mesh.euler_number), "volume_cm3": mesh.volume * 1e6,
+        "euler_number": int(mesh.euler_number), "volume_cm3": mesh.volume * CM3_PER_M3,
         "wrist_to_middle_tip_mm": float(np.linalg.norm(v[tips[2]] - joints[0])) * 1e3,
         "palm_width_mm": float(np.ptp(v[band, 2])) * 1e3,
         "palm_thickness_mm": _width_through(mesh, np.array([0.045, 0.0, 0.0]),
@@ -414,7 +415,7 @@ def summarize(model_dir: str | os.PathLike) -> dict[str, Any]:
     verts, _ = pose_model(model_dir, "right", np.zeros((20, 45)), betas)
     out["beta_pm3_self_intersections"] = sum(self_intersections(v, faces) for v in verts)
     out["beta_pm3_volume_cm3"] = [round(float(trimesh.Trimesh(v, faces, process=False).volume)
-                                        * 1e6, 1) for v in verts]
+                                        * CM3_PER_M3, 1) for v in verts]
     out["left_signfix_sum"] = float(np.abs(np.asarray(left["shapedirs"])[:, 0]
                                            - np.asarray(right["shapedirs"])[:, 0]).sum())
     out["file_bytes"] = {n: (model_dir / n).stat().st_size for n in ("MANO_RIGHT.pkl",
