@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from im2hands.geometry.frames import CM3_PER_M3, apply_transform, palm_frame
+from im2hands.geometry.frames import CM3_PER_M3, apply_transform, m_to_mm, palm_frame
 from im2hands.geometry.rotations import matrix_to_axis_angle_np
 from im2hands.hands.joint_orders import STANDARD_NAMES, STANDARD_PARENTS
 from im2hands.typing import Float, Tensor
@@ -103,12 +103,12 @@ def surface_extents(vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarr
             lateral = np.cross(axis, y)
             lateral /= np.linalg.norm(lateral)
             values.append(_width_through(mesh, a + frac * (b - a), lateral))
-        return float(np.mean(values)) * 1e3
+        return m_to_mm(float(np.mean(values)))
 
     return {
-        "past_wrist_mm": float(v[:, 0].max()) * 1e3,
-        "palm_width_mm": _width_through(mesh, 0.8 * 0.5 * (kp[5] + kp[17]), z) * 1e3,
-        "palm_thickness_mm": _width_through(mesh, 0.6 * kp[9], y) * 1e3,
+        "past_wrist_mm": m_to_mm(float(v[:, 0].max())),
+        "palm_width_mm": m_to_mm(_width_through(mesh, 0.8 * 0.5 * (kp[5] + kp[17]), z)),
+        "palm_thickness_mm": m_to_mm(_width_through(mesh, 0.6 * kp[9], y)),
         "proximal_width_mm": finger_width(_PROXIMAL, 0.5),
         "distal_width_mm": finger_width(_DISTAL, 0.4),
         "volume_cm3": signed_volume(vertices, faces) * CM3_PER_M3,
@@ -230,6 +230,6 @@ def fit_hand_model(model, target_vertices: np.ndarray, target_faces: np.ndarray,
     run(surface_steps, surface=True)
     with torch.no_grad():
         out = model(pose, shape, trans)
-        err = (out.keypoints - tk).norm(dim=-1).mean(dim=1) * 1e3
+        err = m_to_mm((out.keypoints - tk).norm(dim=-1).mean(dim=1))
     return FitResult(pose=pose.detach(), shape=shape.detach(), trans=trans.detach(), vertices=out.vertices,
                      keypoints=out.keypoints, keypoint_error_mm=err)

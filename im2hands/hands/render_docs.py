@@ -24,7 +24,7 @@ import torch
 import trimesh
 
 from im2hands.hands import builder
-from im2hands.geometry.frames import CM3_PER_M3
+from im2hands.geometry.frames import CM3_PER_M3, m_to_mm
 from im2hands.hands.constants import MANO_KINTREE_PARENTS
 from im2hands.utils.io import atomic_path
 
@@ -359,10 +359,10 @@ def measure_hand_model(model: dict[str, Any]) -> dict[str, Any]:
         "vertices": len(v), "faces": len(f), "watertight": bool(mesh.is_watertight),
         "winding_consistent": bool(mesh.is_winding_consistent),
         "euler_number": int(mesh.euler_number), "volume_cm3": mesh.volume * CM3_PER_M3,
-        "wrist_to_middle_tip_mm": float(np.linalg.norm(v[tips[2]] - joints[0])) * 1e3,
-        "palm_width_mm": float(np.ptp(v[band, 2])) * 1e3,
-        "palm_thickness_mm": _width_through(mesh, np.array([0.045, 0.0, 0.0]),
-                                            np.array([0.0, 1.0, 0.0])) * 1e3,
+        "wrist_to_middle_tip_mm": m_to_mm(float(np.linalg.norm(v[tips[2]] - joints[0]))),
+        "palm_width_mm": m_to_mm(float(np.ptp(v[band, 2]))),
+        "palm_thickness_mm": m_to_mm(_width_through(mesh, np.array([0.045, 0.0, 0.0]),
+                                                    np.array([0.0, 1.0, 0.0]))),
         "self_intersections": self_intersections(v, f),
     }
     names = ("index", "middle", "pinky", "ring", "thumb")
@@ -372,14 +372,14 @@ def measure_hand_model(model: dict[str, Any]) -> dict[str, Any]:
         tip = v[tip_of_chain[c]]
         lengths = [np.linalg.norm(j[1] - j[0]), np.linalg.norm(j[2] - j[1]),
                    np.linalg.norm(tip - j[2])]
-        out[f"{name}_lengths_mm"] = [round(float(x) * 1e3, 1) for x in lengths]
+        out[f"{name}_lengths_mm"] = [round(m_to_mm(float(x)), 1) for x in lengths]
         widths = []
         first = (j[1], j[2]) if name == "thumb" else (j[0], j[1])  # thumb: proximal phalanx
         for a, b, t in (first + (0.65,), (j[2], tip, 0.4)):
             axis = (b - a) / np.linalg.norm(b - a)
             lateral = np.cross(axis, [0.0, 1.0, 0.0])
             lateral /= np.linalg.norm(lateral)
-            widths.append(_width_through(mesh, a + t * (b - a), lateral) * 1e3)
+            widths.append(m_to_mm(_width_through(mesh, a + t * (b - a), lateral)))
         out[f"{name}_widths_mm"] = [round(w, 1) for w in widths]
     return out
 
