@@ -42,7 +42,7 @@ from im2hands.geometry.crops import (
 from im2hands.extraction.inputs import placeholder_hand
 from im2hands.extraction.keypoints import EstimatedHands, refine_keypoints
 from im2hands.geometry.frames import MIDDLE_MCP, WRIST
-from im2hands.geometry.placement import default_intrinsics, place_hands
+from im2hands.geometry.placement import HAND_SIZE_MEASURES, SHARED_SCALE_MEANS, default_intrinsics, place_hands, shared_scale
 from im2hands.hands.constants import SIDES
 from im2hands.models.base import KeypointRefinement
 from im2hands.typing import Float, Tensor
@@ -151,6 +151,11 @@ class HandCropPipeline:
             the other hand of a pair around a hand found alone (``()``: none).
         repaint: look again with the found hands painted over.
         dedup_iou: two hands whose keypoint boxes overlap more are one.
+        shared_scale: ``none``: each hand is placed with its own predicted metric size; else
+            both hands of a pair are given the ``geometric`` or ``arithmetic`` mean of their
+            sizes before placement (:func:`~im2hands.geometry.placement.shared_scale`).
+        size_measure: the size ``shared_scale`` compares (``palm`` or ``bones``,
+            :func:`~im2hands.geometry.placement.hand_size`).
         refiner: optional stage-3 keypoint refinement of the placed keypoints
             (:func:`~im2hands.extraction.keypoints.refine_keypoints`).
     """
@@ -171,10 +176,17 @@ class HandCropPipeline:
         probe_angles: tuple[float, ...] = (60.0, 90.0, 120.0, 180.0, 240.0, 270.0, 300.0),
         repaint: bool = True,
         dedup_iou: float = 0.3,
+        shared_scale: str = "none",
+        size_measure: str = "palm",
         refiner: KeypointRefinement | None = None,
     ) -> None:
         if passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2, got {passes}")
+        if shared_scale not in ("none",) + SHARED_SCALE_MEANS:
+            raise ValueError(f"shared_scale must be one of {('none',) + SHARED_SCALE_MEANS}, got {shared_scale!r}")
+        if size_measure not in HAND_SIZE_MEASURES:
+            raise ValueError(f"size_measure must be one of {HAND_SIZE_MEASURES}, got {size_measure!r}")
+        self.shared_scale, self.size_measure = shared_scale, size_measure
         self.detector, self.crop_net = detector, crop_net
         self.focal, self.focal_factor = focal, float(focal_factor)
         self.passes, self.crop_scale = passes, float(crop_scale)
@@ -294,6 +306,17 @@ class HandCropPipeline:
                 out[:, c:d, a:b] = fill[:, None, None]
         return out
 
+    def place(self, keypoints_2d: np.ndarray, rel: np.ndarray, K: np.ndarray, valid: np.ndarray):
+        """Both hands in the camera frame (step 5): ``keypoints_2d`` (2, 21, 2) pixels, ``rel``
+        (2, 21, 3) wrist-relative metres in the camera's orientation, ``valid`` (2,); with
+        ``shared_scale``, a pair first gets one common metric size. Returns the batch-1
+        :class:`~im2hands.geometry.placement.Placement`."""
+        rel_t, ok = torch.from_numpy(np.asarray(rel, np.float64))[None], torch.from_numpy(np.asarray(valid, bool))[None]
+        if self.shared_scale != "none":
+            rel_t = rel_t * shared_scale(rel_t, ok, mean=self.shared_scale, measure=self.size_measure)[..., None, None]
+        uv = torch.from_numpy(np.nan_to_num(np.asarray(keypoints_2d, np.float64)))[None]
+        return place_hands(uv, rel_t, torch.from_numpy(np.asarray(K, np.float64))[None], valid=ok, prior_weight=0.0)
+
     # ------------------------------------------------------------------ call
 
     @torch.no_grad()
@@ -340,9 +363,7 @@ class HandCropPipeline:
         keypoints = np.full((2, 21, 3), np.nan)
         reproj = np.full(2, np.nan)
         if valid.any():
-            uv = torch.from_numpy(np.nan_to_num(keypoints_2d))[None]
-            placed = place_hands(uv, torch.from_numpy(rel)[None], torch.from_numpy(K)[None],
-                                 valid=torch.from_numpy(valid)[None], prior_weight=0.0)  # fmt: skip
+            placed = self.place(keypoints_2d, rel, K, valid)
             keypoints = np.where(valid[:, None, None], placed.keypoints[0].numpy(), np.nan)
             reproj = np.where(valid, placed.reprojection_px[0].numpy(), np.nan)
         refined = self.refiner is not None and bool(valid.any())

@@ -44,6 +44,8 @@ __all__ = [
     "default_intrinsics",
     "place_hands",
     "place_hand",
+    "hand_size",
+    "shared_scale",
 ]
 
 DEFAULT_FOCAL_FACTOR: float = 1.2
@@ -52,6 +54,13 @@ field of view of about 45 degrees, a common phone or webcam lens). The synthetic
 crops use about 2.15 (550 px at 256 px); crops of wider images have larger factors."""
 DEFAULT_PRIOR_WEIGHT: float = 4.0
 """Weight of the relative-translation prior, in joints' worth of reprojection evidence."""
+SHARED_SCALE_MEANS: tuple[str, ...] = ("geometric", "arithmetic")
+"""How :func:`shared_scale` combines two hands' sizes."""
+HAND_SIZE_MEASURES: tuple[str, ...] = ("palm", "bones")
+"""What :func:`hand_size` measures: ``palm``, the mean wrist -> finger-base (MCP) distance of the
+four fingers; ``bones``, the summed length of the skeleton's 20 bones (``standard`` order)."""
+_PALM = (5, 9, 13, 17)  # index, middle, ring, pinky bases in ``standard`` order (the wrist is 0)
+_PARENTS = (-1,) + tuple(0 if j == 0 else 1 + 4 * f + j - 1 for f in range(5) for j in range(4))  # standard order
 _DAMPING = 1e-12
 _MIN_DEPTH = 1e-3  # metres; depths are clamped to this in the Gauss-Newton Jacobian
 
@@ -266,3 +275,58 @@ def place_hand(
     """One hand's absolute wrist position (:func:`place_hands` with ``H = 1``)."""
     w = None if weights is None else weights[:, None]
     return place_hands(uv[:, None], rel[:, None], K, weights=w, gn_steps=gn_steps).wrist[:, 0]
+
+
+def hand_size(keypoints: Float[Tensor, "... 21 3"], measure: str = "palm") -> Float[Tensor, "..."]:
+    """A hand's metric size from its 21 keypoints (``standard`` order, metres): ``palm``, the mean
+    wrist -> MCP distance of the four fingers, or ``bones``, the summed length of the 20 bones
+    (:data:`HAND_SIZE_MEASURES`)."""
+    if keypoints.shape[-2:] != (21, 3):
+        raise ValueError(f"expected keypoints of shape (..., 21, 3), got {tuple(keypoints.shape)}")
+    if measure == "palm":
+        return (keypoints[..., list(_PALM), :] - keypoints[..., :1, :]).norm(dim=-1).mean(-1)
+    if measure == "bones":
+        child = list(range(1, 21))
+        return (keypoints[..., child, :] - keypoints[..., [_PARENTS[j] for j in child], :]).norm(dim=-1).sum(-1)
+    raise ValueError(f"unknown hand size measure {measure!r}; expected one of {HAND_SIZE_MEASURES}")
+
+
+def shared_scale(
+    rel: Float[Tensor, "B 2 21 3"],
+    valid: Bool[Tensor, "B 2"] | None = None,
+    *,
+    mean: str = "geometric",
+    measure: str = "palm",
+) -> Float[Tensor, "B 2"]:
+    """Factors that give both hands of a pair one common metric size (one person's hands).
+
+    Placement turns a hand's metric size into its depth (scaling ``rel`` by ``c`` scales the
+    fitted position by ``c`` and leaves the 2D fit as it is), so two independently predicted
+    sizes put two independent errors into the hands' relative depth. Multiplying each hand's
+    ``rel`` by its factor gives both the ``mean`` (:data:`SHARED_SCALE_MEANS`) of their sizes
+    (:func:`hand_size` with ``measure``); their depth ratio then comes from their 2D sizes alone.
+
+    Args:
+        rel: ``(B, 2, 21, 3)`` root-relative keypoints (left, right; metres, ``standard`` order).
+        valid: ``(B, 2)`` hands present (default all).
+        mean: ``geometric`` or ``arithmetic``.
+        measure: the size (:func:`hand_size`).
+
+    Returns:
+        ``(B, 2)`` factors; 1 for both hands where fewer than two valid hands have a positive,
+        finite size.
+    """
+    if rel.dim() != 4 or rel.shape[1:] != (2, 21, 3):
+        raise ValueError(f"expected rel of shape (B, 2, 21, 3), got {tuple(rel.shape)}")
+    if mean not in SHARED_SCALE_MEANS:
+        raise ValueError(f"unknown mean {mean!r}; expected one of {SHARED_SCALE_MEANS}")
+    size = hand_size(rel, measure)  # (B, 2)
+    ok = torch.isfinite(size) & (size > 0)
+    if valid is not None:
+        if valid.shape != size.shape:
+            raise ValueError(f"expected valid of shape {tuple(size.shape)}, got {tuple(valid.shape)}")
+        ok = ok & valid.bool()
+    both = ok.all(-1)  # (B,)
+    safe = torch.where(ok, size, torch.ones_like(size))
+    common = safe.log().mean(-1).exp() if mean == "geometric" else safe.mean(-1)  # (B,)
+    return torch.where(both[:, None], common[:, None] / safe, torch.ones_like(safe))

@@ -205,3 +205,46 @@ def test_all_searches_on_an_empty_image():
     detector = SalientOnlyDetector([(100, 100)])
     found = HandCropPipeline(detector, FakeCropNet({}), scan=(0.5,), repaint=True)(_u8(image), K)
     assert found.joints == {} and found.candidates == 0 and detector.calls == 1
+
+
+class MisSizedCropNet(FakeCropNet):
+    """The fake network with each side's metric keypoints scaled (a wrong predicted hand size)."""
+
+    def __init__(self, hands, factors):
+        super().__init__(hands)
+        self.factors = factors
+
+    def __call__(self, crops):
+        pred = super().__call__(crops)
+        f = torch.tensor([self.factors["right" if r > 0.5 else "left"] if p > 0 else 1.0
+                          for p, r in zip(pred.presence.tolist(), pred.right_prob.tolist())])  # fmt: skip
+        pred.keypoints_3d = pred.keypoints_3d * f[:, None, None]
+        return pred
+
+
+@pytest.mark.parametrize("sides", [("left", "right"), ("right",)])
+def test_shared_scale_puts_mis_sized_hands_at_consistent_depths(sides):
+    image, hands = _scene(sides)
+    net = MisSizedCropNet(hands, {"left": 0.8, "right": 1.25})
+    kw = dict(scan=(), probe_angles=(), repaint=False)
+    own = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, **kw)(_u8(image), K)
+    shared = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, shared_scale="geometric", **kw)(_u8(image), K)
+    assert np.abs(shared.keypoints_2d - own.keypoints_2d)[np.isfinite(own.keypoints_2d)].max() == 0.0
+    if len(sides) == 1:  # a hand alone keeps its own size
+        assert np.allclose(shared.joints["right"], own.joints["right"])
+        assert np.linalg.norm(own.joints["right"][0] - hands["right"][0]) > 0.1
+        return
+    err = {name: np.linalg.norm((f.joints["left"][0] - f.joints["right"][0]) - (hands["left"][0] - hands["right"][0]))
+           for name, f in (("own", own), ("shared", shared))}  # fmt: skip
+    assert err["own"] > 0.2 and err["shared"] < 0.01  # metres: the sizes' product is 1, the hands equal up to noise
+    # both hands now have one palm length, and their 2D fits did not change
+    palm = [np.linalg.norm(shared.joints[s][[5, 9, 13, 17]] - shared.joints[s][0], axis=-1).mean() for s in sides]
+    assert palm[0] == pytest.approx(palm[1])
+    assert np.allclose(shared.reprojection_px, own.reprojection_px, atol=1e-6)
+
+
+def test_shared_scale_bad_arguments():
+    with pytest.raises(ValueError, match="shared_scale"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}), shared_scale="median")
+    with pytest.raises(ValueError, match="size_measure"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}), size_measure="span")
