@@ -19,8 +19,9 @@
    overlapping more than ``dedup_iou``) merged, and at most one left and one right hand kept:
    the pair that best agrees with the network's right-hand probabilities.
 5. **Placement**: each hand's 3D keypoints are turned into the camera's orientation and its
-   absolute position solved from its 2D keypoints and the intrinsics
-   (:func:`~im2hands.geometry.placement.place_hands`).
+   absolute position solved from its 2D keypoints and the intrinsics; both hands of a pair
+   get one metric size and wrist depth, those of the hand that fits its 2D keypoints better
+   (``pair_scale``, ``pair_depth``; :func:`~im2hands.geometry.placement.place_pair`).
 
 The networks are callables described by :class:`HandDetector` and :class:`CropNet`;
 :mod:`im2hands.extraction.mediapipe_hands` wraps MediaPipe's (real-photo trained) networks.
@@ -42,7 +43,7 @@ from im2hands.geometry.crops import (
 from im2hands.extraction.inputs import placeholder_hand
 from im2hands.extraction.keypoints import EstimatedHands, refine_keypoints
 from im2hands.geometry.frames import MIDDLE_MCP, WRIST
-from im2hands.geometry.placement import HAND_SIZE_MEASURES, SHARED_SCALE_MEANS, default_intrinsics, place_hands, shared_scale
+from im2hands.geometry.placement import HAND_SIZE_MEASURES, SHARED_SCALE_MEANS, default_intrinsics, place_pair
 from im2hands.hands.constants import SIDES
 from im2hands.models.base import KeypointRefinement
 from im2hands.typing import Float, Tensor
@@ -151,10 +152,13 @@ class HandCropPipeline:
             the other hand of a pair around a hand found alone (``()``: none).
         repaint: look again with the found hands painted over.
         dedup_iou: two hands whose keypoint boxes overlap more are one.
-        shared_scale: ``none``: each hand is placed with its own predicted metric size; else
-            both hands of a pair are given the ``geometric`` or ``arithmetic`` mean of their
-            sizes before placement (:func:`~im2hands.geometry.placement.shared_scale`).
-        size_measure: the size ``shared_scale`` compares (``palm`` or ``bones``,
+        pair_scale: ``own``: each hand is placed with its own predicted metric size; else both
+            hands of a pair get one size: the ``geometric`` or ``arithmetic`` mean of theirs, or
+            (``best``, the default) that of the hand whose 3D shape fits its 2D keypoints
+            better (:func:`~im2hands.geometry.placement.place_pair`).
+        pair_depth: with ``pair_scale``, also put the pair's wrists at one depth (the better
+            fitting hand's for ``best``), each on its own ray.
+        size_measure: the size ``pair_scale`` compares (``palm`` or ``bones``,
             :func:`~im2hands.geometry.placement.hand_size`).
         refiner: optional stage-3 keypoint refinement of the placed keypoints
             (:func:`~im2hands.extraction.keypoints.refine_keypoints`).
@@ -176,17 +180,18 @@ class HandCropPipeline:
         probe_angles: tuple[float, ...] = (60.0, 90.0, 120.0, 180.0, 240.0, 270.0, 300.0),
         repaint: bool = True,
         dedup_iou: float = 0.3,
-        shared_scale: str = "none",
-        size_measure: str = "palm",
+        pair_scale: str = "best",
+        pair_depth: bool = True,
+        size_measure: str = "bones",
         refiner: KeypointRefinement | None = None,
     ) -> None:
         if passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2, got {passes}")
-        if shared_scale not in ("none",) + SHARED_SCALE_MEANS:
-            raise ValueError(f"shared_scale must be one of {('none',) + SHARED_SCALE_MEANS}, got {shared_scale!r}")
+        if pair_scale not in ("own",) + SHARED_SCALE_MEANS:
+            raise ValueError(f"pair_scale must be one of {('own',) + SHARED_SCALE_MEANS}, got {pair_scale!r}")
         if size_measure not in HAND_SIZE_MEASURES:
             raise ValueError(f"size_measure must be one of {HAND_SIZE_MEASURES}, got {size_measure!r}")
-        self.shared_scale, self.size_measure = shared_scale, size_measure
+        self.pair_scale, self.pair_depth, self.size_measure = pair_scale, bool(pair_depth), size_measure
         self.detector, self.crop_net = detector, crop_net
         self.focal, self.focal_factor = focal, float(focal_factor)
         self.passes, self.crop_scale = passes, float(crop_scale)
@@ -308,14 +313,13 @@ class HandCropPipeline:
 
     def place(self, keypoints_2d: np.ndarray, rel: np.ndarray, K: np.ndarray, valid: np.ndarray):
         """Both hands in the camera frame (step 5): ``keypoints_2d`` (2, 21, 2) pixels, ``rel``
-        (2, 21, 3) wrist-relative metres in the camera's orientation, ``valid`` (2,); with
-        ``shared_scale``, a pair first gets one common metric size. Returns the batch-1
+        (2, 21, 3) wrist-relative metres in the camera's orientation, ``valid`` (2,); a pair
+        consistently (``pair_scale``, ``pair_depth``). Returns the batch-1
         :class:`~im2hands.geometry.placement.Placement`."""
         rel_t, ok = torch.from_numpy(np.asarray(rel, np.float64))[None], torch.from_numpy(np.asarray(valid, bool))[None]
-        if self.shared_scale != "none":
-            rel_t = rel_t * shared_scale(rel_t, ok, mean=self.shared_scale, measure=self.size_measure)[..., None, None]
         uv = torch.from_numpy(np.nan_to_num(np.asarray(keypoints_2d, np.float64)))[None]
-        return place_hands(uv, rel_t, torch.from_numpy(np.asarray(K, np.float64))[None], valid=ok, prior_weight=0.0)
+        return place_pair(uv, rel_t, torch.from_numpy(np.asarray(K, np.float64))[None], valid=ok, scale=self.pair_scale,
+                          same_depth=self.pair_depth, measure=self.size_measure)  # fmt: skip
 
     # ------------------------------------------------------------------ call
 

@@ -45,6 +45,7 @@ __all__ = [
     "place_hands",
     "place_hand",
     "hand_size",
+    "place_pair",
     "shared_scale",
 ]
 
@@ -54,8 +55,9 @@ field of view of about 45 degrees, a common phone or webcam lens). The synthetic
 crops use about 2.15 (550 px at 256 px); crops of wider images have larger factors."""
 DEFAULT_PRIOR_WEIGHT: float = 4.0
 """Weight of the relative-translation prior, in joints' worth of reprojection evidence."""
-SHARED_SCALE_MEANS: tuple[str, ...] = ("geometric", "arithmetic")
-"""How :func:`shared_scale` combines two hands' sizes."""
+SHARED_SCALE_MEANS: tuple[str, ...] = ("geometric", "arithmetic", "best")
+"""How :func:`shared_scale` chooses two hands' common size: a mean of their sizes, or the size of
+the hand that fits its 2D keypoints better."""
 HAND_SIZE_MEASURES: tuple[str, ...] = ("palm", "bones")
 """What :func:`hand_size` measures: ``palm``, the mean wrist -> finger-base (MCP) distance of the
 four fingers; ``bones``, the summed length of the skeleton's 20 bones (``standard`` order)."""
@@ -297,20 +299,25 @@ def shared_scale(
     *,
     mean: str = "geometric",
     measure: str = "palm",
+    fit_error: Float[Tensor, "B 2"] | None = None,
 ) -> Float[Tensor, "B 2"]:
     """Factors that give both hands of a pair one common metric size (one person's hands).
 
     Placement turns a hand's metric size into its depth (scaling ``rel`` by ``c`` scales the
     fitted position by ``c`` and leaves the 2D fit as it is), so two independently predicted
     sizes put two independent errors into the hands' relative depth. Multiplying each hand's
-    ``rel`` by its factor gives both the ``mean`` (:data:`SHARED_SCALE_MEANS`) of their sizes
-    (:func:`hand_size` with ``measure``); their depth ratio then comes from their 2D sizes alone.
+    ``rel`` by its factor gives both hands one size (:func:`hand_size` with ``measure``): the
+    ``geometric`` or ``arithmetic`` mean of their sizes, or (``best``) the size of the hand
+    with the lower ``fit_error`` (:data:`SHARED_SCALE_MEANS`).
 
     Args:
         rel: ``(B, 2, 21, 3)`` root-relative keypoints (left, right; metres, ``standard`` order).
         valid: ``(B, 2)`` hands present (default all).
-        mean: ``geometric`` or ``arithmetic``.
+        mean: ``geometric``, ``arithmetic`` or ``best``.
         measure: the size (:func:`hand_size`).
+        fit_error: ``(B, 2)`` how badly each hand's 3D shape fits its 2D keypoints (lower is
+            better; :func:`place_pair` uses the RMS reprojection error over the hand's 2D
+            extent); needed for ``best`` (a tie or NaN keeps the left hand's size).
 
     Returns:
         ``(B, 2)`` factors; 1 for both hands where fewer than two valid hands have a positive,
@@ -328,5 +335,76 @@ def shared_scale(
         ok = ok & valid.bool()
     both = ok.all(-1)  # (B,)
     safe = torch.where(ok, size, torch.ones_like(size))
-    common = safe.log().mean(-1).exp() if mean == "geometric" else safe.mean(-1)  # (B,)
+    if mean == "best":
+        if fit_error is None or fit_error.shape != size.shape:
+            raise ValueError(f"mean 'best' needs fit_error of shape {tuple(size.shape)}")
+        ref = _reference(fit_error)
+        common = safe.gather(1, ref[:, None])[:, 0]
+    else:
+        common = safe.log().mean(-1).exp() if mean == "geometric" else safe.mean(-1)  # (B,)
     return torch.where(both[:, None], common[:, None] / safe, torch.ones_like(safe))
+
+
+def _reference(fit_error: Tensor) -> Tensor:
+    """(B,) index of the hand with the lower fit error (0 on ties and NaN)."""
+    e = torch.nan_to_num(fit_error.to(torch.float64), nan=float("inf"))
+    return (e[:, 1] < e[:, 0]).long()
+
+
+def place_pair(
+    uv: Float[Tensor, "B 2 J 2"],
+    rel: Float[Tensor, "B 2 J 3"],
+    K: Float[Tensor, "B 3 3"],
+    *,
+    valid: Bool[Tensor, "B 2"] | None = None,
+    scale: str = "best",
+    same_depth: bool = True,
+    measure: str = "bones",
+    gn_steps: int = 3,
+) -> Placement:
+    """Both hands of one person placed consistently (two-hand placement of the crop pipeline).
+
+    1. Each hand is placed alone (:func:`place_hands`, no prior).
+    2. ``scale`` (``own``: stop here; else :func:`shared_scale`'s ``mean``): both hands get one
+       metric size and are placed again; for ``best`` the size of the hand whose 3D shape fits
+       its 2D keypoints better (RMS reprojection error / the hand's 2D extent), which keeps its
+       placement. Their 2D fits do not change.
+    3. ``same_depth``: the other hand is moved along its fitted wrist's ray (the wrist's
+       projection stays) to the reference hand's wrist depth (``best``), or both to the geometric
+       mean of the two wrist depths. An interacting pair's wrists lie a few centimetres apart
+       in depth, closer than the 2D sizes of a badly fitted hand tell; the moved hand's 2D fit
+       gets worse by its depth change (``reprojection_px`` says how much).
+
+    A pair where a hand is missing, or either wrist is not in front of the camera, is placed
+    as in step 1. Returns :class:`Placement` like :func:`place_hands`.
+    """
+    if scale not in ("own",) + SHARED_SCALE_MEANS:
+        raise ValueError(f"scale must be one of {('own',) + SHARED_SCALE_MEANS}, got {scale!r}")
+    if uv.dim() != 4 or uv.shape[1] != 2:
+        raise ValueError(f"expected uv of shape (B, 2, J, 2), got {tuple(uv.shape)}")
+    own = place_hands(uv, rel, K, valid=valid, prior_weight=0.0, gn_steps=gn_steps)
+    if scale == "own":
+        return own
+    dt = rel.dtype
+    extent = (uv.amax(-2) - uv.amin(-2)).amax(-1).to(torch.float64).clamp(min=1e-9)  # (B, 2) pixels
+    fit_error = own.reprojection_px.to(torch.float64) / extent
+    f = shared_scale(rel, own.fitted, mean=scale, measure=measure, fit_error=fit_error).to(dt)  # (B, 2)
+    rel = rel * f[..., None, None]
+    placed = place_hands(uv, rel, K, valid=valid, prior_weight=0.0, gn_steps=gn_steps)
+    if not same_depth:
+        return placed
+    T = placed.wrist.to(torch.float64)
+    z = T[..., 2]  # (B, 2)
+    both = placed.fitted.all(-1) & (z > _MIN_DEPTH).all(-1) & torch.isfinite(z).all(-1)
+    zs = z.clamp(min=_MIN_DEPTH)
+    if scale == "best":
+        target = zs.gather(1, _reference(fit_error)[:, None])[:, 0]
+    else:
+        target = zs.log().mean(-1).exp()
+    T = torch.where(both[:, None, None], T * (target[:, None] / zs)[..., None], T)
+    P = rel.to(torch.float64) + T[:, :, None]
+    proj = P @ K.to(torch.float64).transpose(-1, -2)[:, None]
+    r = proj[..., :2] / proj[..., 2:].clamp(min=_MIN_DEPTH) - uv.to(torch.float64)
+    rms = r.square().sum(-1).mean(-1).sqrt()
+    rms = torch.where(placed.fitted, rms, torch.full_like(rms, float("nan")))
+    return Placement(wrist=T.to(dt), keypoints=P.to(dt), reprojection_px=rms.to(dt), fitted=placed.fitted)

@@ -12,6 +12,7 @@ import torch
 from im2hands.extraction.hand_crops import CropPrediction, Detections, HandCropPipeline, assign_sides
 from im2hands.geometry.crops import square_windows, tile_centres
 from im2hands.geometry.crops import Roi
+from im2hands.geometry.placement import hand_size
 
 H, W, S = 240, 320, 64
 K = np.array([[400.0, 0.0, W / 2], [0.0, 400.0, H / 2], [0.0, 0.0, 1.0]])
@@ -120,7 +121,7 @@ def _check(found, hands, atol_px, atol_m):
 def test_detected_hands_come_back_in_camera_frame_with_sides(passes):
     image, hands = _scene()
     pipe = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), FakeCropNet(hands), passes=passes, scan=(),
-                            probe_angles=(), repaint=False)
+                            probe_angles=(), repaint=False, pair_scale="own")  # each hand's own size: exact
     _check(pipe(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)  # 8-bit coordinates: a little rounding
 
 
@@ -193,7 +194,7 @@ def test_painting_over_the_found_hand_finds_the_other():
     image, hands = _scene()
     centres = [(90, 180), (230, 170)]  # wrists: under the hands' labels
     detector = SalientOnlyDetector(centres)
-    found = HandCropPipeline(detector, FakeCropNet(hands), scan=(), probe_angles=(), repaint=True)(_u8(image), K)
+    found = HandCropPipeline(detector, FakeCropNet(hands), scan=(), probe_angles=(), repaint=True, pair_scale="own")(_u8(image), K)
     _check(found, hands, atol_px=0.3, atol_m=2e-3)
     assert detector.calls == 2
     one = HandCropPipeline(SalientOnlyDetector(centres), FakeCropNet(hands), scan=(), probe_angles=(), repaint=False)(_u8(image), K)
@@ -223,28 +224,33 @@ class MisSizedCropNet(FakeCropNet):
 
 
 @pytest.mark.parametrize("sides", [("left", "right"), ("right",)])
-def test_shared_scale_puts_mis_sized_hands_at_consistent_depths(sides):
+def test_pair_placement_gives_mis_sized_hands_one_size_and_depth(sides):
     image, hands = _scene(sides)
     net = MisSizedCropNet(hands, {"left": 0.8, "right": 1.25})
     kw = dict(scan=(), probe_angles=(), repaint=False)
-    own = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, **kw)(_u8(image), K)
-    shared = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, shared_scale="geometric", **kw)(_u8(image), K)
-    assert np.abs(shared.keypoints_2d - own.keypoints_2d)[np.isfinite(own.keypoints_2d)].max() == 0.0
-    if len(sides) == 1:  # a hand alone keeps its own size
-        assert np.allclose(shared.joints["right"], own.joints["right"])
-        assert np.linalg.norm(own.joints["right"][0] - hands["right"][0]) > 0.1
+    own = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, pair_scale="own", **kw)(_u8(image), K)
+    pair = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, **kw)(_u8(image), K)  # default: best + depth
+    assert np.abs(pair.keypoints_2d - own.keypoints_2d)[np.isfinite(own.keypoints_2d)].max() == 0.0
+    if len(sides) == 1:  # a hand alone keeps its own size and place
+        assert np.allclose(pair.joints["right"], own.joints["right"])
+        assert np.linalg.norm(own.joints["right"][0] - hands["right"][0]) > 0.1  # 1.25 x too far
         return
-    err = {name: np.linalg.norm((f.joints["left"][0] - f.joints["right"][0]) - (hands["left"][0] - hands["right"][0]))
-           for name, f in (("own", own), ("shared", shared))}  # fmt: skip
-    assert err["own"] > 0.2 and err["shared"] < 0.01  # metres: the sizes' product is 1, the hands equal up to noise
-    # both hands now have one palm length, and their 2D fits did not change
-    palm = [np.linalg.norm(shared.joints[s][[5, 9, 13, 17]] - shared.joints[s][0], axis=-1).mean() for s in sides]
-    assert palm[0] == pytest.approx(palm[1])
-    assert np.allclose(shared.reprojection_px, own.reprojection_px, atol=1e-6)
+    size = {name: [float(hand_size(torch.from_numpy(f[s]), "bones")) for s in sides]
+            for name, f in (("true", hands), ("own", own.joints), ("pair", pair.joints))}  # fmt: skip
+    assert size["own"][0] / size["true"][0] == pytest.approx(0.8, rel=1e-3)
+    assert size["own"][1] / size["true"][1] == pytest.approx(1.25, rel=1e-3)
+    assert size["pair"][0] == pytest.approx(size["pair"][1], rel=1e-9)
+    ref = [s for s in range(2) if np.allclose(pair.joints[sides[s]], own.joints[sides[s]])]
+    assert len(ref) == 1  # the better-fitting hand keeps its placement, the other takes its size and wrist depth
+    other = 1 - ref[0]
+    assert pair.joints[sides[other]][0, 2] == pytest.approx(pair.joints[sides[ref[0]]][0, 2])
+    w = pair.joints[sides[other]][0] @ K.T
+    assert np.allclose(w[:2] / w[2], (own.joints[sides[other]][0] @ K.T)[:2] / (own.joints[sides[other]][0] @ K.T)[2])
+    assert pair.reprojection_px[ref[0]] == pytest.approx(own.reprojection_px[ref[0]])
 
 
-def test_shared_scale_bad_arguments():
-    with pytest.raises(ValueError, match="shared_scale"):
-        HandCropPipeline(FakeDetector(), FakeCropNet({}), shared_scale="median")
+def test_pair_placement_bad_arguments():
+    with pytest.raises(ValueError, match="pair_scale"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}), pair_scale="median")
     with pytest.raises(ValueError, match="size_measure"):
         HandCropPipeline(FakeDetector(), FakeCropNet({}), size_measure="span")
