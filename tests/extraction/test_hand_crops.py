@@ -59,9 +59,11 @@ class FakeCropNet:
     def __init__(self, hands):
         self.hands = hands
         self.calls = 0
+        self.batches: list[int] = []
 
     def __call__(self, crops):
         self.calls += len(crops)
+        self.batches.append(len(crops))
         q = torch.stack(torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="xy"), -1).reshape(-1, 2).double()
         out = {k: [] for k in ("kp2", "kp3", "presence", "right")}
         for crop in crops.double():
@@ -254,3 +256,27 @@ def test_pair_placement_bad_arguments():
         HandCropPipeline(FakeDetector(), FakeCropNet({}), pair_scale="median")
     with pytest.raises(ValueError, match="size_measure"):
         HandCropPipeline(FakeDetector(), FakeCropNet({}), size_measure="span")
+
+
+@pytest.mark.parametrize("crop_batch", [1, 3, 100])
+def test_crop_batches_and_reused_search_crops_give_the_same_hands(crop_batch):
+    """The scan's and the probes' crops are not run again as the first pass, and batching the
+    crops changes nothing: the right hand is found by the scan, the left one (no detector) not."""
+    image, hands = _scene(("right",))
+    kw = dict(scan=(0.6, 0.9), probe_angles=(90.0, 180.0), repaint=False)
+    net = FakeCropNet(hands)
+    found = HandCropPipeline(FakeDetector([]), net, crop_batch=crop_batch, **kw)(_u8(image), K)
+    _check(found, hands, atol_px=0.3, atol_m=2e-3)
+    windows = len(square_windows(H, W, (0.6, 0.9)))
+    # scan windows, then only the second pass of its candidates, then the two probes (no other side found)
+    assert net.calls == windows + found.candidates + 2
+    assert max(net.batches) <= crop_batch and len(net.batches) >= -(-windows // crop_batch)
+    scan = net.batches[: -(-windows // crop_batch)]  # the scan's windows in even batches
+    assert sum(scan) == windows and max(scan) - min(scan) <= 1
+    ref = HandCropPipeline(FakeDetector([]), FakeCropNet(hands), crop_batch=1, **kw)(_u8(image), K)
+    assert np.array_equal(found.keypoints, ref.keypoints, equal_nan=True) and found.candidates == ref.candidates
+
+
+def test_crop_batch_must_be_positive():
+    with pytest.raises(ValueError, match="crop_batch"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}), crop_batch=0)
