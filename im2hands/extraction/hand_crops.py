@@ -157,7 +157,8 @@ class HandCropPipeline:
         repaint: look again with the found hands painted over.
         dedup_iou: two hands whose keypoint boxes overlap more are one.
         crop_batch: at most this many crops per crop-network call (a search's crops run in
-            batches of this size; measured fastest on the CPU: 4-8).
+            even batches of at most this size: on the CPU one call on 26 crops took about 1.5x
+            the time per crop of calls on 1-13; docs/benchmarks.md).
         pair_scale: ``own``: each hand is placed with its own predicted metric size; else both
             hands of a pair get one size: the ``geometric`` or ``arithmetic`` mean of theirs, or
             (``best``, the default) that of the hand whose 3D shape fits its 2D keypoints
@@ -226,8 +227,8 @@ class HandCropPipeline:
         3) metres in the camera's orientation relative to the wrist, ``presence`` (B,),
         ``right_prob`` (B,) of the image's hand (mirrored crops turned around)."""
         size = int(self.crop_net.input_size)
-        n = len(roi)
-        bounds = [round(i * n / -(-n // self.crop_batch)) for i in range(-(-n // self.crop_batch) + 1)]  # even batches
+        n, calls = len(roi), -(-len(roi) // self.crop_batch)
+        bounds = [round(i * n / calls) for i in range(calls + 1)]  # even batches
         parts = [self.crop_net(crop_images(image, roi[torch.arange(a, b)], size)) for a, b in zip(bounds[:-1], bounds[1:])]
         pred = parts[0] if len(parts) == 1 else CropPrediction(*(torch.cat(t) for t in zip(*(
             (p.keypoints_2d, p.keypoints_3d, p.presence, p.right_prob) for p in parts))))  # fmt: skip
