@@ -21,7 +21,7 @@
 5. **Placement**: each hand's 3D keypoints are turned into the camera's orientation and its
    absolute position solved from its 2D keypoints and the intrinsics; both hands of a pair
    get one metric size and wrist depth, those of the hand that fits its 2D keypoints better
-   (``pair_scale``, ``pair_depth``; :func:`~im2hands.geometry.placement.place_pair`).
+   (``pair_scale="best"``, ``pair_depth``; :func:`~im2hands.geometry.placement.place_pair`).
 
 The networks are callables described by :class:`HandDetector` and :class:`CropNet`;
 :mod:`im2hands.extraction.mediapipe_hands` wraps MediaPipe's (real-photo trained) networks.
@@ -162,7 +162,9 @@ class HandCropPipeline:
         pair_scale: ``own``: each hand is placed with its own predicted metric size; else both
             hands of a pair get one size: the ``geometric`` or ``arithmetic`` mean of theirs, or
             (``best``, the default) that of the hand whose 3D shape fits its 2D keypoints
-            better (:func:`~im2hands.geometry.placement.place_pair`).
+            better (:func:`~im2hands.geometry.placement.place_pair`; measured in
+            docs/estimator.md: with ``pair_depth`` it cuts MRRPE on renders and real photos,
+            at the cost of the moved hand's 2D fit).
         pair_depth: with ``pair_scale``, also put the pair's wrists at one depth (the better
             fitting hand's for ``best``), each on its own ray.
         size_measure: the size ``pair_scale`` compares (``palm`` or ``bones``,

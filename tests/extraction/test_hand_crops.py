@@ -231,7 +231,9 @@ def test_pair_placement_gives_mis_sized_hands_one_size_and_depth(sides):
     net = MisSizedCropNet(hands, {"left": 0.8, "right": 1.25})
     kw = dict(scan=(), probe_angles=(), repaint=False)
     own = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, pair_scale="own", **kw)(_u8(image), K)
-    pair = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, **kw)(_u8(image), K)  # default: best + depth
+    pair = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, pair_scale="best", **kw)(_u8(image), K)
+    default = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, **kw)(_u8(image), K)
+    assert np.array_equal(default.keypoints, pair.keypoints, equal_nan=True)  # the default (docs/estimator.md)
     assert np.abs(pair.keypoints_2d - own.keypoints_2d)[np.isfinite(own.keypoints_2d)].max() == 0.0
     if len(sides) == 1:  # a hand alone keeps its own size and place
         assert np.allclose(pair.joints["right"], own.joints["right"])
