@@ -19,8 +19,9 @@
    overlapping more than ``dedup_iou``) merged, and at most one left and one right hand kept:
    the pair that best agrees with the network's right-hand probabilities.
 5. **Placement**: each hand's 3D keypoints are turned into the camera's orientation and its
-   absolute position solved from its 2D keypoints and the intrinsics
-   (:func:`~im2hands.geometry.placement.place_hands`).
+   absolute position solved from its 2D keypoints and the intrinsics; both hands of a pair
+   get one metric size and wrist depth, those of the hand that fits its 2D keypoints better
+   (``pair_scale="best"``, ``pair_depth``; :func:`~im2hands.geometry.placement.place_pair`).
 
 The networks are callables described by :class:`HandDetector` and :class:`CropNet`;
 :mod:`im2hands.extraction.mediapipe_hands` wraps MediaPipe's (real-photo trained) networks.
@@ -42,7 +43,7 @@ from im2hands.geometry.crops import (
 from im2hands.extraction.inputs import placeholder_hand
 from im2hands.extraction.keypoints import EstimatedHands, refine_keypoints
 from im2hands.geometry.frames import MIDDLE_MCP, WRIST
-from im2hands.geometry.placement import default_intrinsics, place_hands
+from im2hands.geometry.placement import HAND_SIZE_MEASURES, SHARED_SCALE_MEANS, default_intrinsics, place_pair
 from im2hands.hands.constants import SIDES
 from im2hands.models.base import KeypointRefinement
 from im2hands.typing import Float, Tensor
@@ -54,11 +55,15 @@ __all__ = ["CropNet", "CropPrediction", "Detections", "HandCropPipeline", "HandD
 @dataclass
 class Detections:
     """Hand regions proposed in one image: ``roi`` (N regions, image pixels), ``scores`` (N,)
-    in [0, 1], and ``right_prob`` (N,) when the detector tells the side (else None)."""
+    in [0, 1], and ``right_prob`` (N,) when the detector tells the side (else None).
+    ``pred``: the crop network's outputs on exactly these regions (as the pipeline's
+    ``_predict`` gives them, with ``roi.mirror``) when a search already ran it (the scan, the
+    probes); the first crop pass reuses them instead of running the same crops again."""
 
     roi: Roi
     scores: Float[Tensor, "N"]
     right_prob: Float[Tensor, "N"] | None = None
+    pred: dict[str, Tensor] | None = None
 
     @staticmethod
     def empty() -> "Detections":
@@ -151,6 +156,19 @@ class HandCropPipeline:
             the other hand of a pair around a hand found alone (``()``: none).
         repaint: look again with the found hands painted over.
         dedup_iou: two hands whose keypoint boxes overlap more are one.
+        crop_batch: at most this many crops per crop-network call (a search's crops run in
+            even batches of at most this size: on the CPU one call on 26 crops took about 1.5x
+            the time per crop of calls on 1-13; docs/benchmarks.md).
+        pair_scale: ``own``: each hand is placed with its own predicted metric size; else both
+            hands of a pair get one size: the ``geometric`` or ``arithmetic`` mean of theirs, or
+            (``best``, the default) that of the hand whose 3D shape fits its 2D keypoints
+            better (:func:`~im2hands.geometry.placement.place_pair`; measured in
+            docs/estimator.md: with ``pair_depth`` it cuts MRRPE on renders and real photos,
+            at the cost of the moved hand's 2D fit).
+        pair_depth: with ``pair_scale``, also put the pair's wrists at one depth (the better
+            fitting hand's for ``best``), each on its own ray.
+        size_measure: the size ``pair_scale`` compares (``palm`` or ``bones``,
+            :func:`~im2hands.geometry.placement.hand_size`).
         refiner: optional stage-3 keypoint refinement of the placed keypoints
             (:func:`~im2hands.extraction.keypoints.refine_keypoints`).
     """
@@ -171,10 +189,22 @@ class HandCropPipeline:
         probe_angles: tuple[float, ...] = (60.0, 90.0, 120.0, 180.0, 240.0, 270.0, 300.0),
         repaint: bool = True,
         dedup_iou: float = 0.3,
+        crop_batch: int = 8,
+        pair_scale: str = "best",
+        pair_depth: bool = True,
+        size_measure: str = "bones",
         refiner: KeypointRefinement | None = None,
     ) -> None:
         if passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2, got {passes}")
+        if int(crop_batch) < 1:
+            raise ValueError(f"crop_batch must be at least 1, got {crop_batch}")
+        self.crop_batch = int(crop_batch)
+        if pair_scale not in ("own",) + SHARED_SCALE_MEANS:
+            raise ValueError(f"pair_scale must be one of {('own',) + SHARED_SCALE_MEANS}, got {pair_scale!r}")
+        if size_measure not in HAND_SIZE_MEASURES:
+            raise ValueError(f"size_measure must be one of {HAND_SIZE_MEASURES}, got {size_measure!r}")
+        self.pair_scale, self.pair_depth, self.size_measure = pair_scale, bool(pair_depth), size_measure
         self.detector, self.crop_net = detector, crop_net
         self.focal, self.focal_factor = focal, float(focal_factor)
         self.passes, self.crop_scale = passes, float(crop_scale)
@@ -199,7 +229,11 @@ class HandCropPipeline:
         3) metres in the camera's orientation relative to the wrist, ``presence`` (B,),
         ``right_prob`` (B,) of the image's hand (mirrored crops turned around)."""
         size = int(self.crop_net.input_size)
-        pred = self.crop_net(crop_images(image, roi, size))
+        n, calls = len(roi), -(-len(roi) // self.crop_batch)
+        bounds = [round(i * n / calls) for i in range(calls + 1)]  # even batches
+        parts = [self.crop_net(crop_images(image, roi[torch.arange(a, b)], size)) for a, b in zip(bounds[:-1], bounds[1:])]
+        pred = parts[0] if len(parts) == 1 else CropPrediction(*(torch.cat(t) for t in zip(*(
+            (p.keypoints_2d, p.keypoints_3d, p.presence, p.right_prob) for p in parts))))  # fmt: skip
         dt = roi.center.dtype
         uv = crop_to_image(pred.keypoints_2d.to(dt), roi, size)
         rel = crop_to_camera_orientation(pred.keypoints_3d.to(dt), roi)
@@ -219,7 +253,10 @@ class HandCropPipeline:
         roi = det.roi[order]
         side = None if det.right_prob is None else det.right_prob[order]
         roi.mirror = self._mirror(side, len(roi), image.device)
-        out = self._predict(image, roi)
+        if det.pred is not None and torch.equal(roi.flips(), det.roi[order].flips()):
+            out = {k: v[order] for k, v in det.pred.items()}  # the search ran these very crops
+        else:
+            out = self._predict(image, roi)
         if self.passes == 2:
             uv = out["uv"]
             roi = roi_from_points(uv, roi_angle(uv[:, WRIST], uv[:, MIDDLE_MCP]), scale=self.crop_scale, shift=(0.0, -0.1))
@@ -268,7 +305,7 @@ class HandCropPipeline:
         out = self._predict(image, roi)
         other = (out["right_prob"] - 0.5) * (found["right_prob"][0] - 0.5) < 0
         keep = torch.nonzero((out["presence"] >= self.scan_presence) & other)[:, 0]
-        return Detections(roi[keep], out["presence"][keep], out["right_prob"][keep])
+        return Detections(roi[keep], out["presence"][keep], out["right_prob"][keep], {k: v[keep] for k, v in out.items()})
 
     def _scan(self, image: Tensor) -> Detections:
         """Candidates from the crop network on overlapping axis-aligned windows (``scan``)."""
@@ -276,9 +313,9 @@ class HandCropPipeline:
         if len(roi) == 0:
             return Detections.empty()
         roi.mirror = self._mirror(None, len(roi), image.device)
-        presence = self._predict(image, roi)["presence"]
-        keep = presence >= self.scan_presence
-        return Detections(roi[torch.nonzero(keep)[:, 0]], presence[keep])
+        out = self._predict(image, roi)
+        keep = torch.nonzero(out["presence"] >= self.scan_presence)[:, 0]
+        return Detections(roi[keep], out["presence"][keep], None, {k: v[keep] for k, v in out.items()})
 
     @staticmethod
     def _paint_over(image: Tensor, boxes: Tensor, margin: float = 0.15) -> Tensor:
@@ -293,6 +330,16 @@ class HandCropPipeline:
             if a < b and c < d:
                 out[:, c:d, a:b] = fill[:, None, None]
         return out
+
+    def place(self, keypoints_2d: np.ndarray, rel: np.ndarray, K: np.ndarray, valid: np.ndarray):
+        """Both hands in the camera frame (step 5): ``keypoints_2d`` (2, 21, 2) pixels, ``rel``
+        (2, 21, 3) wrist-relative metres in the camera's orientation, ``valid`` (2,); a pair
+        consistently (``pair_scale``, ``pair_depth``). Returns the batch-1
+        :class:`~im2hands.geometry.placement.Placement`."""
+        rel_t, ok = torch.from_numpy(np.asarray(rel, np.float64))[None], torch.from_numpy(np.asarray(valid, bool))[None]
+        uv = torch.from_numpy(np.nan_to_num(np.asarray(keypoints_2d, np.float64)))[None]
+        return place_pair(uv, rel_t, torch.from_numpy(np.asarray(K, np.float64))[None], valid=ok, scale=self.pair_scale,
+                          same_depth=self.pair_depth, measure=self.size_measure)  # fmt: skip
 
     # ------------------------------------------------------------------ call
 
@@ -340,9 +387,7 @@ class HandCropPipeline:
         keypoints = np.full((2, 21, 3), np.nan)
         reproj = np.full(2, np.nan)
         if valid.any():
-            uv = torch.from_numpy(np.nan_to_num(keypoints_2d))[None]
-            placed = place_hands(uv, torch.from_numpy(rel)[None], torch.from_numpy(K)[None],
-                                 valid=torch.from_numpy(valid)[None], prior_weight=0.0)  # fmt: skip
+            placed = self.place(keypoints_2d, rel, K, valid)
             keypoints = np.where(valid[:, None, None], placed.keypoints[0].numpy(), np.nan)
             reproj = np.where(valid, placed.reprojection_px[0].numpy(), np.nan)
         refined = self.refiner is not None and bool(valid.any())

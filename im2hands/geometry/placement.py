@@ -44,6 +44,9 @@ __all__ = [
     "default_intrinsics",
     "place_hands",
     "place_hand",
+    "hand_size",
+    "place_pair",
+    "shared_scale",
 ]
 
 DEFAULT_FOCAL_FACTOR: float = 1.2
@@ -52,6 +55,14 @@ field of view of about 45 degrees, a common phone or webcam lens). The synthetic
 crops use about 2.15 (550 px at 256 px); crops of wider images have larger factors."""
 DEFAULT_PRIOR_WEIGHT: float = 4.0
 """Weight of the relative-translation prior, in joints' worth of reprojection evidence."""
+SHARED_SCALE_MEANS: tuple[str, ...] = ("geometric", "arithmetic", "best")
+"""How :func:`shared_scale` chooses two hands' common size: a mean of their sizes, or the size of
+the hand that fits its 2D keypoints better."""
+HAND_SIZE_MEASURES: tuple[str, ...] = ("palm", "bones")
+"""What :func:`hand_size` measures: ``palm``, the mean wrist -> finger-base (MCP) distance of the
+four fingers; ``bones``, the summed length of the skeleton's 20 bones (``standard`` order)."""
+_PALM = (5, 9, 13, 17)  # index, middle, ring, pinky bases in ``standard`` order (the wrist is 0)
+_PARENTS = (-1,) + tuple(0 if j == 0 else 1 + 4 * f + j - 1 for f in range(5) for j in range(4))  # standard order
 _DAMPING = 1e-12
 _MIN_DEPTH = 1e-3  # metres; depths are clamped to this in the Gauss-Newton Jacobian
 
@@ -266,3 +277,134 @@ def place_hand(
     """One hand's absolute wrist position (:func:`place_hands` with ``H = 1``)."""
     w = None if weights is None else weights[:, None]
     return place_hands(uv[:, None], rel[:, None], K, weights=w, gn_steps=gn_steps).wrist[:, 0]
+
+
+def hand_size(keypoints: Float[Tensor, "... 21 3"], measure: str = "palm") -> Float[Tensor, "..."]:
+    """A hand's metric size from its 21 keypoints (``standard`` order, metres): ``palm``, the mean
+    wrist -> MCP distance of the four fingers, or ``bones``, the summed length of the 20 bones
+    (:data:`HAND_SIZE_MEASURES`)."""
+    if keypoints.shape[-2:] != (21, 3):
+        raise ValueError(f"expected keypoints of shape (..., 21, 3), got {tuple(keypoints.shape)}")
+    if measure == "palm":
+        return (keypoints[..., list(_PALM), :] - keypoints[..., :1, :]).norm(dim=-1).mean(-1)
+    if measure == "bones":
+        child = list(range(1, 21))
+        return (keypoints[..., child, :] - keypoints[..., [_PARENTS[j] for j in child], :]).norm(dim=-1).sum(-1)
+    raise ValueError(f"unknown hand size measure {measure!r}; expected one of {HAND_SIZE_MEASURES}")
+
+
+def shared_scale(
+    rel: Float[Tensor, "B 2 21 3"],
+    valid: Bool[Tensor, "B 2"] | None = None,
+    *,
+    mean: str = "geometric",
+    measure: str = "palm",
+    fit_error: Float[Tensor, "B 2"] | None = None,
+) -> Float[Tensor, "B 2"]:
+    """Factors that give both hands of a pair one common metric size (one person's hands).
+
+    Placement turns a hand's metric size into its depth (scaling ``rel`` by ``c`` scales the
+    fitted position by ``c`` and leaves the 2D fit as it is), so two independently predicted
+    sizes put two independent errors into the hands' relative depth. Multiplying each hand's
+    ``rel`` by its factor gives both hands one size (:func:`hand_size` with ``measure``): the
+    ``geometric`` or ``arithmetic`` mean of their sizes, or (``best``) the size of the hand
+    with the lower ``fit_error`` (:data:`SHARED_SCALE_MEANS`).
+
+    Args:
+        rel: ``(B, 2, 21, 3)`` root-relative keypoints (left, right; metres, ``standard`` order).
+        valid: ``(B, 2)`` hands present (default all).
+        mean: ``geometric``, ``arithmetic`` or ``best``.
+        measure: the size (:func:`hand_size`).
+        fit_error: ``(B, 2)`` how badly each hand's 3D shape fits its 2D keypoints (lower is
+            better; :func:`place_pair` uses the RMS reprojection error over the hand's 2D
+            extent); needed for ``best`` (a tie or NaN keeps the left hand's size).
+
+    Returns:
+        ``(B, 2)`` factors; 1 for both hands where fewer than two valid hands have a positive,
+        finite size.
+    """
+    if rel.dim() != 4 or rel.shape[1:] != (2, 21, 3):
+        raise ValueError(f"expected rel of shape (B, 2, 21, 3), got {tuple(rel.shape)}")
+    if mean not in SHARED_SCALE_MEANS:
+        raise ValueError(f"unknown mean {mean!r}; expected one of {SHARED_SCALE_MEANS}")
+    size = hand_size(rel, measure)  # (B, 2)
+    ok = torch.isfinite(size) & (size > 0)
+    if valid is not None:
+        if valid.shape != size.shape:
+            raise ValueError(f"expected valid of shape {tuple(size.shape)}, got {tuple(valid.shape)}")
+        ok = ok & valid.bool()
+    both = ok.all(-1)  # (B,)
+    safe = torch.where(ok, size, torch.ones_like(size))
+    if mean == "best":
+        if fit_error is None or fit_error.shape != size.shape:
+            raise ValueError(f"mean 'best' needs fit_error of shape {tuple(size.shape)}")
+        ref = _reference(fit_error)
+        common = safe.gather(1, ref[:, None])[:, 0]
+    else:
+        common = safe.log().mean(-1).exp() if mean == "geometric" else safe.mean(-1)  # (B,)
+    return torch.where(both[:, None], common[:, None] / safe, torch.ones_like(safe))
+
+
+def _reference(fit_error: Tensor) -> Tensor:
+    """(B,) index of the hand with the lower fit error (0 on ties and NaN)."""
+    e = torch.nan_to_num(fit_error.to(torch.float64), nan=float("inf"))
+    return (e[:, 1] < e[:, 0]).long()
+
+
+def place_pair(
+    uv: Float[Tensor, "B 2 J 2"],
+    rel: Float[Tensor, "B 2 J 3"],
+    K: Float[Tensor, "B 3 3"],
+    *,
+    valid: Bool[Tensor, "B 2"] | None = None,
+    scale: str = "best",
+    same_depth: bool = True,
+    measure: str = "bones",
+    gn_steps: int = 3,
+) -> Placement:
+    """Both hands of one person placed consistently (two-hand placement of the crop pipeline).
+
+    1. Each hand is placed alone (:func:`place_hands`, no prior).
+    2. ``scale`` (``own``: stop here; else :func:`shared_scale`'s ``mean``): both hands get one
+       metric size and are placed again; for ``best`` the size of the hand whose 3D shape fits
+       its 2D keypoints better (RMS reprojection error / the hand's 2D extent), which keeps its
+       placement. Their 2D fits do not change.
+    3. ``same_depth``: the other hand is moved along its fitted wrist's ray (the wrist's
+       projection stays) to the reference hand's wrist depth (``best``), or both to the geometric
+       mean of the two wrist depths. An interacting pair's wrists lie a few centimetres apart
+       in depth, closer than the 2D sizes of a badly fitted hand tell; the moved hand's 2D fit
+       gets worse by its depth change (``reprojection_px`` says how much).
+
+    A pair where a hand is missing, or either wrist is not in front of the camera, is placed
+    as in step 1. Returns :class:`Placement` like :func:`place_hands`.
+    """
+    if scale not in ("own",) + SHARED_SCALE_MEANS:
+        raise ValueError(f"scale must be one of {('own',) + SHARED_SCALE_MEANS}, got {scale!r}")
+    if uv.dim() != 4 or uv.shape[1] != 2:
+        raise ValueError(f"expected uv of shape (B, 2, J, 2), got {tuple(uv.shape)}")
+    own = place_hands(uv, rel, K, valid=valid, prior_weight=0.0, gn_steps=gn_steps)
+    if scale == "own":
+        return own
+    dt = rel.dtype
+    extent = (uv.amax(-2) - uv.amin(-2)).amax(-1).to(torch.float64).clamp(min=1e-9)  # (B, 2) pixels
+    fit_error = own.reprojection_px.to(torch.float64) / extent
+    f = shared_scale(rel, own.fitted, mean=scale, measure=measure, fit_error=fit_error).to(dt)  # (B, 2)
+    rel = rel * f[..., None, None]
+    placed = place_hands(uv, rel, K, valid=valid, prior_weight=0.0, gn_steps=gn_steps)
+    if not same_depth:
+        return placed
+    T = placed.wrist.to(torch.float64)
+    z = T[..., 2]  # (B, 2)
+    both = placed.fitted.all(-1) & (z > _MIN_DEPTH).all(-1) & torch.isfinite(z).all(-1)
+    zs = z.clamp(min=_MIN_DEPTH)
+    if scale == "best":
+        target = zs.gather(1, _reference(fit_error)[:, None])[:, 0]
+    else:
+        target = zs.log().mean(-1).exp()
+    T = torch.where(both[:, None, None], T * (target[:, None] / zs)[..., None], T)
+    P = rel.to(torch.float64) + T[:, :, None]
+    proj = P @ K.to(torch.float64).transpose(-1, -2)[:, None]
+    r = proj[..., :2] / proj[..., 2:].clamp(min=_MIN_DEPTH) - uv.to(torch.float64)
+    rms = r.square().sum(-1).mean(-1).sqrt()
+    rms = torch.where(placed.fitted, rms, torch.full_like(rms, float("nan")))
+    return Placement(wrist=T.to(dt), keypoints=P.to(dt), reprojection_px=rms.to(dt), fitted=placed.fitted)

@@ -12,6 +12,7 @@ import torch
 from im2hands.extraction.hand_crops import CropPrediction, Detections, HandCropPipeline, assign_sides
 from im2hands.geometry.crops import square_windows, tile_centres
 from im2hands.geometry.crops import Roi
+from im2hands.geometry.placement import hand_size
 
 H, W, S = 240, 320, 64
 K = np.array([[400.0, 0.0, W / 2], [0.0, 400.0, H / 2], [0.0, 0.0, 1.0]])
@@ -58,9 +59,11 @@ class FakeCropNet:
     def __init__(self, hands):
         self.hands = hands
         self.calls = 0
+        self.batches: list[int] = []
 
     def __call__(self, crops):
         self.calls += len(crops)
+        self.batches.append(len(crops))
         q = torch.stack(torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="xy"), -1).reshape(-1, 2).double()
         out = {k: [] for k in ("kp2", "kp3", "presence", "right")}
         for crop in crops.double():
@@ -120,7 +123,7 @@ def _check(found, hands, atol_px, atol_m):
 def test_detected_hands_come_back_in_camera_frame_with_sides(passes):
     image, hands = _scene()
     pipe = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), FakeCropNet(hands), passes=passes, scan=(),
-                            probe_angles=(), repaint=False)
+                            probe_angles=(), repaint=False, pair_scale="own")  # each hand's own size: exact
     _check(pipe(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)  # 8-bit coordinates: a little rounding
 
 
@@ -193,7 +196,7 @@ def test_painting_over_the_found_hand_finds_the_other():
     image, hands = _scene()
     centres = [(90, 180), (230, 170)]  # wrists: under the hands' labels
     detector = SalientOnlyDetector(centres)
-    found = HandCropPipeline(detector, FakeCropNet(hands), scan=(), probe_angles=(), repaint=True)(_u8(image), K)
+    found = HandCropPipeline(detector, FakeCropNet(hands), scan=(), probe_angles=(), repaint=True, pair_scale="own")(_u8(image), K)
     _check(found, hands, atol_px=0.3, atol_m=2e-3)
     assert detector.calls == 2
     one = HandCropPipeline(SalientOnlyDetector(centres), FakeCropNet(hands), scan=(), probe_angles=(), repaint=False)(_u8(image), K)
@@ -205,3 +208,77 @@ def test_all_searches_on_an_empty_image():
     detector = SalientOnlyDetector([(100, 100)])
     found = HandCropPipeline(detector, FakeCropNet({}), scan=(0.5,), repaint=True)(_u8(image), K)
     assert found.joints == {} and found.candidates == 0 and detector.calls == 1
+
+
+class MisSizedCropNet(FakeCropNet):
+    """The fake network with each side's metric keypoints scaled (a wrong predicted hand size)."""
+
+    def __init__(self, hands, factors):
+        super().__init__(hands)
+        self.factors = factors
+
+    def __call__(self, crops):
+        pred = super().__call__(crops)
+        f = torch.tensor([self.factors["right" if r > 0.5 else "left"] if p > 0 else 1.0
+                          for p, r in zip(pred.presence.tolist(), pred.right_prob.tolist())])  # fmt: skip
+        pred.keypoints_3d = pred.keypoints_3d * f[:, None, None]
+        return pred
+
+
+@pytest.mark.parametrize("sides", [("left", "right"), ("right",)])
+def test_pair_placement_gives_mis_sized_hands_one_size_and_depth(sides):
+    image, hands = _scene(sides)
+    net = MisSizedCropNet(hands, {"left": 0.8, "right": 1.25})
+    kw = dict(scan=(), probe_angles=(), repaint=False)
+    own = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, pair_scale="own", **kw)(_u8(image), K)
+    pair = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, pair_scale="best", **kw)(_u8(image), K)
+    default = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, **kw)(_u8(image), K)
+    assert np.array_equal(default.keypoints, pair.keypoints, equal_nan=True)  # the default (docs/estimator.md)
+    assert np.abs(pair.keypoints_2d - own.keypoints_2d)[np.isfinite(own.keypoints_2d)].max() == 0.0
+    if len(sides) == 1:  # a hand alone keeps its own size and place
+        assert np.allclose(pair.joints["right"], own.joints["right"])
+        assert np.linalg.norm(own.joints["right"][0] - hands["right"][0]) > 0.1  # 1.25 x too far
+        return
+    size = {name: [float(hand_size(torch.from_numpy(f[s]), "bones")) for s in sides]
+            for name, f in (("true", hands), ("own", own.joints), ("pair", pair.joints))}  # fmt: skip
+    assert size["own"][0] / size["true"][0] == pytest.approx(0.8, rel=1e-3)
+    assert size["own"][1] / size["true"][1] == pytest.approx(1.25, rel=1e-3)
+    assert size["pair"][0] == pytest.approx(size["pair"][1], rel=1e-9)
+    ref = [s for s in range(2) if np.allclose(pair.joints[sides[s]], own.joints[sides[s]])]
+    assert len(ref) == 1  # the better-fitting hand keeps its placement, the other takes its size and wrist depth
+    other = 1 - ref[0]
+    assert pair.joints[sides[other]][0, 2] == pytest.approx(pair.joints[sides[ref[0]]][0, 2])
+    w = pair.joints[sides[other]][0] @ K.T
+    assert np.allclose(w[:2] / w[2], (own.joints[sides[other]][0] @ K.T)[:2] / (own.joints[sides[other]][0] @ K.T)[2])
+    assert pair.reprojection_px[ref[0]] == pytest.approx(own.reprojection_px[ref[0]])
+
+
+def test_pair_placement_bad_arguments():
+    with pytest.raises(ValueError, match="pair_scale"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}), pair_scale="median")
+    with pytest.raises(ValueError, match="size_measure"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}), size_measure="span")
+
+
+@pytest.mark.parametrize("crop_batch", [1, 3, 100])
+def test_crop_batches_and_reused_search_crops_give_the_same_hands(crop_batch):
+    """The scan's and the probes' crops are not run again as the first pass, and batching the
+    crops changes nothing: the right hand is found by the scan, the left one (no detector) not."""
+    image, hands = _scene(("right",))
+    kw = dict(scan=(0.6, 0.9), probe_angles=(90.0, 180.0), repaint=False)
+    net = FakeCropNet(hands)
+    found = HandCropPipeline(FakeDetector([]), net, crop_batch=crop_batch, **kw)(_u8(image), K)
+    _check(found, hands, atol_px=0.3, atol_m=2e-3)
+    windows = len(square_windows(H, W, (0.6, 0.9)))
+    # scan windows, then only the second pass of its candidates, then the two probes (no other side found)
+    assert net.calls == windows + found.candidates + 2
+    assert max(net.batches) <= crop_batch and len(net.batches) >= -(-windows // crop_batch)
+    scan = net.batches[: -(-windows // crop_batch)]  # the scan's windows in even batches
+    assert sum(scan) == windows and max(scan) - min(scan) <= 1
+    ref = HandCropPipeline(FakeDetector([]), FakeCropNet(hands), crop_batch=1, **kw)(_u8(image), K)
+    assert np.array_equal(found.keypoints, ref.keypoints, equal_nan=True) and found.candidates == ref.candidates
+
+
+def test_crop_batch_must_be_positive():
+    with pytest.raises(ValueError, match="crop_batch"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}), crop_batch=0)
