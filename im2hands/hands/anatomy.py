@@ -421,7 +421,7 @@ V2 = Anatomy(
     name="im2hands-open-hand-v2", chains=_CHAINS_V2,
     palm_outline_xz=((-0.004, -0.016), (0.033, -0.027), (0.076, -0.023), (0.082, 0.000),
                      (0.071, 0.0215), (0.060, 0.0345), (0.030, 0.031), (-0.004, 0.018)),
-    palm_center_y=-0.002, palm_half_core=(0.0065, 0.0035), palm_core_length=0.080,
+    palm_center_y=-0.002, palm_half_core=(0.0055, 0.0025), palm_core_length=0.080,
     palm_rounding=PALM_ROUNDING, palm_arch=5.8, palm_roll=0.13,
     forearm_start_x=-0.0175, forearm_end_x=0.015, forearm_half_axes=(0.017, 0.027),
     forearm_rounding=FOREARM_ROUNDING,
