@@ -84,9 +84,9 @@ def _add_handmodel(sub: argparse._SubParsersAction) -> None:
     hsub = p.add_subparsers(dest="handmodel_command", metavar="ACTION", required=True)
     b = hsub.add_parser("build", help="build MANO_RIGHT.pkl and MANO_LEFT.pkl deterministically")
     b.add_argument("--out", required=True, help="output folder")
-    b.add_argument("--version", type=int, default=1, choices=(1, 2),
-                   help="1: the shipped model the networks are trained on (default); 2: calibrated against "
-                   "real MANO hands (docs/hand_model.md)")
+    b.add_argument("--version", type=int, default=2, choices=(1, 2),
+                   help="2: calibrated against real MANO hands, the committed files the shipped networks are "
+                   "trained on (default); 1: the first design (docs/hand_model.md)")
     b.set_defaults(func=_cmd_handmodel_build)
 
 

@@ -46,8 +46,10 @@ from im2hands.utils.io import write_pickle
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_VERSION: int = 2
+"""The version of the committed files (``im2hands/assets/handmodel``) and of a plain build."""
 MODEL_NAME: str = "im2hands-open-hand-v1"
-"""Value of the ``model_name`` key of the built files."""
+"""Value of the ``model_name`` key of version-1 files (version 2: ``im2hands-open-hand-v2``)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,13 +403,14 @@ def _mirror(right: dict[str, Any]) -> dict[str, Any]:
     return left
 
 
-def build_hand_model(side: str, version: int = 1) -> dict[str, Any]:
+def build_hand_model(side: str, version: int = DEFAULT_VERSION) -> dict[str, Any]:
     """Build the open hand model for one side as a MANO-schema dict of numpy arrays.
 
     Args:
         side: ``"right"`` or ``"left"``.
-        version: 1 (the shipped files, :data:`MODEL_NAME`) or 2 (calibrated against real
-            MANO hands, ``im2hands-open-hand-v2``; see :data:`im2hands.hands.anatomy.VERSIONS`).
+        version: 2 (the committed files, calibrated against real MANO hands,
+            ``im2hands-open-hand-v2``) or 1 (the first design, :data:`MODEL_NAME`; see
+            :data:`im2hands.hands.anatomy.VERSIONS`).
 
     Returns:
         Dict with MANO's keys ``v_template (V,3)``, ``f (F,3)``, ``J_regressor (16,V)``,
@@ -427,12 +430,13 @@ def build_hand_model(side: str, version: int = 1) -> dict[str, Any]:
     return right if side == "right" else _mirror(right)
 
 
-def write_hand_model(out_dir: str | os.PathLike, version: int = 1) -> list[Path]:
+def write_hand_model(out_dir: str | os.PathLike, version: int = DEFAULT_VERSION) -> list[Path]:
     """Write ``MANO_RIGHT.pkl`` and ``MANO_LEFT.pkl`` (deterministic bytes) into ``out_dir``.
 
     Args:
         out_dir: destination folder (created if missing); files are written atomically.
-        version: hand-model version (see :func:`build_hand_model`); 1 is the shipped one.
+        version: hand-model version (see :func:`build_hand_model`); :data:`DEFAULT_VERSION`
+            is the committed one.
 
     Returns:
         The two paths written (right, left).

@@ -79,7 +79,7 @@ def test_nan_in_annotation_is_rejected(synth_dir, tmp_path):
 def test_hand_model_mismatch(synth_dir, tmp_path):
     root = tmp_path / "mm"
     shutil.copytree(synth_dir, root)
-    meta = (root / "meta.json").read_text().replace("im2hands-open-hand-v1", "mano")
+    meta = (root / "meta.json").read_text().replace("im2hands-open-hand-v2", "mano")
     (root / "meta.json").write_text(meta)
     with pytest.raises(DataError, match="hand model 'mano'"):
         HandsDataset(root, "all")

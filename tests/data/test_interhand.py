@@ -84,7 +84,7 @@ def test_kept_count_dark_and_report(ih, prepared):
     assert ids == sorted(sid(ih, k) for k in ih.kept if k != DARK)
     meta = fmt.read_meta(out)
     assert meta["source"] == "interhand2.6m" and meta["image_size"] == [256, 256]
-    assert meta["hand_model"]["name"] == "im2hands-open-hand-v1" and meta["num_samples"] == 5
+    assert meta["hand_model"]["name"] == "im2hands-open-hand-v2" and meta["num_samples"] == 5
     assert meta["interhand"]["splits"]["test"]["kept"] == 6
     report = json.loads((out / "reports" / "interhand_test.json").read_text())
     assert report["dark"] == s["dark"] and report["seconds_per_sample"] > 0

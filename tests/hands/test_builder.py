@@ -1,4 +1,5 @@
-"""Tests of the open hand model builder (im2hands.hands.builder) and the committed files."""
+"""Tests of the open hand model builder (im2hands.hands.builder): version 1's design, and the
+committed files (version 2, ``builder.DEFAULT_VERSION``) against a plain rebuild."""
 
 from __future__ import annotations
 
@@ -26,10 +27,18 @@ MIRROR = np.array([-1.0, 1.0, 1.0])
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """One fresh build of both files (about 1.5 s), through the command
-    ``im2hands handmodel build --out DIR`` (which calls ``builder.write_hand_model``), so the
-    tests below, the comparison with the committed files included, cover the command too."""
+    """One fresh build of version 1 (about 1.5 s), through the command
+    ``im2hands handmodel build --version 1 --out DIR`` (which calls
+    ``builder.write_hand_model``): the design tests below."""
     out = Path(tmp_path_factory.mktemp("handmodel")) / "built"
+    assert main(["handmodel", "build", "--version", "1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def default_dir(tmp_path_factory) -> Path:
+    """A plain ``im2hands handmodel build --out DIR``: the default version, as committed."""
+    out = Path(tmp_path_factory.mktemp("handmodel")) / "default"
     assert main(["handmodel", "build", "--out", str(out)]) == 0
     return out
 
@@ -88,24 +97,26 @@ def _assert_same_contents(built: Path, committed: Path) -> None:
             assert np.array_equal(a, b), f"{name}[{key!r}]: values differ"
 
 
-def test_rebuild_matches_committed_files(model_dir):
+def test_rebuild_matches_committed_files(default_dir):
     """A rebuild gives the committed bytes; where it does not (another platform's maths
     libraries may differ in the last bits), every array must still match to 1e-6."""
     for name in NAMES:
         assert (ASSETS / name).is_file(), f"committed {name} missing"
         assert (ASSETS / name).stat().st_size < 3_000_000
-        if (model_dir / name).read_bytes() != (ASSETS / name).read_bytes():
-            _assert_same_contents(model_dir / name, ASSETS / name)
+        if (default_dir / name).read_bytes() != (ASSETS / name).read_bytes():
+            _assert_same_contents(default_dir / name, ASSETS / name)
 
 
-def test_build_command_output_loads_through_the_package(model_dir):
+def test_build_command_output_loads_through_the_package(default_dir):
+    assert builder.DEFAULT_VERSION == 2
+    model_dir = default_dir
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(NAMES)  # no temporaries left
     models = load_hand_models(model_dir, dtype=torch.float64)
     committed = load_hand_models(ASSETS, dtype=torch.float64)
     pose = torch.randn(2, 48, dtype=torch.float64) * 0.3
     shape, trans = torch.randn(2, 10, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
     for side, model in models.items():
-        assert model.model_name == builder.MODEL_NAME and not model.shapedirs_fixed
+        assert model.model_name == anatomy.VERSIONS[builder.DEFAULT_VERSION].name and not model.shapedirs_fixed
         file_vertices = len(load_mano_file(model_dir / f"MANO_{side.upper()}.pkl")["v_template"])
         assert model.num_vertices == committed[side].num_vertices == file_vertices
         assert model.wrist_loop.numel() == 0  # closed at build time: no cap vertex added
