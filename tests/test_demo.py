@@ -32,11 +32,19 @@ def test_demo_writes_meshes_pictures_and_tables(demo):
     for run in RUNS.values():
         assert run["label"] in table
         assert (out / run["eval"] / "per_item.csv").is_file()
+    summary = json.loads((out / "meshes" / "summary.json").read_text())
+    records = {r["name"]: r for r in summary["items"]}
+    meshed = 0
     for name in sorted(results["runs"]["images"]["items"]):
-        for suffix in ("_left.obj", "_right.obj", ".png", "_keypoints.json"):
+        for suffix in (".png", "_keypoints.json"):
             assert (out / "meshes" / f"{name}{suffix}").is_file()
+        for side in ("left", "right"):  # a mesh for every hand the image path found, none for the others
+            found = records[name]["hands"][side]["status"] == "ok"
+            assert (out / "meshes" / f"{name}_{side}.obj").is_file() == found, (name, side)
+            meshed += found
+    assert meshed >= len(results["runs"]["images"]["items"])  # at least one hand per image on average
     # images only: the keypoints came from the default per-hand crop pipeline (MediaPipe's networks)
-    settings = json.loads((out / "meshes" / "summary.json").read_text())["settings"]
+    settings = summary["settings"]
     assert settings["inputs"]["keypoints"] == "auto" and settings["estimator"] == "mediapipe"
     assert settings["refiner"] is None and settings["model"].endswith("ref_occ.pt")
 

@@ -152,8 +152,9 @@ def test_masks_depth_and_pixels_match_the_projected_mesh(ih, prepared, models):
             union |= visible
         assert not (masks["left_visible"] & masks["right_visible"]).any()
         assert ((depth > 0) == union).all()
-        # the crop's pixels show the rendered hands where the masks say (skin is red, background blue)
-        skin = image[..., 0] > image[..., 2]
+        # the crop's pixels show the rendered hands where the masks say (skin is red, background blue,
+        # padding beyond the photo black: its JPEG noise can have red > blue, so skin must also be bright)
+        skin = (image[..., 0] > image[..., 2]) & (image[..., 0] > 60)
         iou = (skin & union).sum() / (skin | union).sum()
         assert iou > 0.95, (sample_id, iou)
 
