@@ -93,6 +93,17 @@ def model_path(name: str, folder: str | Path | None = None) -> Path:
     return path
 
 
+def missing_files(folder: str | Path | None = None) -> str | None:
+    """None when every file of :data:`FILES` is cached and verified, else the message of the
+    first that is not (what :func:`model_path` would raise)."""
+    try:
+        for name in FILES:
+            model_path(name, folder)
+    except MediaPipeWeightsError as exc:
+        return str(exc)
+    return None
+
+
 def _verified(path: Path, name: str) -> bool:
     return path.is_file() and sha256(path) == FILES[name][1]
 

@@ -12,22 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from im2hands.models.mediapipe.fetch import MediaPipeWeightsError, model_path
+from im2hands.models.mediapipe.fetch import missing_files
 
 REFERENCE = Path(__file__).with_name("reference.npz")
 PHOTOS = Path(__file__).resolve().parents[3] / "eval" / "real_photos" / "images"
 
 
-def _missing() -> str | None:
-    try:
-        model_path("hand_landmark_full.tflite")
-        model_path("palm_detection_full.tflite")
-    except MediaPipeWeightsError as exc:
-        return str(exc)
-    return None
 
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=f"MediaPipe files not cached: {_missing()}")
+pytestmark = pytest.mark.skipif(missing_files() is not None, reason=f"MediaPipe files not cached: {missing_files()}")
 
 
 @pytest.fixture(autouse=True)

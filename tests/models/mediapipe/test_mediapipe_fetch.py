@@ -91,3 +91,10 @@ def test_failed_download_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(fetch.subprocess, "run", failing)
     with pytest.raises(MediaPipeWeightsError, match=r"pip download mediapipe==0.10.21` failed \(exit 1\): ERROR: No matching"):
         fetch_mediapipe(tmp_path / "cache")
+
+
+def test_missing_files_names_the_first_absent_file(tmp_path):
+    from im2hands.models.mediapipe.fetch import missing_files
+
+    message = missing_files(tmp_path)
+    assert message is not None and "hand_landmark_full.tflite is missing" in message and str(tmp_path) in message

@@ -16,21 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from im2hands.models.mediapipe.fetch import MediaPipeWeightsError, model_path
+from im2hands.models.mediapipe.fetch import missing_files
 
 REFERENCE = Path(__file__).with_name("reference.npz")
 
 
-def _have_files() -> str | None:
-    try:
-        model_path("hand_landmark_full.tflite")
-        model_path("palm_detection_full.tflite")
-    except MediaPipeWeightsError as exc:
-        return str(exc)
-    return None
 
 
-_missing = _have_files()
+_missing = missing_files()
 pytestmark = pytest.mark.skipif(_missing is not None, reason=f"MediaPipe files not cached: {_missing}")
 
 
