@@ -35,6 +35,17 @@ def _seed_everything():
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread and restore the count after: small tensors (batch-1
+    hand-model calls, tiny models) are several times slower with two threads on a busy 2-core
+    machine. Modules use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def device(request) -> torch.device:
     name = request.config.getoption("--device")
     if name.startswith("cuda") and not torch.cuda.is_available():

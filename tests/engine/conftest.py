@@ -85,12 +85,9 @@ def _test_models():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster on one thread (no intra-op synchronisation on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every engine test: tiny models run much faster on one thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ from im2hands.geometry.frames import project
 from im2hands.geometry.placement import default_intrinsics, place_hand, place_hands
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scene(B: int = 4, seed: int = 0, dtype=torch.float64):

@@ -16,6 +16,8 @@ from im2hands.hands.mano_io import DEFAULT_MODEL_DIR
 
 needs_model = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "MANO_RIGHT.pkl").exists(), reason="open hand model not built")
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # batch-1 hand-model calls (docs/poses.md)
+
 
 def _lens_volume(r: float, d: float) -> float:
     """Intersection volume of two balls of radius r at centre distance d."""
@@ -57,16 +59,6 @@ def test_penetration_estimators_agree_on_spheres():
     assert abs(grid - exact) < 0.05 * exact
     assert abs(mc - exact) < 0.1 * exact
     assert penetration_volume(v, f, v + 3 * shift, f) == 0.0
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Batch-1 hand-model calls are too small for intra-op threads; on a loaded 2-core machine
-    two threads make them ~5x slower (see docs/poses.md), so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -19,22 +19,13 @@ from im2hands.hands.pose_sampler import (
     random_rotation,
 )
 
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_MODEL_DIR / "MANO_RIGHT.pkl").exists(), reason="open hand model not built"
-)
+pytestmark = [
+    pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "MANO_RIGHT.pkl").exists(), reason="open hand model not built"),
+    pytest.mark.usefixtures("one_thread"),  # batch-1 hand-model calls (docs/poses.md)
+]
 
 DEG = math.pi / 180
 MIRROR = torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Batch-1 hand-model calls are too small for intra-op threads; on a loaded 2-core machine
-    two threads make them ~5x slower (see docs/poses.md), so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

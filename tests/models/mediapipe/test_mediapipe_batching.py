@@ -20,15 +20,10 @@ PHOTOS = Path(__file__).resolve().parents[3] / "eval" / "real_photos" / "images"
 
 
 
-pytestmark = pytest.mark.skipif(missing_files() is not None, reason=f"MediaPipe files not cached: {missing_files()}")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [
+    pytest.mark.skipif(missing_files() is not None, reason=f"MediaPipe files not cached: {missing_files()}"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def test_landmark_network_batch_equals_one_crop_at_a_time():
