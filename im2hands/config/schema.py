@@ -92,6 +92,12 @@ class DataConfig:
     """Side of each hand's query cube in its palm frame, metres (HALO: 1.1 x 0.4 m)."""
     surface_sigma: float = _range(0.004, 0.0, None)
     """Standard deviation of the noise added to surface samples, metres (HALO: 4 mm)."""
+    tip_ratio: float = _range(0.0, 0.0, 1.0)
+    """Fraction of the near-surface points drawn only from the surface within ``tip_radius``
+    of the five fingertip keypoints (the distal phalanges, which area weighting samples
+    rarely); 0: HALO's sampling. Training only; validation is uniform."""
+    tip_radius: float = _range(0.025, 0.0, None)
+    """Radius of the fingertip regions for ``tip_ratio``, metres."""
     seed: int = _range(0, 0, 2**32 - 1)
     """Seed for occupancy sampling; each item draws from (seed, epoch, index)."""
     skip_bad_samples: bool = True

@@ -21,6 +21,7 @@ from im2hands.data import format as fmt
 from im2hands.data.sampling import sample_occupancy_points
 from im2hands.geometry.frames import palm_frame
 from im2hands.hands.constants import SIDES
+from im2hands.hands.joint_orders import FINGERTIPS_STANDARD
 from im2hands.hands.layer import HandModel, load_hand_models
 from im2hands.utils.errors import DataError
 
@@ -67,6 +68,8 @@ class HandsDataset(Dataset):
         mano_dir: hand-model folder used when ``hand_models`` is None.
         num_points: query points per hand; uniform_ratio, box_side (m), surface_sigma (m): the
             occupancy sampler's settings.
+        tip_ratio, tip_radius (m): fraction of the near-surface points drawn within tip_radius of
+            the fingertip keypoints (``focus`` of :func:`sample_occupancy_points`); 0: off.
         seed: base seed of occupancy sampling.
         fields: which of ``image, masks, depth, mesh, occupancy`` to load (cameras and
             keypoints are always there; ``occupancy`` implies ``mesh``).
@@ -89,6 +92,8 @@ class HandsDataset(Dataset):
         uniform_ratio: float = 0.5,
         box_side: float = 0.44,
         surface_sigma: float = 0.004,
+        tip_ratio: float = 0.0,
+        tip_radius: float = 0.025,
         seed: int = 0,
         fields: Sequence[str] = ALL_FIELDS,
         check: bool = True,
@@ -111,6 +116,7 @@ class HandsDataset(Dataset):
         self.skipped: dict[str, str] = self._check_samples() if check else {}
         self.num_points, self.uniform_ratio = int(num_points), float(uniform_ratio)
         self.box_side, self.surface_sigma = float(box_side), float(surface_sigma)
+        self.tip_ratio, self.tip_radius = float(tip_ratio), float(tip_radius)
         self.seed, self.epoch = int(seed), 0
         self._models = hand_models
         self._mano_dir = mano_dir
@@ -223,6 +229,7 @@ class HandsDataset(Dataset):
             p, o = sample_occupancy_points(
                 item["vertices"][h].double(), item["faces"][h], kp[h, 0], axes, self.num_points,
                 uniform_ratio=self.uniform_ratio, side=self.box_side, sigma=self.surface_sigma, seed=gen,
+                focus=kp[h, list(FINGERTIPS_STANDARD)], focus_ratio=self.tip_ratio, focus_radius=self.tip_radius,
             )
             points.append(p.float())
             occ.append(torch.as_tensor(o).float())

@@ -39,6 +39,7 @@ __all__ = [
     "sample_surface",
     "sample_near_surface",
     "sample_occupancy_points",
+    "faces_near",
     "fixed_iou_points",
 ]
 
@@ -172,6 +173,9 @@ def sample_occupancy_points(
     side: float = HALO_BOX_SIDE,
     sigma: float = HALO_SIGMA,
     seed: int | torch.Generator | None = None,
+    focus: Float[Tensor, "K 3"] | None = None,
+    focus_ratio: float = 0.0,
+    focus_radius: float = 0.025,
 ) -> tuple[Float[Tensor, "N 3"], Bool[Tensor, "N"]]:
     """HALO-style labelled query points: uniform-in-cube then near-surface, with exact occupancy.
 
@@ -186,6 +190,13 @@ def sample_occupancy_points(
         side: cube side in metres (default 0.44).
         sigma: near-surface noise std in metres (default 0.004).
         seed: int seed or ``torch.Generator``; the same seed gives the same points and labels.
+        focus: (K, 3) points in the frame of ``vertices`` (e.g. the five fingertip keypoints),
+            or None.
+        focus_ratio: fraction of the near-surface points drawn only from the faces within
+            ``focus_radius`` metres of a ``focus`` point (area-weighted there, same noise); they
+            come last. 0 (default, HALO): every near-surface point is drawn from the whole mesh.
+        focus_radius: radius in metres around each focus point (default 25 mm: about a distal
+            phalanx, whose thin tips area weighting alone samples rarely).
 
     Returns:
         points (n, 3) in the frame of ``vertices`` and occupancy (n,) bool (winding-number
@@ -193,17 +204,45 @@ def sample_occupancy_points(
     """
     if not 0.0 <= uniform_ratio <= 1.0:
         raise ValueError(f"uniform_ratio must be in [0, 1], got {uniform_ratio}")
+    if not 0.0 <= focus_ratio <= 1.0:
+        raise ValueError(f"focus_ratio must be in [0, 1], got {focus_ratio}")
     generator = as_generator(seed)
     vertices = torch.as_tensor(vertices)
     vertices = vertices.to(_float_dtype(vertices))
     center = torch.as_tensor(center, device=vertices.device).to(vertices.dtype)
     n_uniform = int(round(n * uniform_ratio))
     parts = [sample_box_uniform(n_uniform, center, rotation, side=side, generator=generator)]
-    if n - n_uniform > 0:
-        parts.append(sample_near_surface(vertices, faces, n - n_uniform, sigma=sigma, generator=generator))
+    n_surface = n - n_uniform
+    n_focus = int(round(n_surface * focus_ratio)) if focus is not None else 0
+    if n_surface - n_focus > 0:
+        parts.append(sample_near_surface(vertices, faces, n_surface - n_focus, sigma=sigma, generator=generator))
+    if n_focus > 0:
+        near = faces_near(vertices, torch.as_tensor(faces), torch.as_tensor(focus), focus_radius)
+        if near.numel() == 0:  # no face near any focus point: fall back to the whole mesh
+            near = torch.as_tensor(faces)
+        parts.append(sample_near_surface(vertices, near, n_focus, sigma=sigma, generator=generator))
     points = torch.cat(parts, dim=0)  # (n, 3)
     occupancy = inside_mesh(vertices, torch.as_tensor(faces), points)
     return points, occupancy
+
+
+def faces_near(
+    vertices: Float[Tensor, "V 3"],
+    faces: Int[Tensor, "F 3"],
+    points: Float[Tensor, "K 3"],
+    radius: float,
+) -> Int[Tensor, "F2 3"]:
+    """The faces whose centroid lies within ``radius`` metres of any of ``points`` (same frame).
+
+    Returns:
+        (F2, 3) the selected rows of ``faces``, in their order (possibly empty).
+    """
+    vertices = torch.as_tensor(vertices)
+    faces = torch.as_tensor(faces, device=vertices.device).long()
+    points = torch.as_tensor(points, device=vertices.device).to(vertices.dtype).reshape(-1, 3)
+    centroids = vertices[faces].mean(1)  # (F, 3)
+    keep = (torch.cdist(centroids, points) <= radius).any(dim=1)  # (F,)
+    return faces[keep]
 
 
 def fixed_iou_points(

@@ -40,6 +40,18 @@ def test_points_depend_on_seed_epoch_index_only(synth_dir):
     assert ((p - wrist[:, None]).abs().max() <= 0.44 * 3**0.5 / 2 + 1e-6)
 
 
+def test_tip_ratio_draws_the_surface_points_at_the_fingertips(synth_dir):
+    ds = HandsDataset(synth_dir, "all", num_points=200, uniform_ratio=0.5, tip_ratio=1.0, tip_radius=0.02,
+                      surface_sigma=0.001)
+    item = ds[0]
+    tips = item["keypoints"][:, [4, 8, 12, 16, 20]]  # (2, 5, 3)
+    near = item["points"][:, 100:]  # the near-surface half
+    d = torch.cdist(near, tips).min(dim=-1).values  # (2, 100)
+    assert d.max() < 0.02 + 0.01 + 0.006  # radius + a face + noise
+    plain = HandsDataset(synth_dir, "all", num_points=200, uniform_ratio=0.5, surface_sigma=0.001)[0]
+    assert torch.cdist(plain["points"][:, 100:], tips).min(dim=-1).values.max() > 0.05
+
+
 def test_collate_with_workers(synth_dir):
     ds = HandsDataset(synth_dir, "all", num_points=32)
     batch = next(iter(DataLoader(ds, batch_size=3, num_workers=2)))

@@ -9,6 +9,7 @@ import torch
 import trimesh
 
 from im2hands.data.sampling import (
+    faces_near,
     fixed_iou_points,
     sample_box_uniform,
     sample_near_surface,
@@ -77,6 +78,40 @@ def test_occupancy_points_counts_determinism_and_labels():
     assert 0.3 < o1[n_uniform:].float().mean() < 0.7  # near-surface points straddle the surface
     p_all, _ = sample_occupancy_points(v, f, center, rot, 100, uniform_ratio=1.0, seed=0)
     assert (((p_all - center) @ rot).abs() <= 0.22 + 1e-12).all()
+
+
+def test_faces_near_matches_a_loop():
+    v, f, _ = _sphere(radius=0.08, subdivisions=3)
+    pts = torch.tensor([[0.08, 0.0, 0.0], [0.0, 0.0, -0.08]], dtype=torch.float64)
+    got = faces_near(v, f, pts, 0.03)
+    want = [row for row in f.tolist()
+            if min(float((v[row].mean(0) - q).norm()) for q in pts) <= 0.03]
+    assert got.tolist() == want and 0 < len(want) < len(f) // 4
+    assert faces_near(v, f, torch.tensor([[1.0, 1.0, 1.0]], dtype=torch.float64), 0.03).shape == (0, 3)
+
+
+def test_focus_points_land_near_the_focus_and_keep_the_rest():
+    v, f, _ = _sphere(radius=0.08, center=(0.0, 0.0, 0.5))
+    center, rot = torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64), _rotation(4)
+    tip = torch.tensor([[0.0, 0.08, 0.5]], dtype=torch.float64)  # a point on the sphere
+    n, sigma = 2000, 0.002
+    p, o = sample_occupancy_points(v, f, center, rot, n, sigma=sigma, seed=3, focus=tip, focus_ratio=0.5,
+                                   focus_radius=0.02)
+    n_uniform, n_focus = n // 2, n // 4
+    assert p.shape == (n, 3) and o.shape == (n,)
+    d_focus = (p[-n_focus:] - tip).norm(dim=-1)
+    assert d_focus.max() < 0.02 + 0.01 + 5 * sigma  # within the radius (+ a face, + noise)
+    d_rest = (p[n_uniform:-n_focus] - tip).norm(dim=-1)
+    assert (d_rest > 0.05).float().mean() > 0.5  # the other surface points cover the whole sphere
+    # ratio 0 (default) and a focus far from every face both sample the whole surface
+    p0, _ = sample_occupancy_points(v, f, center, rot, n, sigma=sigma, seed=3)
+    p1, _ = sample_occupancy_points(v, f, center, rot, n, sigma=sigma, seed=3, focus=tip, focus_ratio=0.0)
+    assert torch.equal(p0, p1)
+    far = torch.tensor([[1.0, 1.0, 1.0]], dtype=torch.float64)
+    p2, _ = sample_occupancy_points(v, f, center, rot, n, sigma=sigma, seed=3, focus=far, focus_ratio=0.5)
+    assert p2.shape == (n, 3)
+    with pytest.raises(ValueError, match="focus_ratio"):
+        sample_occupancy_points(v, f, center, rot, 10, focus=tip, focus_ratio=1.5)
 
 
 def test_iou_points_fixed_and_sphere_volume_fraction():
