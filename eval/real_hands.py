@@ -148,7 +148,10 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         write_keypoints(gt_dir / f"{item}_keypoints.json", {s: h.keypoints for s, h in sides.items()})
         write_keypoints(kp_dir / f"{item}.json", joints)
     log.info("wrote %d items (%d hands) to %s and %s", len(items), len(hands), gt_dir, kp_dir)
-    extract_folder(out / "pred", model=args.model, keypoints=kp_dir, progress=False, overlay=False)
+    if args.fit_hand_model:
+        _fit_keypoints(items, out / "pred", args.convention)
+    else:
+        extract_folder(out / "pred", model=args.model, keypoints=kp_dir, progress=False, overlay=False)
     summary = evaluate_folder(out / "pred", gt_dir, out / "eval", split="all", n_points=args.points, plots=False,
                               progress=False)
     rows = []
@@ -156,14 +159,68 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         for rec in csv.DictReader(fh):
             for side in ("left", "right"):
                 if rec.get(f"{side}_iou"):
-                    rows.append([rec["name"], side, float(rec[f"{side}_iou"]), float(rec[f"{side}_chamfer_l1_mm"])])
-    table = _table(rows, ["item", "side", "IoU", "Chamfer-L1 (mm)"])
-    text = (f"# transfer: {args.model or 'shipped keypoint-only model'}, keypoints in the "
+                    distal, rest = region_completeness(items[rec["name"]][side], out / "pred" / f"{rec['name']}_{side}.obj")
+                    rows.append([rec["name"], side, float(rec[f"{side}_iou"]), float(rec[f"{side}_chamfer_l1_mm"]),
+                                 distal, rest])
+    table = _table(rows, ["item", "side", "IoU", "Chamfer-L1 (mm)", "distal compl. (mm)", "rest compl. (mm)"])
+    mean_distal, mean_rest = (float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in (4, 5))
+    what = "the hand model fitted to the keypoints" if args.fit_hand_model else args.model or "shipped keypoint-only model"
+    text = (f"# transfer: {what}, keypoints in the "
             f"'{args.convention}' convention\n\n{table}\n\nmean over {len(rows)} hands: IoU "
-            f"{summary['iou']:.3f}, Chamfer-L1 {summary['chamfer_l1_mm']:.2f} mm\n")
+            f"{summary['iou']:.3f}, Chamfer-L1 {summary['chamfer_l1_mm']:.2f} mm; completeness (real vertices "
+            f"to the predicted surface) {mean_distal:.1f} mm on the distal phalanges, {mean_rest:.1f} mm "
+            f"elsewhere\n")
     _write_text(out / "table.md", text)
     print(text)
     return 0 if not summary["counts"]["failed"] else 1
+
+
+def _fit_keypoints(items: dict[str, dict[str, RealHand]], pred_dir: Path, convention: str) -> None:
+    """The reference beside the network (``transfer --fit-hand-model``): the shipped hand model
+    (pose, shape, translation) fitted to each hand's 21 keypoints alone, written as predictions.
+    What the keypoints determine when the mapping keypoints -> surface is the hand model's own."""
+    import torch
+
+    from im2hands.extraction.run import write_obj
+    from im2hands.hands import calibration as cal
+    from im2hands.hands.conventions import to_convention
+    from im2hands.hands.layer import load_hand_models
+
+    models = load_hand_models(None, dtype=torch.float64)
+    for item, sides in items.items():
+        for side, h in sides.items():
+            kp = to_convention(h.keypoints, "mano", convention)
+            fit = cal.fit_hand_model(models[side], h.vertices[None], h.faces, kp[None], joint_steps=300,
+                                     surface_steps=0)
+            write_obj(pred_dir / f"{item}_{side}.obj", fit.vertices[0].numpy(), models[side].closed_faces.numpy())
+
+
+DISTAL_KEYPOINTS = (3, 4, 7, 8, 11, 12, 15, 16, 19, 20)
+"""Standard indices of the DIP joints and tips: a real vertex nearest one of them is on a distal
+phalanx."""
+
+
+def region_completeness(hand: RealHand, pred_obj: Path, n: int = 50_000) -> tuple[float, float]:
+    """Mean distance (mm) from the real hand's vertices to the predicted surface, for the
+    vertices on the distal phalanges (nearest keypoint a DIP joint or a tip) and for the rest.
+
+    The predicted surface is ``n`` area-weighted samples of ``pred_obj``; NaN when it is missing.
+    """
+    import torch
+    from scipy.spatial import cKDTree
+
+    from im2hands.data.files import read_obj
+    from im2hands.data.sampling import sample_surface
+
+    if not pred_obj.is_file():
+        return float("nan"), float("nan")
+    v, f = read_obj(pred_obj)
+    pts, _ = sample_surface(torch.as_tensor(np.asarray(v, dtype=np.float64)), torch.as_tensor(np.asarray(f)), n,
+                            generator=torch.Generator().manual_seed(0))
+    dist = cKDTree(pts.numpy()).query(hand.vertices)[0] * 1000.0  # (V,) mm
+    nearest = np.argmin(np.linalg.norm(hand.vertices[:, None] - hand.keypoints[None], axis=-1), axis=1)  # (V,)
+    distal = np.isin(nearest, DISTAL_KEYPOINTS)
+    return float(dist[distal].mean()), float(dist[~distal].mean())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             s.add_argument("--model", default=None,
                            help="run folder or checkpoint (default: the shipped keypoint-only model)")
+            s.add_argument("--fit-hand-model", action="store_true",
+                           help="instead of a network, fit the hand model to the keypoints (pose, shape, translation) "
+                           "and score its meshes: what the keypoints alone determine")
             s.add_argument("--convention", default="mano", choices=("mano", "annotation"),
                            help="write the keypoints in this convention (annotation: PIP/DIP moved distally)")
     args = p.parse_args(argv)

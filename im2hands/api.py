@@ -101,6 +101,8 @@ class HandReconstructor:
         refiner: optional stage-3 refinement run / weights file (None: none).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         focal: focal length in pixels for images given without ``K``.
+        pair_scale: sizing of a found pair by the per-hand crop pipeline (``own``, ``geometric``,
+            ``arithmetic``, ``best``; None: ``best``); docs/estimator.md.
         resolution, upsampling_steps, threshold: the mesh extractor's settings (as ``extract``).
         keypoint_convention: where the PIP/DIP of given ``keypoints`` sit (``mano`` or
             ``annotation``; None: the model's); given and found keypoints are moved to the
@@ -109,7 +111,8 @@ class HandReconstructor:
 
     def __init__(self, model: Any, *, estimator: Any = "mediapipe", refiner: Any = None, device: str = "cpu",
                  focal: float | None = None, resolution: int = 32, upsampling_steps: int = 3,
-                 threshold: float | None = None, keypoint_convention: str | None = None) -> None:  # fmt: skip
+                 threshold: float | None = None, keypoint_convention: str | None = None,
+                 pair_scale: str | None = None) -> None:  # fmt: skip
         from im2hands.extraction.extractor import Extractor
         from im2hands.extraction.estimators import load_estimator
         from im2hands.extraction.run import check_mesh_options, resolve_device
@@ -129,7 +132,7 @@ class HandReconstructor:
         if self.model.needs_ground_truth:
             raise Im2HandsError("model: this model needs ground-truth meshes (a test stand-in), not images")
         self.focal = focal
-        self.pipeline, _ = load_estimator(estimator, refiner, self.device, focal)
+        self.pipeline, _ = load_estimator(estimator, refiner, self.device, focal, pair_scale)
         self.extractor = Extractor(self.model, resolution0=resolution, upsampling_steps=upsampling_steps,
                                    threshold=threshold, device=self.device)  # fmt: skip
 

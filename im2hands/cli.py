@@ -275,7 +275,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
             split=args.split, resolution=args.resolution, upsampling_steps=args.upsampling_steps,
             threshold=args.threshold, device=args.device, points_batch_size=args.points_batch_size,
             limit=args.limit, progress=not args.no_progress, estimator=args.estimator, refiner=args.refiner,
-            focal=args.focal, existing="overwrite" if args.overwrite else "resume" if args.resume else "refuse",
+            focal=args.focal, pair_scale=args.pair_scale, existing="overwrite" if args.overwrite else "resume" if args.resume else "refuse",
             mesh_format=args.mesh_format, keypoint_convention=args.keypoint_convention,
         )
         return 1 if summary["totals"]["failed"] else 0
@@ -308,6 +308,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    help="focal length in pixels of images without a camera file NAME.json beside them "
                    "(docs/keypoints_format.md; default: the estimator's model.kpts_est.default_focal_factor, 1.2, "
                    "x the longer side)")
+    p.add_argument("--pair-scale", default=None, choices=("best", "own", "geometric", "arithmetic"),
+                   help="sizes of a found pair (per-hand crops): own, or one shared size (docs/estimator.md; default best)")
     p.add_argument("--split", default="test", help="dataset split (default test; 'all' for every sample)")
     p.add_argument("--resolution", type=int, default=32, help="MISE start resolution, cells per side")
     p.add_argument("--upsampling-steps", type=int, default=3, help="MISE levels after the first (3 from 32: 256 cells)")

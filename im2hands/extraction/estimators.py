@@ -12,6 +12,7 @@ import torch
 from im2hands.config import config_to_yaml
 from im2hands.extraction.hand_crops import HandCropPipeline
 from im2hands.extraction.keypoints import KeypointPipeline
+from im2hands.geometry.placement import SHARED_SCALE_MEANS
 from im2hands.loading import load_model
 from im2hands.models.base import KeypointEstimator, KeypointRefinement
 from im2hands.utils.errors import Im2HandsError
@@ -21,15 +22,29 @@ MEDIAPIPE_ESTIMATOR = "mediapipe"
 hand-landmark network (:mod:`im2hands.extraction.mediapipe_hands`; docs/estimator.md)."""
 
 
+PAIR_SCALES: tuple[str, ...] = ("own",) + SHARED_SCALE_MEANS
+"""Values of ``pair_scale`` (``--pair-scale``)."""
+
+
 def load_estimator(
-    estimator: Any, refiner: Any, device: torch.device, focal: float | None
+    estimator: Any, refiner: Any, device: torch.device, focal: float | None, pair_scale: str | None = None
 ) -> tuple[KeypointPipeline | HandCropPipeline, dict[str, str]]:
     """The image -> keypoints pipeline from run folders / checkpoints (or given objects), and
-    the resolved configs (YAML text) of those loaded from files: ``{"estimator", "refiner"}``."""
+    the resolved configs (YAML text) of those loaded from files: ``{"estimator", "refiner"}``.
+
+    ``pair_scale`` (``own``, ``geometric``, ``arithmetic`` or ``best``; None: the pipeline's
+    default, ``best``) sets how the per-hand crop pipeline sizes the two hands of a pair
+    (:class:`HandCropPipeline`); the whole-image estimator has no such step."""
     configs: dict[str, str] = {}
-    if isinstance(estimator, (KeypointPipeline, HandCropPipeline)):
-        return estimator, configs
     crops = isinstance(estimator, str) and estimator == MEDIAPIPE_ESTIMATOR
+    if pair_scale is not None and pair_scale not in PAIR_SCALES:
+        raise Im2HandsError(f"pair_scale must be one of {PAIR_SCALES}, got {pair_scale!r}")
+    if pair_scale is not None and not (crops or isinstance(estimator, HandCropPipeline)):
+        raise Im2HandsError("--pair-scale applies to the per-hand crop pipeline (--estimator mediapipe) only")
+    if isinstance(estimator, (KeypointPipeline, HandCropPipeline)):
+        if pair_scale is not None:
+            estimator.set_pair_scale(pair_scale)
+        return estimator, configs
     if isinstance(estimator, (str, os.PathLike)) and not crops:
         estimator, cfg = load_model(estimator, which="best", device=device)
         if not isinstance(estimator, KeypointEstimator):
@@ -44,5 +59,6 @@ def load_estimator(
     if crops:
         from im2hands.extraction.mediapipe_hands import mediapipe_pipeline
 
-        return mediapipe_pipeline(device, focal=focal, refiner=refiner), configs
+        options = {} if pair_scale is None else {"pair_scale": pair_scale}
+        return mediapipe_pipeline(device, focal=focal, refiner=refiner, **options), configs
     return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal), configs

@@ -200,11 +200,10 @@ class HandCropPipeline:
         if int(crop_batch) < 1:
             raise ValueError(f"crop_batch must be at least 1, got {crop_batch}")
         self.crop_batch = int(crop_batch)
-        if pair_scale not in ("own",) + SHARED_SCALE_MEANS:
-            raise ValueError(f"pair_scale must be one of {('own',) + SHARED_SCALE_MEANS}, got {pair_scale!r}")
+        self.set_pair_scale(pair_scale)
         if size_measure not in HAND_SIZE_MEASURES:
             raise ValueError(f"size_measure must be one of {HAND_SIZE_MEASURES}, got {size_measure!r}")
-        self.pair_scale, self.pair_depth, self.size_measure = pair_scale, bool(pair_depth), size_measure
+        self.pair_depth, self.size_measure = bool(pair_depth), size_measure
         self.detector, self.crop_net = detector, crop_net
         self.focal, self.focal_factor = focal, float(focal_factor)
         self.passes, self.crop_scale = passes, float(crop_scale)
@@ -213,6 +212,12 @@ class HandCropPipeline:
         self.probe_angles = tuple(float(a) for a in probe_angles)
         self.repaint, self.dedup_iou = bool(repaint), float(dedup_iou)
         self.refiner = refiner.eval() if refiner is not None else None
+
+    def set_pair_scale(self, pair_scale: str) -> None:
+        """How the two hands of a pair are sized: ``own`` or one of ``SHARED_SCALE_MEANS``."""
+        if pair_scale not in ("own",) + SHARED_SCALE_MEANS:
+            raise ValueError(f"pair_scale must be one of {('own',) + SHARED_SCALE_MEANS}, got {pair_scale!r}")
+        self.pair_scale = pair_scale
 
     @property
     def keypoint_convention(self) -> str | None:

@@ -227,6 +227,7 @@ def extract_folder(
     estimator: Any = None,
     refiner: Any = None,
     focal: float | None = None,
+    pair_scale: str | None = None,
     existing: str = "refuse",
     mesh_format: str = "obj",
     keypoint_convention: str | None = None,
@@ -271,6 +272,7 @@ def extract_folder(
             ``NAME.jpg`` with ``NAME.json`` beside it uses that file's ``K``, see
             :func:`~im2hands.extraction.inputs.read_camera`); None: the estimator's
             ``default_focal_factor`` x the longer image side, principal point at the centre.
+        pair_scale: sizing of a found pair (per-hand crop pipeline; None: its default, ``best``).
         **extractor_kwargs: more :class:`~im2hands.extraction.extractor.Extractor` options.
 
     Returns:
@@ -323,7 +325,7 @@ def extract_folder(
             f"the model {model_name} reads images (model.init_occ.use_image=true); pass --images DIR with "
             "--keypoints DIR, or use a keypoint-only model (model.init_occ.use_image=false)"
         )
-    pipeline, estimator_configs = load_estimator(estimator, refiner, dev, focal) if estimate else (None, {})
+    pipeline, estimator_configs = load_estimator(estimator, refiner, dev, focal, pair_scale) if estimate else (None, {})
     sources = list_items(images=images, keypoints=keypoints, dataset=dataset, split=split)
     listed = len(sources)
     if dataset is not None:
@@ -355,6 +357,7 @@ def extract_folder(
                        "dataset": _str(dataset), "split": split},
             "estimator": _str(estimator) if isinstance(estimator, (str, os.PathLike)) else None,
             "refiner": _str(refiner) if isinstance(refiner, (str, os.PathLike)) else None,
+            "pair_scale": getattr(pipeline, "pair_scale", None),
             "resolution0": resolution,
             "upsampling_steps": upsampling_steps,
             "resolution": extractor.resolution,

@@ -282,3 +282,21 @@ def test_crop_batches_and_reused_search_crops_give_the_same_hands(crop_batch):
 def test_crop_batch_must_be_positive():
     with pytest.raises(ValueError, match="crop_batch"):
         HandCropPipeline(FakeDetector(), FakeCropNet({}), crop_batch=0)
+
+
+def test_pair_scale_reaches_the_pipeline_through_load_estimator():
+    from im2hands.extraction.estimators import load_estimator
+    from im2hands.extraction.keypoints import KeypointPipeline
+    from im2hands.utils.errors import Im2HandsError
+
+    pipe = HandCropPipeline(FakeDetector(), FakeCropNet({}))
+    assert pipe.pair_scale == "best"  # the default
+    got, configs = load_estimator(pipe, None, torch.device("cpu"), None, "own")
+    assert got is pipe and pipe.pair_scale == "own" and configs == {}
+    with pytest.raises(Im2HandsError, match="pair_scale"):
+        load_estimator(pipe, None, torch.device("cpu"), None, "median")
+    whole = KeypointPipeline.__new__(KeypointPipeline)  # a whole-image pipeline has no pair step
+    with pytest.raises(Im2HandsError, match="per-hand crop pipeline"):
+        load_estimator(whole, None, torch.device("cpu"), None, "own")
+    with pytest.raises(ValueError, match="pair_scale"):
+        pipe.set_pair_scale("median")
