@@ -135,6 +135,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from im2hands.extraction.run import write_obj
 
     hands = load_calibration(args.calib)
+    if args.on_fits:
+        hands = [_fitted(h) for h in hands]
     out = Path(args.out)
     gt_dir, kp_dir = out / "gt", out / "keypoints"
     items: dict[str, dict[str, RealHand]] = {}
@@ -172,7 +174,37 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             f"elsewhere\n")
     _write_text(out / "table.md", text)
     print(text)
+    if args.picture:
+        from im2hands.data.files import read_obj
+
+        folders = ([("before", Path(args.compare))] if args.compare else []) + [
+            ("after" if args.compare else "prediction", out)]
+        pic = []
+        for key in args.picture_hands.split(","):
+            item, side = key.rsplit("_", 1)
+            if side not in items.get(item, {}):
+                continue
+            others = [(*read_obj(folder / "pred" / f"{item}_{side}.obj"), f"{label}: IoU {_score(folder, item, side):.2f}")
+                      for label, folder in folders if (folder / "pred" / f"{item}_{side}.obj").is_file()]
+            pic.append((items[item][side], others))
+        if pic:
+            render_rows(Path(args.picture), pic)
     return 0 if not summary["counts"]["failed"] else 1
+
+
+def _fitted(hand: RealHand) -> RealHand:
+    """``transfer --on-fits``: the shipped hand model fitted to the hand's 21 keypoints (as
+    ``--fit-hand-model``), standing in for it: its mesh and keypoints, the real hand's pose."""
+    import torch
+
+    from im2hands.hands import calibration as cal
+    from im2hands.hands.layer import load_hand_models
+
+    model = load_hand_models(None, dtype=torch.float64)[hand.side]
+    fit = cal.fit_hand_model(model, hand.vertices[None], hand.faces, hand.keypoints[None], joint_steps=300,
+                             surface_steps=0)
+    return RealHand(hand.item, hand.side, fit.vertices[0].numpy(), model.closed_faces.numpy(),
+                    fit.keypoints[0].numpy())
 
 
 def _fit_keypoints(items: dict[str, dict[str, RealHand]], pred_dir: Path, convention: str) -> None:
@@ -193,6 +225,15 @@ def _fit_keypoints(items: dict[str, dict[str, RealHand]], pred_dir: Path, conven
             fit = cal.fit_hand_model(models[side], h.vertices[None], h.faces, kp[None], joint_steps=300,
                                      surface_steps=0)
             write_obj(pred_dir / f"{item}_{side}.obj", fit.vertices[0].numpy(), models[side].closed_faces.numpy())
+
+
+def _score(folder: Path, item: str, side: str) -> float:
+    """The IoU of one hand in an earlier ``transfer`` folder's ``eval/per_item.csv``."""
+    with open(folder / "eval" / "per_item.csv") as fh:
+        for rec in csv.DictReader(fh):
+            if rec["name"] == item and rec.get(f"{side}_iou"):
+                return float(rec[f"{side}_iou"])
+    return float("nan")
 
 
 DISTAL_KEYPOINTS = (3, 4, 7, 8, 11, 12, 15, 16, 19, 20)
@@ -324,8 +365,14 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def render_fits(path: Path, fits: list[dict], model_name: str) -> None:
-    """Picture: each real hand (wrist closed) beside the model's fit, in the hand's palm frame
-    turned to the model frame (fingers +x, back of the hand up)."""
+    """Picture: each real hand (wrist closed) beside the model's fit."""
+    render_rows(path, [(f["_hand"], [(f["_vertices"], f["_faces"], f"{model_name} fit, CD {f['chamfer_l1_mm']:.2f} mm")])
+                       for f in fits])
+
+
+def render_rows(path: Path, rows: list[tuple[RealHand, list[tuple[np.ndarray, np.ndarray, str]]]]) -> None:
+    """Picture: one row per real hand (wrist closed), then its other meshes ``(vertices, faces,
+    title)``, all in the hand's palm frame turned to the model frame (fingers +x, back up)."""
     import torch
 
     from im2hands.geometry.frames import apply_transform, palm_frame
@@ -333,19 +380,16 @@ def render_fits(path: Path, fits: list[dict], model_name: str) -> None:
 
     flip = np.array([-1.0, 1.0, -1.0])  # palm frame (fingers -x, thumb +z) -> model frame
     panels = []
-    for f in fits:
-        h: RealHand = f["_hand"]
+    for h, others in rows:
         T = palm_frame(torch.as_tensor(h.keypoints)[None], h.side == "left")
-        meshes = [(h.vertices, h.faces, f"real: {h.item} ({h.side})"),
-                  (f["_vertices"], f["_faces"], f"{model_name} fit, CD {f['chamfer_l1_mm']:.2f} mm")]
+        meshes = [(h.vertices, h.faces, f"real: {h.item} ({h.side})"), *others]
         pts = [apply_transform(T, torch.as_tensor(v)[None])[0].numpy() * flip for v, _, _ in meshes]
-        lo = np.minimum(pts[0].min(0), pts[1].min(0))
-        hi = np.maximum(pts[0].max(0), pts[1].max(0))
+        lo, hi = np.min([p.min(0) for p in pts], axis=0), np.max([p.max(0) for p in pts], axis=0)
         for p, (_, faces, title) in zip(pts, meshes):
             if h.side == "left":  # mirrored into a right hand: keep the faces outward
                 faces = faces[:, [0, 2, 1]]
             panels.append(dict(vertices=p, faces=faces, view=(35.0, -70.0), title=title, limits=(lo, hi)))
-    _figure(panels, path, cols=2)
+    _figure(panels, path, cols=len(rows[0][1]) + 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,16 +402,21 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--out", required=True, type=Path, help="output folder")
         s.add_argument("--points", type=int, default=100_000, help="surface samples / IoU points per mesh (100k)")
         s.set_defaults(func=func)
+        s.add_argument("--picture", default=None, help="write a PNG of real hands beside their fits / predictions")
+        s.add_argument("--picture-hands", default="freihand_3060_right,interwild_left",
+                       help="comma-separated hands for --picture (ITEM_SIDE)")
         if name == "measure":
             s.add_argument("--mano-dir", default=None, help="hand-model folder to measure (default: the shipped one)")
             s.add_argument("--joint-steps", type=int, default=300)
             s.add_argument("--surface-steps", type=int, default=300)
-            s.add_argument("--picture", default=None, help="write a PNG of real hands beside their fits")
-            s.add_argument("--picture-hands", default="freihand_3060_right,interwild_left",
-                           help="comma-separated hands for --picture (ITEM_SIDE)")
         else:
             s.add_argument("--model", default=None,
                            help="run folder or checkpoint (default: the shipped keypoint-only model)")
+            s.add_argument("--compare", default=None,
+                           help="an earlier transfer --out folder: its predictions join --picture as 'before'")
+            s.add_argument("--on-fits", action="store_true",
+                           help="replace every real hand by the hand model fitted to its keypoints (mesh and "
+                           "keypoints): the network on its own hand model in the real hands' poses")
             s.add_argument("--fit-hand-model", action="store_true",
                            help="instead of a network, fit the hand model to the keypoints (pose, shape, translation) "
                            "and score its meshes: what the keypoints alone determine")
