@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -192,39 +193,38 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0 if not summary["counts"]["failed"] else 1
 
 
-def _fitted(hand: RealHand) -> RealHand:
-    """``transfer --on-fits``: the shipped hand model fitted to the hand's 21 keypoints (as
-    ``--fit-hand-model``), standing in for it: its mesh and keypoints, the real hand's pose."""
+@functools.lru_cache(maxsize=1)
+def _shipped_hand_models() -> dict:
     import torch
 
-    from im2hands.hands import calibration as cal
     from im2hands.hands.layer import load_hand_models
 
-    model = load_hand_models(None, dtype=torch.float64)[hand.side]
-    fit = cal.fit_hand_model(model, hand.vertices[None], hand.faces, hand.keypoints[None], joint_steps=300,
-                             surface_steps=0)
+    return load_hand_models(None, dtype=torch.float64)
+
+
+def _fitted(hand: RealHand, keypoints: np.ndarray | None = None) -> RealHand:
+    """The shipped hand model (pose, shape, translation; 300 steps) fitted to ``keypoints``
+    (default: the hand's own 21) alone, as a hand: its mesh and keypoints, the real hand's pose.
+    ``transfer --on-fits`` puts these in place of the real hands; ``--fit-hand-model`` scores
+    their meshes as predictions (what the keypoints alone determine with our hand model)."""
+    from im2hands.hands import calibration as cal
+
+    model = _shipped_hand_models()[hand.side]
+    kp = hand.keypoints if keypoints is None else keypoints
+    fit = cal.fit_hand_model(model, hand.vertices[None], hand.faces, kp[None], joint_steps=300, surface_steps=0)
     return RealHand(hand.item, hand.side, fit.vertices[0].numpy(), model.closed_faces.numpy(),
                     fit.keypoints[0].numpy())
 
 
 def _fit_keypoints(items: dict[str, dict[str, RealHand]], pred_dir: Path, convention: str) -> None:
-    """The reference beside the network (``transfer --fit-hand-model``): the shipped hand model
-    (pose, shape, translation) fitted to each hand's 21 keypoints alone, written as predictions.
-    What the keypoints determine when the mapping keypoints -> surface is the hand model's own."""
-    import torch
-
+    """``transfer --fit-hand-model``: each hand's :func:`_fitted` mesh written as its prediction."""
     from im2hands.extraction.run import write_obj
-    from im2hands.hands import calibration as cal
     from im2hands.hands.conventions import to_convention
-    from im2hands.hands.layer import load_hand_models
 
-    models = load_hand_models(None, dtype=torch.float64)
     for item, sides in items.items():
         for side, h in sides.items():
-            kp = to_convention(h.keypoints, "mano", convention)
-            fit = cal.fit_hand_model(models[side], h.vertices[None], h.faces, kp[None], joint_steps=300,
-                                     surface_steps=0)
-            write_obj(pred_dir / f"{item}_{side}.obj", fit.vertices[0].numpy(), models[side].closed_faces.numpy())
+            fit = _fitted(h, to_convention(h.keypoints, "mano", convention))
+            write_obj(pred_dir / f"{item}_{side}.obj", fit.vertices, fit.faces)
 
 
 def _score(folder: Path, item: str, side: str) -> float:
