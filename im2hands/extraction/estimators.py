@@ -10,9 +10,8 @@ from typing import Any
 import torch
 
 from im2hands.config import config_to_yaml
-from im2hands.extraction.hand_crops import HandCropPipeline
+from im2hands.extraction.hand_crops import PAIR_SCALES, HandCropPipeline
 from im2hands.extraction.keypoints import KeypointPipeline
-from im2hands.geometry.placement import SHARED_SCALE_MEANS
 from im2hands.loading import load_model
 from im2hands.models.base import KeypointEstimator, KeypointRefinement
 from im2hands.utils.errors import Im2HandsError
@@ -20,10 +19,6 @@ from im2hands.utils.errors import Im2HandsError
 MEDIAPIPE_ESTIMATOR = "mediapipe"
 """``--estimator mediapipe``: the per-hand crop pipeline with MediaPipe's palm detector and
 hand-landmark network (:mod:`im2hands.extraction.mediapipe_hands`; docs/estimator.md)."""
-
-
-PAIR_SCALES: tuple[str, ...] = ("own",) + SHARED_SCALE_MEANS
-"""Values of ``pair_scale`` (``--pair-scale``)."""
 
 
 def load_estimator(

@@ -49,7 +49,12 @@ from im2hands.models.base import KeypointRefinement
 from im2hands.typing import Float, Tensor
 
 
-__all__ = ["CropNet", "CropPrediction", "Detections", "HandCropPipeline", "HandDetector", "HandsFound", "assign_sides"]
+__all__ = ["CropNet", "CropPrediction", "Detections", "HandCropPipeline", "HandDetector", "HandsFound",
+           "PAIR_SCALES", "assign_sides"]
+
+PAIR_SCALES: tuple[str, ...] = ("own",) + SHARED_SCALE_MEANS
+"""Values of ``pair_scale``: ``own`` (each hand its own predicted size) or a shared size
+(:func:`~im2hands.geometry.placement.place_pair`)."""
 
 
 @dataclass
@@ -214,9 +219,9 @@ class HandCropPipeline:
         self.refiner = refiner.eval() if refiner is not None else None
 
     def set_pair_scale(self, pair_scale: str) -> None:
-        """How the two hands of a pair are sized: ``own`` or one of ``SHARED_SCALE_MEANS``."""
-        if pair_scale not in ("own",) + SHARED_SCALE_MEANS:
-            raise ValueError(f"pair_scale must be one of {('own',) + SHARED_SCALE_MEANS}, got {pair_scale!r}")
+        """How the two hands of a pair are sized: one of :data:`PAIR_SCALES`."""
+        if pair_scale not in PAIR_SCALES:
+            raise ValueError(f"pair_scale must be one of {PAIR_SCALES}, got {pair_scale!r}")
         self.pair_scale = pair_scale
 
     @property
