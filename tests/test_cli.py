@@ -106,6 +106,16 @@ def test_help_gives_every_default():
     assert checked >= 15
 
 
+def test_pair_scale_choices_are_the_pipelines():
+    """``extract --pair-scale`` lists exactly the values the crop pipeline accepts (the CLI spells
+    them out so that --help imports no torch)."""
+    from im2hands.cli import build_parser
+    from im2hands.extraction.hand_crops import PAIR_SCALES
+
+    found = [a for name, _, a in _all_options(build_parser()) if name == "im2hands extract" and "--pair-scale" in a.option_strings]
+    assert len(found) == 1 and set(found[0].choices) == set(PAIR_SCALES)
+
+
 def test_unusable_output_paths_are_one_message_and_exit_2(tmp_path, capsys):
     """``--out`` that is a file, or lies under a file: one line naming it, exit 2, no traceback."""
     a_file = tmp_path / "file.txt"

@@ -30,16 +30,25 @@ def load_estimator(
     ``pair_scale`` (``own``, ``geometric``, ``arithmetic`` or ``best``; None: the pipeline's
     default, ``best``) sets how the per-hand crop pipeline sizes the two hands of a pair
     (:class:`HandCropPipeline`); the whole-image estimator has no such step."""
-    configs: dict[str, str] = {}
     crops = isinstance(estimator, str) and estimator == MEDIAPIPE_ESTIMATOR
     if pair_scale is not None and pair_scale not in PAIR_SCALES:
         raise Im2HandsError(f"pair_scale must be one of {PAIR_SCALES}, got {pair_scale!r}")
     if pair_scale is not None and not (crops or isinstance(estimator, HandCropPipeline)):
         raise Im2HandsError("--pair-scale applies to the per-hand crop pipeline (--estimator mediapipe) only")
+    configs: dict[str, str] = {}
     if isinstance(estimator, (KeypointPipeline, HandCropPipeline)):
-        if pair_scale is not None:
-            estimator.set_pair_scale(pair_scale)
-        return estimator, configs
+        pipeline = estimator
+    else:
+        pipeline = _build(estimator, refiner, device, focal, crops, configs)
+    if pair_scale is not None:
+        pipeline.set_pair_scale(pair_scale)
+    return pipeline, configs
+
+
+def _build(estimator: Any, refiner: Any, device: torch.device, focal: float | None, crops: bool,
+           configs: dict[str, str]) -> KeypointPipeline | HandCropPipeline:
+    """The pipeline of :func:`load_estimator` from names, files or models; the YAML of those
+    loaded from files goes into ``configs``."""
     if isinstance(estimator, (str, os.PathLike)) and not crops:
         estimator, cfg = load_model(estimator, which="best", device=device)
         if not isinstance(estimator, KeypointEstimator):
@@ -54,6 +63,5 @@ def load_estimator(
     if crops:
         from im2hands.extraction.mediapipe_hands import mediapipe_pipeline
 
-        options = {} if pair_scale is None else {"pair_scale": pair_scale}
-        return mediapipe_pipeline(device, focal=focal, refiner=refiner, **options), configs
-    return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal), configs
+        return mediapipe_pipeline(device, focal=focal, refiner=refiner)
+    return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal)
