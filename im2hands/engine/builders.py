@@ -53,12 +53,24 @@ def build_model(cfg: Any):
 def build_batch_transform(cfg: Any):
     """The transform the trainer applies to every batch before ``forward``
     (:mod:`im2hands.data.transforms`), or None: ``kpts_est`` with ``model.kpts_est.augment``
-    gets its training augmentation, ``kpts_ref`` its keypoint noise (``model.kpts_ref.noise``)."""
+    gets its training augmentation, ``kpts_ref`` its keypoint noise (``model.kpts_ref.noise``),
+    ``crop_net`` its per-hand crops (:class:`~im2hands.data.crop_batch.HandCropBatch`)."""
     from im2hands.data.augment import Augment
     from im2hands.data.keypoint_noise import KeypointNoise
     from im2hands.data.transforms import AugmentBatch, NoisyKeypoints
 
     name = cfg.model.type
+    if name == "crop_net":
+        from im2hands.data.crop_batch import HandCropBatch
+        from im2hands.models.mediapipe.hand_landmark import CROP_SIZE
+
+        cc = cfg.model.crop_net
+        appearance = Augment(color=cc.aug_color, hue=cc.aug_hue, blur_prob=cc.aug_blur_prob, noise_std=cc.aug_noise_std)
+        return HandCropBatch(
+            size=CROP_SIZE, crop_scale=cc.crop_scale, scale_range=tuple(cc.aug_scale_range),
+            rotation_deg=cc.aug_rotation_deg, shift=cc.aug_shift, appearance=appearance,
+            negative_ratio=cc.negative_ratio,
+        )  # fmt: skip
     if name == "kpts_est" and cfg.model.kpts_est.augment:
         kc = cfg.model.kpts_est
         return AugmentBatch(Augment(
