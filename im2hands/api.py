@@ -97,7 +97,8 @@ class HandReconstructor:
         model: a hands model (stage 2 or a stage 1 that reads images) or its run folder /
             checkpoint / weights file.
         estimator: how hands are found: ``"mediapipe"`` (per-hand crops, the default), a
-            whole-image estimator run / weights file, or a ready pipeline object.
+            whole-image estimator (kpts_est) or crop-network (crop_net) run / weights file, or a
+            ready pipeline object.
         refiner: optional stage-3 refinement run / weights file (None: none).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         focal: focal length in pixels for images given without ``K``.

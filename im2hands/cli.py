@@ -299,8 +299,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    "from the images (--images or --dataset) with --estimator")
     p.add_argument("--estimator", default=None,
                    help="how keypoints are found in images: 'mediapipe' (per-hand crops through MediaPipe's "
-                   "real-photo networks), or a whole-image estimator run folder or checkpoint (kpts_est, e.g. "
-                   "im2hands/assets/weights/kpts_est.pt); docs/estimator.md (default: mediapipe)")
+                   "real-photo networks), a crop_net run or checkpoint (the same with that fine-tuned crop network), or "
+                   "a whole-image estimator run or checkpoint (kpts_est); docs/estimator.md (default: mediapipe)")
     p.add_argument("--refiner", default=None,
                    help="keypoint refinement run or checkpoint (kpts_ref, e.g. im2hands/assets/weights/kpts_ref.pt) "
                    "for estimated keypoints; 'none': no refinement (default: none)")

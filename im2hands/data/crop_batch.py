@@ -21,7 +21,8 @@ colour: crops with no hand. The output batch (``N`` crops; other keys dropped):
 - ``crop_xyz`` (N, 21, 3) wrist-relative keypoints in the crop's orientation (x right, y down,
   z forward: the camera orientation turned by the crop's angle), metres;
 - ``crop_right`` (N,) 1.0 for a right hand, 0.0 for a left one;
-- ``crop_hand`` (N,) 1.0 for a hand crop, 0.0 for a negative (whose keypoint targets are zeros).
+- ``crop_hand`` (N,) 1.0 for a hand crop, 0.0 for a negative (whose keypoint targets are zeros);
+- ``crop_px`` (N,) image pixels per crop pixel (to report errors in image pixels).
 
 Randomness comes from torch's global generator (the trainer seeds validation).
 """
@@ -115,6 +116,7 @@ class HandCropBatch:
         crop_xyz = rotate_xy(kp - kp[:, WRIST : WRIST + 1], -roi.angle)  # camera orientation -> the crop's
         right = (s_idx == RIGHT).to(image.dtype)
         hand = torch.ones_like(right)
+        px = roi.size.to(image.dtype) / self.size
         n_neg = 0
         if self.negative_ratio > 0 and "masks_amodal" in batch and len(roi):
             n_neg = max(1, int(self.negative_ratio * len(roi)))
@@ -124,6 +126,8 @@ class HandCropBatch:
             crop_xyz = torch.cat([crop_xyz, crop_xyz.new_zeros(n_neg, 21, 3)])
             right = torch.cat([right, right.new_zeros(n_neg)])
             hand = torch.cat([hand, hand.new_zeros(n_neg)])
+            px = torch.cat([px, neg_roi.size.to(px.dtype) / self.size])
         if training and self.appearance is not None and len(crops):
             crops = self.appearance.appearance(crops)
-        return {"crops": crops, "crop_uv": crop_uv, "crop_xyz": crop_xyz, "crop_right": right, "crop_hand": hand}
+        return {"crops": crops, "crop_uv": crop_uv, "crop_xyz": crop_xyz, "crop_right": right, "crop_hand": hand,
+                "crop_px": px}

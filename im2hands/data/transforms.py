@@ -8,6 +8,8 @@ transformed batch is what ``forward``, ``compute_loss`` and ``metrics`` see.
 
 - :class:`AugmentBatch` (``kpts_est``): :class:`~im2hands.data.augment.Augment` in training,
   nothing in validation.
+- :class:`~im2hands.data.crop_batch.HandCropBatch` (``crop_net``): per-hand crops of the images
+  with their targets (jittered and recoloured in training), negatives included.
 - :class:`NoisyKeypoints` (``kpts_ref``): adds ``keypoints_noisy`` (B, 2, 21, 3), the ground truth
   perturbed by :class:`~im2hands.data.keypoint_noise.KeypointNoise`: fresh noise (torch's global
   RNG) in training, and in validation noise seeded per item with ``val_seed + batch["index"]``

@@ -1,6 +1,7 @@
 """The image -> keypoints pipeline of ``im2hands extract --images`` / ``--keypoints auto``:
-MediaPipe's per-hand crop pipeline, or a whole-image keypoint estimator, each with an optional
-stage-3 refiner, loaded from run folders, checkpoints or given objects."""
+MediaPipe's per-hand crop pipeline (with MediaPipe's landmark network, or one fine-tuned here: a
+``crop_net`` run), or a whole-image keypoint estimator, each with an optional stage-3 refiner,
+loaded from run folders, checkpoints or given objects."""
 
 from __future__ import annotations
 
@@ -29,39 +30,56 @@ def load_estimator(
 
     ``pair_scale`` (``own``, ``geometric``, ``arithmetic`` or ``best``; None: the pipeline's
     default, ``best``) sets how the per-hand crop pipeline sizes the two hands of a pair
-    (:class:`HandCropPipeline`); the whole-image estimator has no such step."""
-    crops = isinstance(estimator, str) and estimator == MEDIAPIPE_ESTIMATOR
+    (:class:`HandCropPipeline`); the whole-image estimator has no such step.
+
+    ``estimator``: ``"mediapipe"``, a run folder or checkpoint of a ``kpts_est`` model (the
+    whole-image pipeline) or of a ``crop_net`` model (the per-hand crop pipeline with that crop
+    network), or a built pipeline."""
     if pair_scale is not None and pair_scale not in PAIR_SCALES:
         raise Im2HandsError(f"pair_scale must be one of {PAIR_SCALES}, got {pair_scale!r}")
-    if pair_scale is not None and not (crops or isinstance(estimator, HandCropPipeline)):
-        raise Im2HandsError("--pair-scale applies to the per-hand crop pipeline (--estimator mediapipe) only")
     configs: dict[str, str] = {}
+    if isinstance(estimator, (str, os.PathLike)) and str(estimator) != MEDIAPIPE_ESTIMATOR:
+        estimator, cfg = load_model(estimator, which="best", device=device)
+        if not isinstance(estimator, (KeypointEstimator, _crop_net_class())):
+            raise Im2HandsError(f"--estimator: model.type '{cfg.model.type}' is neither a keypoint estimator "
+                                "(kpts_est) nor a crop network (crop_net)")  # fmt: skip
+        configs["estimator"] = config_to_yaml(cfg)
+    crops = estimator == MEDIAPIPE_ESTIMATOR or isinstance(estimator, (_crop_net_class(), HandCropPipeline))
+    if pair_scale is not None and not crops:
+        raise Im2HandsError("--pair-scale applies to the per-hand crop pipeline (--estimator mediapipe or a crop_net run) only")
     if isinstance(estimator, (KeypointPipeline, HandCropPipeline)):
         pipeline = estimator
     else:
-        pipeline = _build(estimator, refiner, device, focal, crops, configs)
+        pipeline = _build(estimator, refiner, device, focal, configs)
     if pair_scale is not None:
         pipeline.set_pair_scale(pair_scale)
     return pipeline, configs
 
 
-def _build(estimator: Any, refiner: Any, device: torch.device, focal: float | None, crops: bool,
+def _crop_net_class() -> type:
+    from im2hands.models.crop_net import CropNetModel
+
+    return CropNetModel
+
+
+def _build(estimator: Any, refiner: Any, device: torch.device, focal: float | None,
            configs: dict[str, str]) -> KeypointPipeline | HandCropPipeline:
-    """The pipeline of :func:`load_estimator` from names, files or models; the YAML of those
-    loaded from files goes into ``configs``."""
-    if isinstance(estimator, (str, os.PathLike)) and not crops:
-        estimator, cfg = load_model(estimator, which="best", device=device)
-        if not isinstance(estimator, KeypointEstimator):
-            raise Im2HandsError(f"--estimator: model.type '{cfg.model.type}' is not a keypoint estimator (kpts_est)")
-        configs["estimator"] = config_to_yaml(cfg)
+    """The pipeline of :func:`load_estimator` from ``"mediapipe"`` or a model (a loaded
+    ``kpts_est`` or ``crop_net``); a refiner from a name, file or model, whose YAML goes into
+    ``configs``."""
     if isinstance(refiner, (str, os.PathLike)):
         refiner, cfg = load_model(refiner, which="best", device=device)
         if not isinstance(refiner, KeypointRefinement):
             raise Im2HandsError(f"--refiner: model.type '{cfg.model.type}' is not a keypoint refinement (kpts_ref)")
         configs["refiner"] = config_to_yaml(cfg)
     refiner = None if refiner is None else refiner.to(device)
-    if crops:
-        from im2hands.extraction.mediapipe_hands import mediapipe_pipeline
+    if isinstance(estimator, KeypointEstimator):
+        return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal)
+    from im2hands.extraction.mediapipe_hands import MediaPipeCropNet, mediapipe_pipeline
 
-        return mediapipe_pipeline(device, focal=focal, refiner=refiner)
-    return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal)
+    crop_net = None
+    if isinstance(estimator, _crop_net_class()):  # its fine-tuned landmark network
+        crop_net = MediaPipeCropNet(estimator.landmarks, keypoint_convention=estimator.keypoint_convention)
+    elif estimator != MEDIAPIPE_ESTIMATOR:
+        raise Im2HandsError(f"estimator: expected 'mediapipe', a keypoint estimator or a crop network, got {type(estimator).__name__}")
+    return mediapipe_pipeline(device, crop_net=crop_net, focal=focal, refiner=refiner)

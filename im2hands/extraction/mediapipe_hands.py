@@ -86,15 +86,23 @@ def _merge(roi: Tensor, score: Tensor, iou_threshold: float) -> Tensor:
 
 
 class MediaPipeCropNet(nn.Module):
-    """MediaPipe's landmark network as a crop network (module docstring)."""
+    """MediaPipe's landmark network as a crop network (module docstring).
+
+    Args:
+        net: the network (default: the original, from the verified cached file); a fine-tuned
+            one is a ``crop_net`` model's ``landmarks`` (:mod:`im2hands.models.crop_net`).
+        keypoint_convention: where its PIP and DIP keypoints sit (:mod:`im2hands.hands.conventions`):
+            ``annotation`` for the original (trained on manually annotated photos); a network
+            fine-tuned on our data has that data's (``mano``).
+    """
 
     input_size = CROP_SIZE
     mirrors_left = False
-    keypoint_convention = "annotation"  # trained on manually annotated photos (im2hands.hands.conventions)
 
-    def __init__(self, net: HandLandmarkNet | None = None) -> None:
+    def __init__(self, net: HandLandmarkNet | None = None, keypoint_convention: str | None = "annotation") -> None:
         super().__init__()
         self.net = net if net is not None else HandLandmarkNet()
+        self.keypoint_convention = keypoint_convention
 
     def forward(self, crops: Float[Tensor, "B 3 224 224"]) -> CropPrediction:
         dev = next(self.net.parameters()).device
@@ -103,10 +111,11 @@ class MediaPipeCropNet(nn.Module):
                               presence=out.presence.cpu(), right_prob=out.handedness.cpu())  # fmt: skip
 
 
-def mediapipe_pipeline(device: str | torch.device = "cpu", **kwargs) -> HandCropPipeline:
+def mediapipe_pipeline(device: str | torch.device = "cpu", crop_net: MediaPipeCropNet | None = None,
+                       **kwargs) -> HandCropPipeline:  # fmt: skip
     """A :class:`~im2hands.extraction.hand_crops.HandCropPipeline` of MediaPipe's palm
-    detector and landmark network (both from the verified cached files) on ``device``;
-    ``kwargs`` go to the pipeline."""
+    detector and ``crop_net`` (default: MediaPipe's landmark network; both from the verified
+    cached files) on ``device``; ``kwargs`` go to the pipeline."""
     detector = MediaPipePalmDetector().to(device).eval()
-    crop_net = MediaPipeCropNet().to(device).eval()
+    crop_net = (crop_net if crop_net is not None else MediaPipeCropNet()).to(device).eval()
     return HandCropPipeline(detector, crop_net, **kwargs)
