@@ -96,9 +96,10 @@ class HandReconstructor:
     Args:
         model: a hands model (stage 2 or a stage 1 that reads images) or its run folder /
             checkpoint / weights file.
-        estimator: how hands are found: ``"mediapipe"`` (per-hand crops, the default), a
-            whole-image estimator (kpts_est) or crop-network (crop_net) run / weights file, or a
-            ready pipeline object.
+        estimator: how hands are found: None (the default: per-hand crops with the shipped
+            fine-tuned crop network, :func:`~im2hands.extraction.estimators.default_estimator`),
+            ``"mediapipe"`` (MediaPipe's networks alone), a crop-network (crop_net) or whole-image
+            estimator (kpts_est) run / weights file, or a ready pipeline object.
         refiner: optional stage-3 refinement run / weights file (None: none).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         focal: focal length in pixels for images given without ``K``.
@@ -110,12 +111,12 @@ class HandReconstructor:
             model's convention.
     """
 
-    def __init__(self, model: Any, *, estimator: Any = "mediapipe", refiner: Any = None, device: str = "cpu",
+    def __init__(self, model: Any, *, estimator: Any = None, refiner: Any = None, device: str = "cpu",
                  focal: float | None = None, resolution: int = 32, upsampling_steps: int = 3,
                  threshold: float | None = None, keypoint_convention: str | None = None,
                  pair_scale: str | None = None) -> None:  # fmt: skip
         from im2hands.extraction.extractor import Extractor
-        from im2hands.extraction.estimators import load_estimator
+        from im2hands.extraction.estimators import default_estimator, load_estimator
         from im2hands.extraction.run import check_mesh_options, resolve_device
         from im2hands.loading import load_model
         from im2hands.models.base import HandsModel
@@ -133,6 +134,7 @@ class HandReconstructor:
         if self.model.needs_ground_truth:
             raise Im2HandsError("model: this model needs ground-truth meshes (a test stand-in), not images")
         self.focal = focal
+        estimator = default_estimator() if estimator is None else estimator
         self.pipeline, _ = load_estimator(estimator, refiner, self.device, focal, pair_scale)
         self.extractor = Extractor(self.model, resolution0=resolution, upsampling_steps=upsampling_steps,
                                    threshold=threshold, device=self.device)  # fmt: skip
@@ -145,7 +147,7 @@ class HandReconstructor:
         return cls(shipped_path("model"), device=device, **kwargs)
 
     @classmethod
-    def from_run(cls, model: str | os.PathLike, *, estimator: Any = "mediapipe", refiner: Any = None,
+    def from_run(cls, model: str | os.PathLike, *, estimator: Any = None, refiner: Any = None,
                  device: str = "cpu", **kwargs: Any) -> "HandReconstructor":  # fmt: skip
         """Your own trained runs (folders or checkpoint / weights files)."""
         return cls(model, estimator=estimator, refiner=refiner, device=device, **kwargs)

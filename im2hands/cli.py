@@ -298,9 +298,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    help="folder of NAME.json keypoint files (docs/keypoints_format.md), or 'auto': estimate them "
                    "from the images (--images or --dataset) with --estimator")
     p.add_argument("--estimator", default=None,
-                   help="how keypoints are found in images: 'mediapipe' (per-hand crops through MediaPipe's "
-                   "real-photo networks), a crop_net run or checkpoint (the same with that fine-tuned crop network), or "
-                   "a whole-image estimator run or checkpoint (kpts_est); docs/estimator.md (default: mediapipe)")
+                   help="how keypoints are found in images: a crop_net run or checkpoint (per-hand crops: MediaPipe's "
+                   "networks find hands and sides, the fine-tuned crop network gives keypoints; default: the shipped "
+                   "crop_net.pt), 'mediapipe' (MediaPipe's networks alone), or a whole-image kpts_est run; docs/estimator.md")
     p.add_argument("--refiner", default=None,
                    help="keypoint refinement run or checkpoint (kpts_ref, e.g. im2hands/assets/weights/kpts_ref.pt) "
                    "for estimated keypoints; 'none': no refinement (default: none)")

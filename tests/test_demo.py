@@ -43,9 +43,9 @@ def test_demo_writes_meshes_pictures_and_tables(demo):
             assert (out / "meshes" / f"{name}_{side}.obj").is_file() == found, (name, side)
             meshed += found
     assert meshed >= len(results["runs"]["images"]["items"])  # at least one hand per image on average
-    # images only: the keypoints came from the default per-hand crop pipeline (MediaPipe's networks)
+    # images only: the keypoints came from the default per-hand crop pipeline (the shipped crop network)
     settings = summary["settings"]
-    assert settings["inputs"]["keypoints"] == "auto" and settings["estimator"] == "mediapipe"
+    assert settings["inputs"]["keypoints"] == "auto" and settings["estimator"].endswith("crop_net.pt")
     assert settings["refiner"] is None and settings["model"].endswith("ref_occ.pt")
 
 

@@ -13,13 +13,23 @@ import torch
 from im2hands.config import config_to_yaml
 from im2hands.extraction.hand_crops import PAIR_SCALES, HandCropPipeline
 from im2hands.extraction.keypoints import KeypointPipeline
-from im2hands.loading import load_model
+from im2hands.loading import load_model, shipped_path
 from im2hands.models.base import KeypointEstimator, KeypointRefinement
 from im2hands.utils.errors import Im2HandsError
 
 MEDIAPIPE_ESTIMATOR = "mediapipe"
 """``--estimator mediapipe``: the per-hand crop pipeline with MediaPipe's palm detector and
 hand-landmark network (:mod:`im2hands.extraction.mediapipe_hands`; docs/estimator.md)."""
+
+
+def default_estimator() -> str:
+    """What ``extract --images`` uses without ``--estimator``: the shipped fine-tuned crop network
+    (``crop_net.pt``: MediaPipe's networks find the hands and sides, the fine-tuned one gives the
+    keypoints; docs/estimator.md), or ``"mediapipe"`` in an installation without it."""
+    try:
+        return str(shipped_path("crop_net"))
+    except Im2HandsError:
+        return MEDIAPIPE_ESTIMATOR
 
 
 def load_estimator(
@@ -77,9 +87,9 @@ def _build(estimator: Any, refiner: Any, device: torch.device, focal: float | No
         return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal)
     from im2hands.extraction.mediapipe_hands import MediaPipeCropNet, mediapipe_pipeline
 
-    crop_net = None
-    if isinstance(estimator, _crop_net_class()):  # its fine-tuned landmark network
-        crop_net = MediaPipeCropNet(estimator.landmarks, keypoint_convention=estimator.keypoint_convention)
+    keypoint_net = None
+    if isinstance(estimator, _crop_net_class()):  # its fine-tuned landmark network gives the keypoints
+        keypoint_net = MediaPipeCropNet(estimator.landmarks, keypoint_convention=estimator.keypoint_convention)
     elif estimator != MEDIAPIPE_ESTIMATOR:
         raise Im2HandsError(f"estimator: expected 'mediapipe', a keypoint estimator or a crop network, got {type(estimator).__name__}")
-    return mediapipe_pipeline(device, crop_net=crop_net, focal=focal, refiner=refiner)
+    return mediapipe_pipeline(device, keypoint_net=keypoint_net, focal=focal, refiner=refiner)

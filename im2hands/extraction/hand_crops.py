@@ -199,6 +199,7 @@ class HandCropPipeline:
         pair_depth: bool = True,
         size_measure: str = "bones",
         refiner: KeypointRefinement | None = None,
+        keypoint_net: CropNet | None = None,
     ) -> None:
         if passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2, got {passes}")
@@ -211,12 +212,13 @@ class HandCropPipeline:
         self.pair_depth, self.size_measure = bool(pair_depth), size_measure
         self.detector, self.crop_net = detector, crop_net
         self.focal, self.focal_factor = focal, float(focal_factor)
-        self.passes, self.crop_scale = passes, float(crop_scale)
+        self.passes, self.crop_scale = int(passes), float(crop_scale)
         self.min_presence, self.max_candidates = float(min_presence), int(max_candidates)
         self.scan, self.scan_presence = tuple(float(f) for f in scan), float(scan_presence)
         self.probe_angles = tuple(float(a) for a in probe_angles)
         self.repaint, self.dedup_iou = bool(repaint), float(dedup_iou)
         self.refiner = refiner.eval() if refiner is not None else None
+        self.keypoint_net = keypoint_net
 
     def set_pair_scale(self, pair_scale: str) -> None:
         """How the two hands of a pair are sized: one of :data:`PAIR_SCALES`."""
@@ -227,21 +229,23 @@ class HandCropPipeline:
     @property
     def keypoint_convention(self) -> str | None:
         """Where the output's PIP and DIP keypoints sit (:mod:`im2hands.hands.conventions`): the
-        refiner's training data's when there is one, else the crop network's."""
+        refiner's training data's when there is one, else that of the network giving the keypoints."""
         if self.refiner is not None:
             return self.refiner.keypoint_convention
-        return getattr(self.crop_net, "keypoint_convention", None)
+        net = self.keypoint_net if self.keypoint_net is not None else self.crop_net
+        return getattr(net, "keypoint_convention", None)
 
     # ------------------------------------------------------------------ steps
 
-    def _predict(self, image: Tensor, roi: Roi) -> dict[str, Tensor]:
-        """The crop network on ``roi``, in image terms: ``uv`` (B, 21, 2) pixels, ``rel`` (B, 21,
+    def _predict(self, image: Tensor, roi: Roi, net: CropNet | None = None) -> dict[str, Tensor]:
+        """The crop network (or ``net``) on ``roi``, in image terms: ``uv`` (B, 21, 2) pixels, ``rel`` (B, 21,
         3) metres in the camera's orientation relative to the wrist, ``presence`` (B,),
         ``right_prob`` (B,) of the image's hand (mirrored crops turned around)."""
-        size = int(self.crop_net.input_size)
+        net = self.crop_net if net is None else net
+        size = int(net.input_size)
         n, calls = len(roi), -(-len(roi) // self.crop_batch)
         bounds = [round(i * n / calls) for i in range(calls + 1)]  # even batches
-        parts = [self.crop_net(crop_images(image, roi[torch.arange(a, b)], size)) for a, b in zip(bounds[:-1], bounds[1:])]
+        parts = [net(crop_images(image, roi[torch.arange(a, b)], size)) for a, b in zip(bounds[:-1], bounds[1:])]
         pred = parts[0] if len(parts) == 1 else CropPrediction(*(torch.cat(t) for t in zip(*(
             (p.keypoints_2d, p.keypoints_3d, p.presence, p.right_prob) for p in parts))))  # fmt: skip
         dt = roi.center.dtype
@@ -267,7 +271,7 @@ class HandCropPipeline:
             out = {k: v[order] for k, v in det.pred.items()}  # the search ran these very crops
         else:
             out = self._predict(image, roi)
-        if self.passes == 2:
+        for _ in range(self.passes - 1):
             uv = out["uv"]
             roi = roi_from_points(uv, roi_angle(uv[:, WRIST], uv[:, MIDDLE_MCP]), scale=self.crop_scale, shift=(0.0, -0.1))
             roi.mirror = self._mirror(out["right_prob"], len(roi), image.device)
@@ -351,6 +355,15 @@ class HandCropPipeline:
         return place_pair(uv, rel_t, torch.from_numpy(np.asarray(K, np.float64))[None], valid=ok, scale=self.pair_scale,
                           same_depth=self.pair_depth, measure=self.size_measure)  # fmt: skip
 
+    def _keypoints_again(self, image: Tensor, found: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The hands found, their keypoints from ``keypoint_net`` on crops framed by the found
+        keypoints (presence, sides and regions stay those of ``crop_net``)."""
+        uv = found["uv"]
+        roi = roi_from_points(uv, roi_angle(uv[:, WRIST], uv[:, MIDDLE_MCP]), scale=self.crop_scale, shift=(0.0, -0.1))
+        roi.mirror = self._mirror(found["right_prob"], len(roi), image.device)
+        out = self._predict(image, roi, self.keypoint_net)
+        return {**found, "uv": out["uv"], "rel": out["rel"]}
+
     # ------------------------------------------------------------------ call
 
     @torch.no_grad()
@@ -383,6 +396,8 @@ class HandCropPipeline:
         rel = np.zeros((2, 21, 3))
         presence, right_prob = np.zeros(2), np.full(2, np.nan)
         boxes: dict[str, tuple[float, float, float, float]] = {}
+        if len(found["presence"]) and self.keypoint_net is not None:
+            found = self._keypoints_again(t, found)
         if len(found["presence"]):
             sides = assign_sides(found["presence"], found["right_prob"])
             for s, i in enumerate(sides):

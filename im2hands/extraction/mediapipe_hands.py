@@ -112,10 +112,12 @@ class MediaPipeCropNet(nn.Module):
 
 
 def mediapipe_pipeline(device: str | torch.device = "cpu", crop_net: MediaPipeCropNet | None = None,
-                       **kwargs) -> HandCropPipeline:  # fmt: skip
+                       keypoint_net: MediaPipeCropNet | None = None, **kwargs) -> HandCropPipeline:  # fmt: skip
     """A :class:`~im2hands.extraction.hand_crops.HandCropPipeline` of MediaPipe's palm
     detector and ``crop_net`` (default: MediaPipe's landmark network; both from the verified
     cached files) on ``device``; ``kwargs`` go to the pipeline."""
     detector = MediaPipePalmDetector().to(device).eval()
     crop_net = (crop_net if crop_net is not None else MediaPipeCropNet()).to(device).eval()
+    if keypoint_net is not None:
+        kwargs["keypoint_net"] = keypoint_net.to(device).eval()
     return HandCropPipeline(detector, crop_net, **kwargs)

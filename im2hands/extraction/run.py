@@ -45,7 +45,7 @@ from im2hands.extraction.meshfiles import MESH_FORMATS, write_hand_meshes
 from im2hands.extraction.outfolder import EXISTING_MODES, OutputFolder, check_not_an_input
 from im2hands.extraction.overlay import write_overlay
 from im2hands.extraction.inputs import Item, ItemSource, list_items, load_item, prepare_image, write_keypoints
-from im2hands.extraction.estimators import MEDIAPIPE_ESTIMATOR, load_estimator
+from im2hands.extraction.estimators import default_estimator, load_estimator
 from im2hands.geometry.frames import CM3_PER_M3
 from im2hands.hands.constants import SIDES
 from im2hands.hands.conventions import CONVENTIONS
@@ -260,9 +260,11 @@ def extract_folder(
         limit: process only the first ``limit`` items (sorted by name).
         progress: show a tqdm progress bar.
         overlay: write ``NAME.png`` for items with an image.
-        estimator: ``"mediapipe"`` (the default when None: the per-hand crop pipeline with
-            MediaPipe's networks, :mod:`~im2hands.extraction.mediapipe_hands`), a whole-image
-            keypoint estimator (``kpts_est``) run folder or checkpoint (the shipped one:
+        estimator: None (the default: the per-hand crop pipeline with the shipped fine-tuned
+            crop network, :func:`~im2hands.extraction.estimators.default_estimator`),
+            ``"mediapipe"`` (the same pipeline with MediaPipe's original networks alone,
+            :mod:`~im2hands.extraction.mediapipe_hands`), a ``crop_net`` run or checkpoint, a
+            whole-image keypoint estimator (``kpts_est``) run folder or checkpoint (the shipped one:
             ``im2hands/assets/weights/kpts_est.pt``), or a ready
             :class:`~im2hands.extraction.keypoints.KeypointPipeline` /
             :class:`~im2hands.extraction.hand_crops.HandCropPipeline`.
@@ -288,8 +290,8 @@ def extract_folder(
     if auto and images is None and dataset is None:
         raise Im2HandsError("--keypoints auto estimates keypoints from images: pass --images DIR or --dataset DIR")
     estimate = auto or (images is not None and keypoints is None and dataset is None)
-    if estimate and estimator is None:  # the per-hand crop pipeline with MediaPipe's real-photo networks
-        estimator = MEDIAPIPE_ESTIMATOR
+    if estimate and estimator is None:  # the per-hand crop pipeline (the shipped fine-tuned crop network)
+        estimator = default_estimator()
     refiner = None if isinstance(refiner, str) and refiner == NO_REFINER else refiner
     keypoints = None if auto else keypoints
     if images is None and keypoints is None and dataset is None:

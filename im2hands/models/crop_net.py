@@ -15,8 +15,14 @@ its wrist) in metres, binary cross-entropy of the handedness (right = 1) and of 
 (negatives 0), and optionally ``anchor_weight`` x the squared distance of the weights to the
 starting ones (L2-SP), which holds the network near what it learnt from real photos.
 
+**Checkpoints hold only what fine-tuning changed**: the network's entries of ``state_dict()``
+are the differences to the starting weights (read from the ``.tflite`` at construction), and
+loading adds them back. A checkpoint or shipped weights file of this stage therefore contains
+no third-party weights (MediaPipe's are fetched at set-up and checked by SHA-256), and float16
+files keep the small differences precisely.
+
 ``im2hands extract --estimator RUN`` with a ``crop_net`` run (or weights file) runs the per-hand
-crop pipeline with this network in place of MediaPipe's original (docs/estimator.md).
+crop pipeline with this network giving the keypoints (docs/estimator.md).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class CropNetModel(HandsModel):
     Args:
         landmarks: the network (its current weights are the starting point).
         loss_2d, loss_3d, loss_side, loss_presence: loss weights (``model.crop_net``).
-        anchor_weight: L2-SP weight; > 0 keeps a copy of the starting weights (not saved).
+        anchor_weight: L2-SP weight (the starting weights are kept as non-persistent buffers).
     """
 
     stage = "crop_net"
@@ -83,12 +89,27 @@ class CropNetModel(HandsModel):
         self.loss_2d, self.loss_3d = float(loss_2d), float(loss_3d)
         self.loss_side, self.loss_presence = float(loss_side), float(loss_presence)
         self.anchor_weight = float(anchor_weight)
-        self._anchor_names: list[str] = []
-        if self.anchor_weight > 0:
-            for i, p in enumerate(self.landmarks.parameters()):
-                name = f"_anchor_{i}"
-                self.register_buffer(name, p.detach().clone(), persistent=False)
-                self._anchor_names.append(name)
+        self._origin_names: dict[str, str] = {}  # parameter name -> buffer of its starting value
+        for i, (name, p) in enumerate(self.landmarks.named_parameters()):
+            self.register_buffer(f"_origin_{i}", p.detach().clone(), persistent=False)
+            self._origin_names[f"landmarks.{name}"] = f"_origin_{i}"
+        self.register_state_dict_post_hook(CropNetModel._to_differences)
+        self.register_load_state_dict_pre_hook(CropNetModel._from_differences)
+
+    @staticmethod
+    def _to_differences(module: "CropNetModel", state: dict, prefix: str, local_metadata: Any) -> None:
+        for name, origin in module._origin_names.items():
+            key = prefix + name
+            if key in state:
+                state[key] = state[key] - getattr(module, origin).to(state[key].dtype)
+
+    @staticmethod
+    def _from_differences(module: "CropNetModel", state: dict, prefix: str, *args: Any) -> None:
+        for name, origin in module._origin_names.items():
+            key = prefix + name
+            if key in state:
+                start = getattr(module, origin)
+                state[key] = state[key].to(start.dtype) + start
 
     @property
     def image_size(self) -> Optional[int]:
@@ -109,8 +130,9 @@ class CropNetModel(HandsModel):
         presence = _bce(outputs.presence, batch["crop_hand"]).mean()
         total = self.loss_2d * l2d + self.loss_3d * l3d + self.loss_side * side + self.loss_presence * presence
         out = {"loss_2d": l2d, "loss_3d": l3d, "loss_side": side, "loss_presence": presence}
-        if self._anchor_names:
-            anchor = sum(((p - getattr(self, n)) ** 2).sum() for p, n in zip(self.landmarks.parameters(), self._anchor_names))
+        if self.anchor_weight > 0:
+            anchor = sum(((p - getattr(self, self._origin_names[f"landmarks.{n}"])) ** 2).sum()
+                         for n, p in self.landmarks.named_parameters())  # fmt: skip
             out["loss_anchor"] = anchor
             total = total + self.anchor_weight * anchor
         out["loss"] = total

@@ -93,7 +93,7 @@ def test_anchor_is_zero_at_the_start_grows_when_weights_move_and_is_not_saved():
         first.add_(0.1)
     loss = model.compute_loss(batch, model(batch))
     assert float(loss["loss_anchor"]) == pytest.approx(0.01 * first.numel(), rel=1e-3)
-    assert not any(k.startswith("_anchor") for k in model.state_dict())
+    assert not any(k.startswith("_origin") for k in model.state_dict())
 
 
 def test_gradients_reach_the_network(model):
@@ -106,7 +106,7 @@ def test_gradients_reach_the_network(model):
     model.zero_grad()
 
 
-def test_trains_with_the_one_trainer_and_drives_the_crop_pipeline(tmp_path):
+def test_trains_with_the_one_trainer_and_gives_the_crop_pipeline_its_keypoints(tmp_path):
     from im2hands.config.schema import SynthConfig
     from im2hands.data.synthetic import synthesize
     from im2hands.engine.trainer import train
@@ -125,8 +125,31 @@ def test_trains_with_the_one_trainer_and_drives_the_crop_pipeline(tmp_path):
     assert isinstance(pipeline, HandCropPipeline) and "crop_net" in configs["estimator"]
     assert pipeline.pair_scale == "own"
     assert pipeline.keypoint_convention == "mano"  # trained on our data's keypoints
-    trained = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
-    name, value = next((k, v) for k, v in trained.items() if k.startswith("landmarks."))
-    assert torch.equal(dict(pipeline.crop_net.named_parameters())["net." + name[len("landmarks."):]].detach(), value)
+    delta = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]  # the changes only
+    name = next(k for k, v in delta.items() if k.startswith("landmarks.") and float(v.abs().max()) > 0)
+    key = "net." + name[len("landmarks."):]
+    original = dict(pipeline.crop_net.named_parameters())[key].detach()  # hands, sides: the original network
+    trained = dict(pipeline.keypoint_net.named_parameters())[key].detach()  # keypoints: the fine-tuned one
+    assert torch.allclose(trained, original + delta[name], atol=1e-7)
     with pytest.raises(Im2HandsError, match="neither a keypoint estimator"):
         load_estimator(str(REPO / "im2hands/assets/weights/init_occ_halo.pt"), None, torch.device("cpu"), None)
+
+
+def test_checkpoints_hold_only_the_changes_and_load_back_exactly():
+    from im2hands.engine.builders import build_model
+
+    cfg = load_config(SMOKE)
+    model = build_model(cfg)
+    state = model.state_dict()
+    assert all(float(v.abs().max()) == 0.0 for v in state.values())  # untouched: no third-party weights saved
+    with torch.no_grad():
+        for p in model.landmarks.parameters():
+            p.add_(torch.randn_like(p) * 1e-3)
+    state = model.state_dict()
+    origin = dict(build_model(cfg).landmarks.named_parameters())
+    for name, p in model.landmarks.named_parameters():
+        assert torch.allclose(state[f"landmarks.{name}"], p.detach() - origin[name].detach(), atol=1e-7)
+    fresh = build_model(cfg)
+    fresh.load_state_dict(state)
+    for a, b in zip(fresh.landmarks.parameters(), model.landmarks.parameters()):
+        assert torch.allclose(a, b, atol=1e-7)

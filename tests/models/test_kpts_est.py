@@ -306,11 +306,11 @@ def test_extract_from_images_alone(synth, runs, tmp_path):
 @pytest.mark.slow
 def test_extract_estimation_errors(synth, runs, tmp_path, capsys):
     images = _images(synth, tmp_path / "img")
-    # no --estimator: the per-hand crop pipeline (MediaPipe's networks), no refiner; the shipped
+    # no --estimator: the per-hand crop pipeline (the shipped fine-tuned crop network), no refiner; the shipped
     # whole-image estimator by path, with the shipped refiner when asked ('none' turns it off)
     s = extract_folder(tmp_path / "d", model=runs / "occ", images=images, resolution=8, upsampling_steps=1,
                        limit=1, progress=False)  # fmt: skip
-    assert s["settings"]["estimator"] == "mediapipe" and s["settings"]["refiner"] is None
+    assert s["settings"]["estimator"] == str(shipped_path("crop_net")) and s["settings"]["refiner"] is None
     s = extract_folder(tmp_path / "d2", model=runs / "occ", images=images, estimator=shipped_path("estimator"),
                        refiner=shipped_path("refiner"), resolution=8, upsampling_steps=1, limit=1, progress=False)
     assert s["settings"]["estimator"] == str(shipped_path("estimator"))
@@ -320,7 +320,7 @@ def test_extract_estimation_errors(synth, runs, tmp_path, capsys):
     assert s["settings"]["estimator"] == str(shipped_path("estimator")) and s["settings"]["refiner"] is None
     assert main(["extract", "--model", str(runs / "occ"), "--keypoints", "auto", "--out", str(tmp_path / "o")]) == 2
     assert "--images DIR or --dataset DIR" in capsys.readouterr().err
-    with pytest.raises(Im2HandsError, match="not a keypoint estimator"):
+    with pytest.raises(Im2HandsError, match="neither a keypoint estimator"):
         extract_folder(tmp_path / "o", model=runs / "occ", images=images, estimator=runs / "occ", progress=False)
 
 
