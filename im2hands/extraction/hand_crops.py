@@ -16,8 +16,11 @@
    finds the other one once it is gone); (c) around a hand found alone, rotated crops look
    for a hand of the other side (interlocked fingers point the other way).
 4. **Hands and sides**: hands below ``min_presence`` are dropped, duplicates (2D boxes
-   overlapping more than ``dedup_iou``) merged, and at most one left and one right hand kept:
-   the pair that best agrees with the network's right-hand probabilities.
+   overlapping more than ``dedup_iou``) merged; with a ``keypoint_net`` (a second crop
+   network, e.g. one fine-tuned on our renders) each hand kept is cropped once more on its
+   keypoints and that network's keypoints and right-hand probability replace the first's; at
+   most one left and one right hand are kept: the pair that best agrees with the right-hand
+   probabilities.
 5. **Placement**: each hand's 3D keypoints are turned into the camera's orientation and its
    absolute position solved from its 2D keypoints and the intrinsics; both hands of a pair
    get one metric size and wrist depth, those of the hand that fits its 2D keypoints better
@@ -176,6 +179,11 @@ class HandCropPipeline:
             :func:`~im2hands.geometry.placement.hand_size`).
         refiner: optional stage-3 keypoint refinement of the placed keypoints
             (:func:`~im2hands.extraction.keypoints.refine_keypoints`).
+        keypoint_net: optional second crop network that gives the final keypoints and sides:
+            once the hands are found (by ``crop_net``'s presence, searches and duplicates), each
+            is cropped again on its keypoints and this network's keypoints and right-hand
+            probability replace ``crop_net``'s (the shipped crop network fine-tuned on our
+            renders behind MediaPipe's original, docs/estimator.md).
     """
 
     def __init__(
@@ -356,13 +364,13 @@ class HandCropPipeline:
                           same_depth=self.pair_depth, measure=self.size_measure)  # fmt: skip
 
     def _keypoints_again(self, image: Tensor, found: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The hands found, their keypoints from ``keypoint_net`` on crops framed by the found
-        keypoints (presence, sides and regions stay those of ``crop_net``)."""
+        """The hands found, their keypoints and right-hand probabilities from ``keypoint_net`` on
+        crops framed by the found keypoints (which hands there are stays ``crop_net``'s)."""
         uv = found["uv"]
         roi = roi_from_points(uv, roi_angle(uv[:, WRIST], uv[:, MIDDLE_MCP]), scale=self.crop_scale, shift=(0.0, -0.1))
         roi.mirror = self._mirror(found["right_prob"], len(roi), image.device)
         out = self._predict(image, roi, self.keypoint_net)
-        return {**found, "uv": out["uv"], "rel": out["rel"]}
+        return {**found, "uv": out["uv"], "rel": out["rel"], "right_prob": out["right_prob"]}
 
     # ------------------------------------------------------------------ call
 

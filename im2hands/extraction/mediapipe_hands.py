@@ -115,7 +115,8 @@ def mediapipe_pipeline(device: str | torch.device = "cpu", crop_net: MediaPipeCr
                        keypoint_net: MediaPipeCropNet | None = None, **kwargs) -> HandCropPipeline:  # fmt: skip
     """A :class:`~im2hands.extraction.hand_crops.HandCropPipeline` of MediaPipe's palm
     detector and ``crop_net`` (default: MediaPipe's landmark network; both from the verified
-    cached files) on ``device``; ``kwargs`` go to the pipeline."""
+    cached files) on ``device``; ``keypoint_net`` (e.g. the landmark network fine-tuned here,
+    a ``crop_net`` model's) gives the final keypoints and sides; ``kwargs`` go to the pipeline."""
     detector = MediaPipePalmDetector().to(device).eval()
     crop_net = (crop_net if crop_net is not None else MediaPipeCropNet()).to(device).eval()
     if keypoint_net is not None:

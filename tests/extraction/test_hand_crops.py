@@ -303,7 +303,8 @@ def test_pair_scale_reaches_the_pipeline_through_load_estimator():
 
 
 class ShiftedCropNet(FakeCropNet):
-    """The fake network with biased keypoints: 2D shifted by 2 crop pixels, 3D scaled 1.1."""
+    """The fake network with biased keypoints (2D shifted by 2 crop pixels, 3D scaled 1.1) and
+    the wrong sides."""
 
     keypoint_convention = "annotation"
 
@@ -311,23 +312,23 @@ class ShiftedCropNet(FakeCropNet):
         pred = super().__call__(crops)
         pred.keypoints_2d = pred.keypoints_2d + 2.0
         pred.keypoints_3d = pred.keypoints_3d * 1.1
+        pred.right_prob = 1.0 - pred.right_prob
         return pred
 
 
 class KeypointsOnlyNet(FakeCropNet):
-    """The exact fake network, but with no presence and the other side: a network that must only
-    give keypoints (the pipeline's ``keypoint_net``)."""
+    """The exact fake network, but with no presence: a network that must only give keypoints and
+    sides (the pipeline's ``keypoint_net``)."""
 
     keypoint_convention = "mano"
 
     def __call__(self, crops):
         pred = super().__call__(crops)
         pred.presence = torch.zeros_like(pred.presence)
-        pred.right_prob = 1.0 - pred.right_prob
         return pred
 
 
-def test_keypoint_net_gives_the_keypoints_and_crop_net_the_hands_and_sides():
+def test_keypoint_net_gives_keypoints_and_sides_and_crop_net_the_hands():
     image, hands = _scene()
     kw = dict(scan=(), probe_angles=(), repaint=False, pair_scale="own")
     biased = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), ShiftedCropNet(hands), **kw)
@@ -337,5 +338,5 @@ def test_keypoint_net_gives_the_keypoints_and_crop_net_the_hands_and_sides():
     kp_net = KeypointsOnlyNet(hands)
     hybrid = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), ShiftedCropNet(hands), keypoint_net=kp_net, **kw)
     found = hybrid(_u8(image), K)
-    _check(found, hands, atol_px=0.3, atol_m=2e-3)  # exact keypoints; the sides and presence of crop_net
+    _check(found, hands, atol_px=0.3, atol_m=2e-3)  # exact keypoints and sides; the hands found by crop_net
     assert kp_net.calls == 2 and hybrid.keypoint_convention == "mano"
