@@ -238,7 +238,8 @@ def bench_synth(*, workers: int, num: int, repeats: int, image_size: int, seed: 
 def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int, upsampling_steps: int,
                  device: torch.device, seed: int = 0) -> dict[str, Any]:
     """Images alone: keypoints per second of the default per-hand crop pipeline (``crops``:
-    MediaPipe's networks) and of the whole-image ``KeypointPipeline`` with the shipped
+    MediaPipe's networks find the hands, the shipped fine-tuned crop network gives keypoints and
+    sides; :func:`~im2hands.extraction.estimators.default_estimator`) and of the whole-image ``KeypointPipeline`` with the shipped
     estimator, without and with the shipped refiner (median over ``repeats`` passes over
     ``images`` synthetic images after a warm-up), and seconds per item of the whole
     image-to-mesh job with the defaults (``extract --keypoints auto``: crop pipeline, stage 1,
@@ -250,7 +251,7 @@ def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int
     from im2hands.loading import shipped_path
     from im2hands.extraction.run import extract_folder
     from im2hands.extraction.keypoints import KeypointPipeline
-    from im2hands.extraction.mediapipe_hands import mediapipe_pipeline
+    from im2hands.extraction.estimators import default_estimator, load_estimator
 
     out: dict[str, Any] = {"images": images, "repeats": repeats, "image_size": image_size}
     with tempfile.TemporaryDirectory(prefix="im2hands_bench_images_") as tmp:
@@ -260,7 +261,8 @@ def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int
         inputs = [(fmt.read_image(root / a.image), a.K) for a in anns]
         estimator, _ = load_model(shipped_path("estimator"), device=device)
         refiner, _ = load_model(shipped_path("refiner"), device=device)
-        for name, pipe in (("crops", mediapipe_pipeline(device)), ("estimator", KeypointPipeline(estimator)),
+        crops, _ = load_estimator(default_estimator(), None, torch.device(device), None)
+        for name, pipe in (("crops", crops), ("estimator", KeypointPipeline(estimator)),
                            ("estimator_refiner", KeypointPipeline(estimator, refiner=refiner))):
             pipe(*inputs[0])  # warm-up
             runs = []
