@@ -24,15 +24,10 @@ import numpy as np
 
 from im2hands.data import format as fmt
 from im2hands.extraction.inputs import read_keypoints
+from im2hands.geometry.frames import project_np
 from im2hands.hands.constants import SIDES
 from im2hands.utils.errors import Im2HandsError
 from im2hands.utils.io import write_json, write_text
-
-
-def project(joints: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(21, 3) camera-frame metres -> (21, 2) pixels."""
-    q = joints @ np.asarray(K, float).T
-    return q[:, :2] / q[:, 2:]
 
 
 def score_item(gt_uv: dict[str, np.ndarray], pred_uv: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
@@ -80,7 +75,7 @@ def evaluate(pred: Path, gt: Path, split: str) -> tuple[dict[str, Any], dict[str
                 print(f"warning: {sid}: {exc}; its hands count as not found", file=sys.stderr)
                 unreadable.append(sid)
             else:
-                pred_uv = {s: project(np.asarray(j, float), K) for s, j in kp.joints.items()}
+                pred_uv = {s: project_np(np.asarray(j, float), K) for s, j in kp.joints.items()}
         scores[sid] = score_item(gt_uv, pred_uv)
     return scores, {**summarize(scores), "unreadable_items": unreadable}
 

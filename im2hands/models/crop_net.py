@@ -33,6 +33,7 @@ import torch
 
 from im2hands.geometry.frames import WRIST
 from im2hands.models.base import HandsModel
+from im2hands.models.measures import masked_mean
 from im2hands.models.mediapipe.hand_landmark import CROP_SIZE, HandLandmarkNet, HandLandmarks
 from im2hands.registry import MODELS
 from im2hands.typing import Tensor
@@ -47,13 +48,6 @@ def _bce(p: Tensor, target: Tensor) -> Tensor:
     p = p.float().clamp(_EPS, 1.0 - _EPS)
     t = target.float()
     return -(t * p.log() + (1.0 - t) * (1.0 - p).log())
-
-
-def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``x`` (N, ...) over the rows where ``mask`` (N,) holds; 0 (with gradient) when none."""
-    if not bool(mask.any()):
-        return x.sum() * 0.0
-    return x[mask].mean()
 
 
 @MODELS.register("crop_net")
@@ -124,9 +118,9 @@ class CropNetModel(HandsModel):
 
     def compute_loss(self, batch: dict[str, Any], outputs: HandLandmarks) -> dict[str, Tensor]:
         hand = batch["crop_hand"] > 0.5
-        l2d = _masked_mean((outputs.keypoints_2d - batch["crop_uv"]).abs().mean((1, 2)) / CROP_SIZE, hand)
-        l3d = _masked_mean((self._wrist_relative(outputs) - batch["crop_xyz"]).abs().mean((1, 2)), hand)
-        side = _masked_mean(_bce(outputs.handedness, batch["crop_right"]), hand)
+        l2d = masked_mean((outputs.keypoints_2d - batch["crop_uv"]).abs().mean((1, 2)) / CROP_SIZE, hand)
+        l3d = masked_mean((self._wrist_relative(outputs) - batch["crop_xyz"]).abs().mean((1, 2)), hand)
+        side = masked_mean(_bce(outputs.handedness, batch["crop_right"]), hand)
         presence = _bce(outputs.presence, batch["crop_hand"]).mean()
         total = self.loss_2d * l2d + self.loss_3d * l3d + self.loss_side * side + self.loss_presence * presence
         out = {"loss_2d": l2d, "loss_3d": l3d, "loss_side": side, "loss_presence": presence}
