@@ -37,15 +37,12 @@ import torch
 import torch.nn.functional as F
 
 from im2hands.data.augment import Augment
-from im2hands.geometry.crops import Roi, crop_images, image_to_crop, roi_angle, roi_from_points, rotate_xy
+from im2hands.geometry.crops import KEYPOINT_CROP_SHIFT, Roi, crop_images, image_to_crop, roi_angle, roi_from_points, rotate_xy
 from im2hands.geometry.frames import MIDDLE_MCP, WRIST
 from im2hands.hands.constants import RIGHT
 from im2hands.typing import Float, Tensor
 
-__all__ = ["HandCropBatch", "CROP_SHIFT"]
-
-CROP_SHIFT = (0.0, -0.1)
-"""Box shift of the pipeline's second-pass crops (fractions of the box, along the crop's axes)."""
+__all__ = ["HandCropBatch"]
 
 
 def _uniform(n: int, lo: float, hi: float, like: Tensor) -> Tensor:
@@ -81,7 +78,7 @@ class HandCropBatch:
         n = len(uv)
         if training and self.rotation_deg > 0:
             angle = angle + _uniform(n, -1.0, 1.0, uv) * math.radians(self.rotation_deg)
-        roi = roi_from_points(uv, angle, scale=self.crop_scale, shift=CROP_SHIFT)
+        roi = roi_from_points(uv, angle, scale=self.crop_scale, shift=KEYPOINT_CROP_SHIFT)
         if training:
             lo, hi = (math.log(float(v)) for v in self.scale_range)
             roi.size = roi.size * torch.exp(_uniform(n, lo, hi, uv))
@@ -117,7 +114,6 @@ class HandCropBatch:
         right = (s_idx == RIGHT).to(image.dtype)
         hand = torch.ones_like(right)
         px = roi.size.to(image.dtype) / self.size
-        n_neg = 0
         if self.negative_ratio > 0 and "masks_amodal" in batch and len(roi):
             n_neg = max(1, int(self.negative_ratio * len(roi)))
             src, neg_roi = self.negatives(image, batch["masks_amodal"], n_neg)

@@ -41,11 +41,11 @@ import numpy as np
 import torch
 
 from im2hands.geometry.crops import (
-    Roi, box_iou, crop_images, crop_to_camera_orientation, crop_to_image, roi_angle, roi_from_points, square_windows,
+    KEYPOINT_CROP_SHIFT, Roi, box_iou, crop_images, crop_to_camera_orientation, crop_to_image, square_windows, upright_roi,
 )
 from im2hands.extraction.inputs import placeholder_hand
 from im2hands.extraction.keypoints import EstimatedHands, refine_keypoints
-from im2hands.geometry.frames import MIDDLE_MCP, WRIST
+from im2hands.geometry.frames import WRIST
 from im2hands.geometry.placement import HAND_SIZE_MEASURES, SHARED_SCALE_MEANS, default_intrinsics, place_pair
 from im2hands.hands.constants import SIDES
 from im2hands.models.base import KeypointRefinement
@@ -263,6 +263,14 @@ class HandCropPipeline:
         return {"uv": uv, "rel": rel - rel[:, WRIST : WRIST + 1], "presence": pred.presence.to(dt),
                 "right_prob": torch.where(roi.flips(), 1.0 - right, right)}  # fmt: skip
 
+    def _reframe(self, image: Tensor, hands: dict[str, Tensor], net: CropNet | None = None) -> tuple[Roi, dict[str, Tensor]]:
+        """Crops framed on ``hands``' keypoints (``uv``; side ``crop_scale`` x their extent, mirrored
+        by their ``right_prob`` where the network wants it) and ``net``'s (default: the crop
+        network's) predictions on them."""
+        roi = upright_roi(hands["uv"], scale=self.crop_scale, shift=KEYPOINT_CROP_SHIFT,
+                          mirror=self._mirror(hands["right_prob"], len(hands["uv"]), image.device))  # fmt: skip
+        return roi, self._predict(image, roi, net)
+
     def _mirror(self, right_prob: Tensor | None, n: int, device) -> Tensor | None:
         if not self.crop_net.mirrors_left:
             return None
@@ -279,11 +287,8 @@ class HandCropPipeline:
             out = {k: v[order] for k, v in det.pred.items()}  # the search ran these very crops
         else:
             out = self._predict(image, roi)
-        for _ in range(self.passes - 1):
-            uv = out["uv"]
-            roi = roi_from_points(uv, roi_angle(uv[:, WRIST], uv[:, MIDDLE_MCP]), scale=self.crop_scale, shift=(0.0, -0.1))
-            roi.mirror = self._mirror(out["right_prob"], len(roi), image.device)
-            out = self._predict(image, roi)
+        if self.passes == 2:
+            roi, out = self._reframe(image, out)
         uv = out["uv"]
         out["box"] = torch.cat([uv.min(1).values, uv.max(1).values], -1)  # (N, 4)
         out["roi"] = torch.cat([roi.center, roi.size[:, None], roi.angle[:, None]], -1)
@@ -366,10 +371,7 @@ class HandCropPipeline:
     def _keypoints_again(self, image: Tensor, found: dict[str, Tensor]) -> dict[str, Tensor]:
         """The hands found, their keypoints and right-hand probabilities from ``keypoint_net`` on
         crops framed by the found keypoints (which hands there are stays ``crop_net``'s)."""
-        uv = found["uv"]
-        roi = roi_from_points(uv, roi_angle(uv[:, WRIST], uv[:, MIDDLE_MCP]), scale=self.crop_scale, shift=(0.0, -0.1))
-        roi.mirror = self._mirror(found["right_prob"], len(roi), image.device)
-        out = self._predict(image, roi, self.keypoint_net)
+        _, out = self._reframe(image, found, self.keypoint_net)
         return {**found, "uv": out["uv"], "rel": out["rel"], "right_prob": out["right_prob"]}
 
     # ------------------------------------------------------------------ call

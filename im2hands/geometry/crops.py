@@ -50,7 +50,13 @@ __all__ = [
     "tile_centres",
     "upright_roi",
     "rotate_xy",
+    "KEYPOINT_CROP_SHIFT",
 ]
+
+KEYPOINT_CROP_SHIFT = (0.0, -0.1)
+"""``shift`` of a hand crop framed on its keypoints (:func:`upright_roi`): the keypoints' box moved
+10 % towards the fingers, as the crop pipeline frames its second pass and the crop network's
+training crops are framed."""
 
 
 @dataclass
