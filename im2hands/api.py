@@ -105,6 +105,8 @@ class HandReconstructor:
         focal: focal length in pixels for images given without ``K``.
         pair_scale: sizing of a found pair by the per-hand crop pipeline (``own``, ``geometric``,
             ``arithmetic``, ``best``; None: ``best``); docs/estimator.md.
+        detector: how a ``crop_net`` estimator finds hands: a ``hand_det`` run / weights file or
+            ``"mediapipe"``; None: the shipped ``hand_det.pt``.
         resolution, upsampling_steps, threshold: the mesh extractor's settings (as ``extract``).
         keypoint_convention: where the PIP/DIP of given ``keypoints`` sit (``mano`` or
             ``annotation``; None: the model's); given and found keypoints are moved to the
@@ -114,7 +116,7 @@ class HandReconstructor:
     def __init__(self, model: Any, *, estimator: Any = None, refiner: Any = None, device: str = "cpu",
                  focal: float | None = None, resolution: int = 32, upsampling_steps: int = 3,
                  threshold: float | None = None, keypoint_convention: str | None = None,
-                 pair_scale: str | None = None) -> None:  # fmt: skip
+                 pair_scale: str | None = None, detector: Any = None) -> None:  # fmt: skip
         from im2hands.extraction.extractor import Extractor
         from im2hands.extraction.estimators import default_estimator, load_estimator
         from im2hands.extraction.run import check_mesh_options, resolve_device
@@ -135,7 +137,7 @@ class HandReconstructor:
             raise Im2HandsError("model: this model needs ground-truth meshes (a test stand-in), not images")
         self.focal = focal
         estimator = default_estimator() if estimator is None else estimator
-        self.pipeline, _ = load_estimator(estimator, refiner, self.device, focal, pair_scale)
+        self.pipeline, _ = load_estimator(estimator, refiner, self.device, focal, pair_scale, detector)
         self.extractor = Extractor(self.model, resolution0=resolution, upsampling_steps=upsampling_steps,
                                    threshold=threshold, device=self.device)  # fmt: skip
 

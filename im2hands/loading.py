@@ -84,12 +84,15 @@ SHIPPED: dict[str, str] = {
     "init_occ": "init_occ.pt",
     "keypoint_only": "init_occ_halo.pt",
     "crop_net": "crop_net.pt",
+    "hand_det": "hand_det.pt",
 }
 """Role -> file name: ``estimator`` (images -> keypoints), ``refiner`` (stage 3), ``model`` (stage 2
 with its frozen stage 1 inside: what ``im2hands extract`` uses with images), ``init_occ``
 (stage 1 with the image), ``keypoint_only`` (stage 1 without the image: ``extract`` from
 keypoint files alone), ``crop_net`` (MediaPipe's landmark network fine-tuned on our renders: the
-keypoints of the default image path; the file holds only the changes to MediaPipe's weights)."""
+keypoints of the default image path; the file holds only the changes to MediaPipe's weights),
+``hand_det`` (MediaPipe's palm detector fine-tuned here with a side head: finds the hands of the
+default image path; the detector's weights again as changes only)."""
 
 _import_failures: dict[str, str] = {}
 

@@ -56,5 +56,6 @@ def test_config_builds(path, stage1_run):
     cfg = load_config(path, overrides)
     model = build_model(cfg)
     assert model.stage == cfg.model.type
-    n_trainable = sum(p.numel() for p in model.trainable_parameters())
+    groups = [g if isinstance(g, dict) else {"params": [g]} for g in model.trainable_parameters()]  # params or groups
+    n_trainable = sum(p.numel() for g in groups for p in g["params"])
     assert n_trainable > 0

@@ -17,20 +17,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 
-def _range(default, lo=None, hi=None):
-    return field(default=default, metadata={"range": (lo, hi)})
-
-
-def _choice(default, *choices):
-    return field(default=default, metadata={"choices": (default, *choices)})
-
-
-def _list_range(default, lo=None, hi=None, ascending=False):
-    """A list key whose every element lies in [lo, hi]; ``ascending``: a (low, high) pair."""
-    return field(
-        default_factory=lambda: list(default),
-        metadata={"range": (lo, hi), "ascending": ascending},
-    )
+from im2hands.config.fields import _choice, _list_range, _range  # noqa: F401  (re-exported for schema modules)
+from im2hands.config.image_schema import CropNetConfig, HandDetConfig
 
 
 @dataclass
@@ -354,56 +342,18 @@ class KptsEstConfig:
 
 
 @dataclass
-class CropNetConfig:
-    """Fine-tuning MediaPipe's hand-landmark network on per-hand crops (``crop_net``;
-    docs/estimator.md). Training crops are framed on the ground-truth 2D keypoints as the
-    pipeline's second pass frames them, then jittered."""
-
-    landmark_file: Optional[str] = None
-    """The ``.tflite`` to start from; None: the verified cached ``hand_landmark_full.tflite``."""
-    crop_scale: float = _range(2.0, 0.5, 8.0)
-    """Crop side / the keypoints' longer extent in the upright frame (the pipeline's ``crop_scale``)."""
-    aug_scale_range: List[float] = _list_range([0.8, 1.3], 0.1, 10.0, ascending=True)
-    """Crop side factors (log-uniform; training only)."""
-    aug_rotation_deg: float = _range(25.0, 0.0, 180.0)
-    """Largest crop rotation away from upright, degrees (training only)."""
-    aug_shift: float = _range(0.1, 0.0, 1.0)
-    """Largest crop-centre shift per axis, fraction of the crop side (training only)."""
-    aug_color: float = _range(0.3, 0.0, 1.0)
-    """Brightness, contrast and saturation factors in [1 - aug_color, 1 + aug_color]."""
-    aug_hue: float = _range(0.05, 0.0, 0.5)
-    """Largest hue rotation, fraction of a turn."""
-    aug_blur_prob: float = _range(0.3, 0.0, 1.0)
-    """Probability of a Gaussian blur of a crop."""
-    aug_noise_std: float = _range(0.03, 0.0, 1.0)
-    """Largest standard deviation of additive pixel noise."""
-    negative_ratio: float = _range(0.3, 0.0, 1.0)
-    """Extra crops without a hand (both hands painted over), per hand crop; presence target 0."""
-    loss_2d: float = _range(1.0, 0.0, None)
-    """Weight of the 2D loss (L1, fractions of the crop side)."""
-    loss_3d: float = _range(5.0, 0.0, None)
-    """Weight of the wrist-relative 3D loss (L1, metres, crop orientation)."""
-    loss_side: float = _range(0.05, 0.0, None)
-    """Weight of the handedness loss (binary cross-entropy)."""
-    loss_presence: float = _range(0.05, 0.0, None)
-    """Weight of the presence loss (binary cross-entropy; hand crops 1, negatives 0)."""
-    anchor_weight: float = _range(0.0, 0.0, None)
-    """Weight of the squared distance of the weights to the starting ones (L2-SP, summed), which
-    keeps what the network learnt from real photos."""
-
-
-@dataclass
 class ModelConfig:
     """Which model to build (``type``, a name in ``im2hands.registry.MODELS``) and its settings."""
 
     type: str = "init_occ"
-    """Registered model name: init_occ, ref_occ, kpts_ref, kpts_est, crop_net."""
+    """Registered model name: init_occ, ref_occ, kpts_ref, kpts_est, crop_net, hand_det."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     init_occ: InitOccConfig = field(default_factory=InitOccConfig)
     ref_occ: RefOccConfig = field(default_factory=RefOccConfig)
     kpts_ref: KptsRefConfig = field(default_factory=KptsRefConfig)
     kpts_est: KptsEstConfig = field(default_factory=KptsEstConfig)
     crop_net: CropNetConfig = field(default_factory=CropNetConfig)
+    hand_det: HandDetConfig = field(default_factory=HandDetConfig)
 
 
 @dataclass

@@ -54,7 +54,8 @@ def build_batch_transform(cfg: Any):
     """The transform the trainer applies to every batch before ``forward``
     (:mod:`im2hands.data.transforms`), or None: ``kpts_est`` with ``model.kpts_est.augment``
     gets its training augmentation, ``kpts_ref`` its keypoint noise (``model.kpts_ref.noise``),
-    ``crop_net`` its per-hand crops (:class:`~im2hands.data.crop_batch.HandCropBatch`)."""
+    ``crop_net`` its per-hand crops (:class:`~im2hands.data.crop_batch.HandCropBatch`), ``hand_det``
+    its augmented, letterboxed whole images (:class:`~im2hands.data.det_batch.HandDetBatch`)."""
     from im2hands.data.augment import Augment
     from im2hands.data.keypoint_noise import KeypointNoise
     from im2hands.data.transforms import AugmentBatch, NoisyKeypoints
@@ -71,6 +72,16 @@ def build_batch_transform(cfg: Any):
             rotation_deg=cc.aug_rotation_deg, shift=cc.aug_shift, appearance=appearance,
             negative_ratio=cc.negative_ratio,
         )  # fmt: skip
+    if name == "hand_det":
+        from im2hands.data.det_batch import HandDetBatch
+        from im2hands.models.mediapipe.palm import INPUT_SIZE
+
+        hc = cfg.model.hand_det
+        return HandDetBatch(size=INPUT_SIZE, flip_prob=hc.aug_flip_prob, augment=Augment(
+            scale_range=tuple(hc.aug_scale_range), rotation_deg=hc.aug_rotation_deg, translate=hc.aug_translate,
+            color=hc.aug_color, hue=hc.aug_hue, blur_prob=hc.aug_blur_prob, noise_std=hc.aug_noise_std,
+            erase_prob=hc.aug_erase_prob,
+        ))  # fmt: skip
     if name == "kpts_est" and cfg.model.kpts_est.augment:
         kc = cfg.model.kpts_est
         return AugmentBatch(Augment(
@@ -243,9 +254,11 @@ def build_loaders(
 
 def build_optimizer(cfg: Any, model: torch.nn.Module) -> torch.optim.Adam:
     """Adam (``train.lr``, ``train.betas``, ``train.weight_decay``) over
-    ``model.trainable_parameters()``, which may also return parameter groups (dicts)."""
+    ``model.trainable_parameters()``, which may also return parameter groups (dicts); a group's
+    ``lr_scale`` multiplies ``train.lr`` for it (e.g. a new head beside pretrained weights)."""
     t = cfg.train
-    params = list(model.trainable_parameters())
+    params = [{**{k: v for k, v in g.items() if k != "lr_scale"}, "lr": t.lr * float(g["lr_scale"])}
+              if isinstance(g, dict) and "lr_scale" in g else g for g in model.trainable_parameters()]  # fmt: skip
     if not params:
         raise Im2HandsError(f"model '{cfg.model.type}' has no trainable parameters")
     if len(t.betas) != 2:

@@ -32,8 +32,45 @@ def default_estimator() -> str:
         return MEDIAPIPE_ESTIMATOR
 
 
+def default_detector() -> str:
+    """What the per-hand crop pipeline of a ``crop_net`` estimator finds hands with when no
+    ``detector`` is given: the shipped hand detector (``hand_det.pt``: MediaPipe's palm detector
+    fine-tuned here, with sides; docs/estimator.md), or ``"mediapipe"`` without it."""
+    try:
+        return str(shipped_path("hand_det"))
+    except Im2HandsError:
+        return MEDIAPIPE_ESTIMATOR
+
+
+DETECTOR_SETTINGS: dict[str, Any] = {"detector_side": 0.0, "detector_presence": 0.9}
+DETECTOR_FALLBACK = True
+"""With a ``hand_det`` detector, MediaPipe's palm detector searches next while a hand is missing."""
+"""How the per-hand crop pipeline uses a ``hand_det`` detector's sides and scores
+(:class:`HandCropPipeline`; measured in docs/estimator.md)."""
+
+
+def load_detector(detector: Any, device: torch.device, configs: dict[str, str]):
+    """A hand detector (:class:`~im2hands.extraction.mediapipe_hands.MediaPipePalmDetector`) from
+    ``"mediapipe"`` (MediaPipe's palm detector), a ``hand_det`` run folder / checkpoint / model;
+    the loaded config's YAML goes into ``configs["detector"]``."""
+    from im2hands.extraction.mediapipe_hands import MediaPipePalmDetector
+    from im2hands.models.hand_det import HandDetModel
+
+    if isinstance(detector, (str, os.PathLike)) and str(detector) == MEDIAPIPE_ESTIMATOR:
+        return MediaPipePalmDetector().to(device).eval()
+    if isinstance(detector, (str, os.PathLike)):
+        detector, cfg = load_model(detector, which="best", device=device)
+        if not isinstance(detector, HandDetModel):
+            raise Im2HandsError(f"--detector: model.type '{cfg.model.type}' is not a hand detector (hand_det)")
+        configs["detector"] = config_to_yaml(cfg)
+    if not isinstance(detector, HandDetModel):
+        raise Im2HandsError(f"detector: expected 'mediapipe' or a hand_det run, got {type(detector).__name__}")
+    return MediaPipePalmDetector(detector.to(device).eval())
+
+
 def load_estimator(
-    estimator: Any, refiner: Any, device: torch.device, focal: float | None, pair_scale: str | None = None
+    estimator: Any, refiner: Any, device: torch.device, focal: float | None, pair_scale: str | None = None,
+    detector: Any = None,
 ) -> tuple[KeypointPipeline | HandCropPipeline, dict[str, str]]:
     """The image -> keypoints pipeline from run folders / checkpoints (or given objects), and
     the resolved configs (YAML text) of those loaded from files: ``{"estimator", "refiner"}``.
@@ -44,7 +81,11 @@ def load_estimator(
 
     ``estimator``: ``"mediapipe"``, a run folder or checkpoint of a ``kpts_est`` model (the
     whole-image pipeline) or of a ``crop_net`` model (the per-hand crop pipeline with that crop
-    network), or a built pipeline."""
+    network), or a built pipeline.
+
+    ``detector`` (per-hand crop pipeline only): ``"mediapipe"`` (MediaPipe's palm detector) or a
+    ``hand_det`` run / checkpoint; None: :func:`default_detector` for a ``crop_net`` estimator,
+    MediaPipe's for ``"mediapipe"``."""
     if pair_scale is not None and pair_scale not in PAIR_SCALES:
         raise Im2HandsError(f"pair_scale must be one of {PAIR_SCALES}, got {pair_scale!r}")
     configs: dict[str, str] = {}
@@ -55,12 +96,15 @@ def load_estimator(
                                 "(kpts_est) nor a crop network (crop_net)")  # fmt: skip
         configs["estimator"] = config_to_yaml(cfg)
     crops = estimator == MEDIAPIPE_ESTIMATOR or isinstance(estimator, (_crop_net_class(), HandCropPipeline))
-    if pair_scale is not None and not crops:
-        raise Im2HandsError("--pair-scale applies to the per-hand crop pipeline (--estimator mediapipe or a crop_net run) only")
+    for flag, value in (("--pair-scale", pair_scale), ("--detector", detector)):
+        if value is not None and not crops:
+            raise Im2HandsError(f"{flag} applies to the per-hand crop pipeline (--estimator mediapipe or a crop_net run) only")
     if isinstance(estimator, (KeypointPipeline, HandCropPipeline)):
         pipeline = estimator
     else:
-        pipeline = _build(estimator, refiner, device, focal, configs)
+        if detector is None and isinstance(estimator, _crop_net_class()):
+            detector = default_detector()
+        pipeline = _build(estimator, refiner, device, focal, configs, detector)
     if pair_scale is not None:
         pipeline.set_pair_scale(pair_scale)
     return pipeline, configs
@@ -73,7 +117,7 @@ def _crop_net_class() -> type:
 
 
 def _build(estimator: Any, refiner: Any, device: torch.device, focal: float | None,
-           configs: dict[str, str]) -> KeypointPipeline | HandCropPipeline:
+           configs: dict[str, str], detector: Any = None) -> KeypointPipeline | HandCropPipeline:
     """The pipeline of :func:`load_estimator` from ``"mediapipe"`` or a model (a loaded
     ``kpts_est`` or ``crop_net``); a refiner from a name, file or model, whose YAML goes into
     ``configs``."""
@@ -85,11 +129,19 @@ def _build(estimator: Any, refiner: Any, device: torch.device, focal: float | No
     refiner = None if refiner is None else refiner.to(device)
     if isinstance(estimator, KeypointEstimator):
         return KeypointPipeline(estimator.to(device), refiner=refiner, focal=focal)
-    from im2hands.extraction.mediapipe_hands import MediaPipeCropNet, mediapipe_pipeline
+    from im2hands.extraction.mediapipe_hands import MediaPipeCropNet, MediaPipePalmDetector, mediapipe_pipeline
 
     keypoint_net = None
     if isinstance(estimator, _crop_net_class()):  # its fine-tuned landmark network gives the keypoints
         keypoint_net = MediaPipeCropNet(estimator.landmarks, keypoint_convention=estimator.keypoint_convention)
     elif estimator != MEDIAPIPE_ESTIMATOR:
         raise Im2HandsError(f"estimator: expected 'mediapipe', a keypoint estimator or a crop network, got {type(estimator).__name__}")
-    return mediapipe_pipeline(device, keypoint_net=keypoint_net, focal=focal, refiner=refiner)
+    kwargs: dict[str, Any] = {}
+    if detector is not None and str(detector) != MEDIAPIPE_ESTIMATOR:
+        kwargs = {"detector": load_detector(detector, device, configs), **DETECTOR_SETTINGS}
+        if DETECTOR_FALLBACK:
+            kwargs["fallback_detector"] = MediaPipePalmDetector().to(device).eval()
+    pipeline = mediapipe_pipeline(device, keypoint_net=keypoint_net, focal=focal, refiner=refiner, **kwargs)
+    pipeline.detector_source = MEDIAPIPE_ESTIMATOR if "detector" not in kwargs else (
+        str(detector) if isinstance(detector, (str, os.PathLike)) else type(detector).__name__)  # fmt: skip
+    return pipeline

@@ -72,6 +72,9 @@ class Detections:
     scores: Float[Tensor, "N"]
     right_prob: Float[Tensor, "N"] | None = None
     pred: dict[str, Tensor] | None = None
+    detector_side: bool = False
+    """True when ``right_prob`` and ``scores`` come from a detector that tells sides (used by
+    ``detector_side`` / ``detector_presence``); False for the crop network's own searches."""
 
     @staticmethod
     def empty() -> "Detections":
@@ -184,6 +187,15 @@ class HandCropPipeline:
             is cropped again on its keypoints and this network's keypoints and right-hand
             probability replace ``crop_net``'s (the shipped crop network fine-tuned on our
             renders behind MediaPipe's original, docs/estimator.md).
+        detector_side: for hands proposed by a detector that tells sides (``Detections.right_prob``,
+            e.g. :class:`~im2hands.models.hand_det.HandDetModel`), the weight of its right-hand
+            probability in the hand's side; the crop network's gets ``1 - detector_side``.
+        detector_presence: hands proposed by such a detector with a score of at least this are
+            kept even when the crop network's presence is lower (their presence becomes the
+            detector's score); None: the crop network alone decides.
+        fallback_detector: a second detector, run after ``detector`` while fewer than two hands
+            were found, before the other searches (e.g. MediaPipe's palm detector behind one
+            fine-tuned on our renders).
     """
 
     def __init__(
@@ -208,6 +220,9 @@ class HandCropPipeline:
         size_measure: str = "bones",
         refiner: KeypointRefinement | None = None,
         keypoint_net: CropNet | None = None,
+        detector_side: float = 0.0,
+        detector_presence: float | None = None,
+        fallback_detector: HandDetector | None = None,
     ) -> None:
         if passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2, got {passes}")
@@ -227,6 +242,12 @@ class HandCropPipeline:
         self.repaint, self.dedup_iou = bool(repaint), float(dedup_iou)
         self.refiner = refiner.eval() if refiner is not None else None
         self.keypoint_net = keypoint_net
+        self.detector_source: str | None = None  # what found the hands, for the run's record (set by the loader)
+        if not 0.0 <= float(detector_side) <= 1.0:
+            raise ValueError(f"detector_side must lie in [0, 1], got {detector_side}")
+        self.detector_side = float(detector_side)
+        self.detector_presence = None if detector_presence is None else float(detector_presence)
+        self.fallback_detector = fallback_detector
 
     def set_pair_scale(self, pair_scale: str) -> None:
         """How the two hands of a pair are sized: one of :data:`PAIR_SCALES`."""
@@ -289,10 +310,24 @@ class HandCropPipeline:
             out = self._predict(image, roi)
         if self.passes == 2:
             roi, out = self._reframe(image, out)
+        told = side is not None and det.detector_side
+        out["det_right"] = side.to(out["right_prob"]) if told else torch.full_like(out["right_prob"], float("nan"))
+        if told and self.detector_presence is not None:
+            score = det.scores[order].to(out["presence"])
+            out["presence"] = torch.where(score >= self.detector_presence, torch.maximum(out["presence"], score), out["presence"])
+        out["right_prob"] = self._with_detector_side(out)
         uv = out["uv"]
         out["box"] = torch.cat([uv.min(1).values, uv.max(1).values], -1)  # (N, 4)
         out["roi"] = torch.cat([roi.center, roi.size[:, None], roi.angle[:, None]], -1)
         return out
+
+    def _with_detector_side(self, hands: dict[str, Tensor]) -> Tensor:
+        """The hands' right-hand probabilities with the detector's mixed in (``detector_side``)."""
+        det = hands["det_right"]
+        if self.detector_side == 0.0:
+            return hands["right_prob"]
+        mixed = (1.0 - self.detector_side) * hands["right_prob"] + self.detector_side * det
+        return torch.where(torch.isnan(det), hands["right_prob"], mixed)
 
     @staticmethod
     def _cat(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -372,7 +407,8 @@ class HandCropPipeline:
         """The hands found, their keypoints and right-hand probabilities from ``keypoint_net`` on
         crops framed by the found keypoints (which hands there are stays ``crop_net``'s)."""
         _, out = self._reframe(image, found, self.keypoint_net)
-        return {**found, "uv": out["uv"], "rel": out["rel"], "right_prob": out["right_prob"]}
+        again = {**found, "uv": out["uv"], "rel": out["rel"], "right_prob": out["right_prob"]}
+        return {**again, "right_prob": self._with_detector_side(again)}
 
     # ------------------------------------------------------------------ call
 
@@ -389,6 +425,8 @@ class HandCropPipeline:
         parts: list[dict[str, Tensor]] = []
         found: dict[str, Tensor] = {"presence": torch.zeros(0)}
         searches = [lambda: self.detector(t)]
+        if self.fallback_detector is not None:
+            searches.append(lambda: self.fallback_detector(t))
         if self.scan:
             searches.append(lambda: self._scan(t))
         searches.append(lambda: self._probe(t, found))

@@ -36,7 +36,9 @@ class MediaPipePalmDetector(nn.Module):
     boxes overlapping more than ``merge_iou``) are merged, keeping the best score.
 
     Args:
-        net: the palm detector (default: loaded from the verified cached file).
+        net: the palm detector (default: loaded from the verified cached file), or a detector
+            that also tells sides (:class:`~im2hands.models.hand_det.HandDetModel`: its
+            right-hand probabilities come with the regions).
         score_threshold: palms below this score are dropped.
         scale: region side / the palm box's longer side (MediaPipe: 2.6).
         shift: move towards the fingers, in palm-box heights (MediaPipe: 0.5).
@@ -44,7 +46,7 @@ class MediaPipePalmDetector(nn.Module):
         merge_iou: regions overlapping more are one.
     """
 
-    def __init__(self, net: PalmDetector | None = None, *, score_threshold: float = 0.5, scale: float = 2.6,
+    def __init__(self, net: nn.Module | None = None, *, score_threshold: float = 0.5, scale: float = 2.6,
                  shift: float = 0.5, tiles: tuple[float, ...] = (), merge_iou: float = 0.4) -> None:  # fmt: skip
         super().__init__()
         self.net = net if net is not None else PalmDetector()
@@ -57,7 +59,7 @@ class MediaPipePalmDetector(nn.Module):
         H, W = image.shape[1:]
         windows = square_windows(H, W, self.tiles, whole=True)
         x = crop_images(image.to(dev), windows, INPUT_SIZE)
-        rois, scores = [], []
+        rois, scores, sides = [], [], []
         for w, det in enumerate(self.net.detect(x, score_threshold=self.score_threshold)):
             n = len(det.scores)
             if n == 0:
@@ -72,11 +74,13 @@ class MediaPipePalmDetector(nn.Module):
             rois.append(torch.cat([corners.mean(1) + up * (self.shift * wh[:, 1:2]),
                                    (wh.max(-1).values * self.scale)[:, None], angle[:, None]], -1))  # fmt: skip
             scores.append(det.scores.double().cpu())
+            sides.append(None if det.right_prob is None else det.right_prob.double().cpu())
         if not rois:
             return Detections.empty()
         roi, score = torch.cat(rois), torch.cat(scores)
         keep = _merge(roi, score, self.merge_iou)
-        return Detections(Roi(roi[keep, :2], roi[keep, 2], roi[keep, 3]), score[keep])
+        right = None if any(s is None for s in sides) else torch.cat(sides)[keep]
+        return Detections(Roi(roi[keep, :2], roi[keep, 2], roi[keep, 3]), score[keep], right, detector_side=right is not None)
 
 
 def _merge(roi: Tensor, score: Tensor, iou_threshold: float) -> Tensor:
@@ -112,12 +116,14 @@ class MediaPipeCropNet(nn.Module):
 
 
 def mediapipe_pipeline(device: str | torch.device = "cpu", crop_net: MediaPipeCropNet | None = None,
-                       keypoint_net: MediaPipeCropNet | None = None, **kwargs) -> HandCropPipeline:  # fmt: skip
+                       keypoint_net: MediaPipeCropNet | None = None, detector: MediaPipePalmDetector | None = None,
+                       **kwargs) -> HandCropPipeline:  # fmt: skip
     """A :class:`~im2hands.extraction.hand_crops.HandCropPipeline` of MediaPipe's palm
     detector and ``crop_net`` (default: MediaPipe's landmark network; both from the verified
     cached files) on ``device``; ``keypoint_net`` (e.g. the landmark network fine-tuned here,
-    a ``crop_net`` model's) gives the final keypoints and sides; ``kwargs`` go to the pipeline."""
-    detector = MediaPipePalmDetector().to(device).eval()
+    a ``crop_net`` model's) gives the final keypoints and sides; ``detector`` replaces the palm
+    detector (e.g. one wrapping a ``hand_det`` model); ``kwargs`` go to the pipeline."""
+    detector = (detector if detector is not None else MediaPipePalmDetector()).to(device).eval()
     crop_net = (crop_net if crop_net is not None else MediaPipeCropNet()).to(device).eval()
     if keypoint_net is not None:
         kwargs["keypoint_net"] = keypoint_net.to(device).eval()

@@ -86,6 +86,7 @@ CONFIG_FILES: dict[str, str] = {
     "model": "config.yaml",
     "init_occ": "config_init_occ.yaml",
     "estimator": "config_estimator.yaml",
+    "detector": "config_detector.yaml",
     "refiner": "config_refiner.yaml",
 }
 """Role -> file name of the resolved model configs written into the output folder."""
@@ -228,6 +229,7 @@ def extract_folder(
     refiner: Any = None,
     focal: float | None = None,
     pair_scale: str | None = None,
+    detector: Any = None,
     existing: str = "refuse",
     mesh_format: str = "obj",
     keypoint_convention: str | None = None,
@@ -275,6 +277,9 @@ def extract_folder(
             :func:`~im2hands.extraction.inputs.read_camera`); None: the estimator's
             ``default_focal_factor`` x the longer image side, principal point at the centre.
         pair_scale: sizing of a found pair (per-hand crop pipeline; None: its default, ``best``).
+        detector: how a ``crop_net`` estimator finds hands: a ``hand_det`` run / checkpoint or
+            ``"mediapipe"``; None: the shipped ``hand_det.pt``
+            (:func:`~im2hands.extraction.estimators.load_estimator`).
         **extractor_kwargs: more :class:`~im2hands.extraction.extractor.Extractor` options.
 
     Returns:
@@ -327,7 +332,7 @@ def extract_folder(
             f"the model {model_name} reads images (model.init_occ.use_image=true); pass --images DIR with "
             "--keypoints DIR, or use a keypoint-only model (model.init_occ.use_image=false)"
         )
-    pipeline, estimator_configs = load_estimator(estimator, refiner, dev, focal, pair_scale) if estimate else (None, {})
+    pipeline, estimator_configs = load_estimator(estimator, refiner, dev, focal, pair_scale, detector) if estimate else (None, {})
     sources = list_items(images=images, keypoints=keypoints, dataset=dataset, split=split)
     listed = len(sources)
     if dataset is not None:
@@ -360,6 +365,7 @@ def extract_folder(
             "estimator": _str(estimator) if isinstance(estimator, (str, os.PathLike)) else None,
             "refiner": _str(refiner) if isinstance(refiner, (str, os.PathLike)) else None,
             "pair_scale": getattr(pipeline, "pair_scale", None),
+            "detector": getattr(pipeline, "detector_source", None),
             "resolution0": resolution,
             "upsampling_steps": upsampling_steps,
             "resolution": extractor.resolution,

@@ -33,6 +33,7 @@ import torch
 
 from im2hands.geometry.frames import WRIST
 from im2hands.models.base import HandsModel
+from im2hands.models.finetune import FromOrigin
 from im2hands.models.measures import masked_mean
 from im2hands.models.mediapipe.hand_landmark import CROP_SIZE, HandLandmarkNet, HandLandmarks
 from im2hands.registry import MODELS
@@ -51,7 +52,7 @@ def _bce(p: Tensor, target: Tensor) -> Tensor:
 
 
 @MODELS.register("crop_net")
-class CropNetModel(HandsModel):
+class CropNetModel(FromOrigin, HandsModel):
     """MediaPipe's landmark network as a fine-tunable stage (module docstring).
 
     Args:
@@ -83,27 +84,7 @@ class CropNetModel(HandsModel):
         self.loss_2d, self.loss_3d = float(loss_2d), float(loss_3d)
         self.loss_side, self.loss_presence = float(loss_side), float(loss_presence)
         self.anchor_weight = float(anchor_weight)
-        self._origin_names: dict[str, str] = {}  # parameter name -> buffer of its starting value
-        for i, (name, p) in enumerate(self.landmarks.named_parameters()):
-            self.register_buffer(f"_origin_{i}", p.detach().clone(), persistent=False)
-            self._origin_names[f"landmarks.{name}"] = f"_origin_{i}"
-        self.register_state_dict_post_hook(CropNetModel._to_differences)
-        self.register_load_state_dict_pre_hook(CropNetModel._from_differences)
-
-    @staticmethod
-    def _to_differences(module: "CropNetModel", state: dict, prefix: str, local_metadata: Any) -> None:
-        for name, origin in module._origin_names.items():
-            key = prefix + name
-            if key in state:
-                state[key] = state[key] - getattr(module, origin).to(state[key].dtype)
-
-    @staticmethod
-    def _from_differences(module: "CropNetModel", state: dict, prefix: str, *args: Any) -> None:
-        for name, origin in module._origin_names.items():
-            key = prefix + name
-            if key in state:
-                start = getattr(module, origin)
-                state[key] = state[key].to(start.dtype) + start
+        self.keep_origin("landmarks")
 
     @property
     def image_size(self) -> Optional[int]:
@@ -125,8 +106,7 @@ class CropNetModel(HandsModel):
         total = self.loss_2d * l2d + self.loss_3d * l3d + self.loss_side * side + self.loss_presence * presence
         out = {"loss_2d": l2d, "loss_3d": l3d, "loss_side": side, "loss_presence": presence}
         if self.anchor_weight > 0:
-            anchor = sum(((p - getattr(self, self._origin_names[f"landmarks.{n}"])) ** 2).sum()
-                         for n, p in self.landmarks.named_parameters())  # fmt: skip
+            anchor = self.origin_distance()
             out["loss_anchor"] = anchor
             total = total + self.anchor_weight * anchor
         out["loss"] = total

@@ -93,7 +93,8 @@ def test_shipped_files_are_there_within_budget_and_match_the_manifest():
 
 
 @pytest.mark.parametrize("role,stage", [("estimator", "kpts_est"), ("refiner", "kpts_ref"), ("model", "ref_occ"),
-                                        ("init_occ", "init_occ"), ("keypoint_only", "init_occ")])
+                                        ("init_occ", "init_occ"), ("keypoint_only", "init_occ"),
+                                        ("crop_net", "crop_net"), ("hand_det", "hand_det")])
 def test_shipped_weights_load(role, stage):
     model, cfg = load_model(shipped_path(role))
     assert cfg.model.type == stage and not model.training

@@ -111,8 +111,8 @@ def test_bad_camera_file_fails_its_item_only(tmp_path, monkeypatch, caplog):
     others are extracted, and the exit code is 1."""
     fake = FakePipeline()
 
-    def load_estimator(estimator, refiner, device, focal, pair_scale=None):
-        fake.focal, fake.pair_scale = focal, pair_scale  # --focal and --pair-scale reach the pipeline
+    def load_estimator(estimator, refiner, device, focal, pair_scale=None, detector=None):
+        fake.focal, fake.pair_scale, fake.detector = focal, pair_scale, detector  # the options reach the pipeline
         return fake, {}
 
     monkeypatch.setattr(run_mod, "load_estimator", load_estimator)
@@ -123,8 +123,9 @@ def test_bad_camera_file_fails_its_item_only(tmp_path, monkeypatch, caplog):
     (tmp_path / "img" / "b.json").write_text('{"camera": {"K": [[0, 0, 30], [0, 310, 20], [0, 0, 1]]}}')
     out = tmp_path / "out"
     code = main(["extract", "--images", str(tmp_path / "img"), "--out", str(out), "--resolution", "8",
-                 "--upsampling-steps", "1", "--no-progress", "--focal", "200", "--pair-scale", "own"])  # fmt: skip
-    assert code == 1 and fake.pair_scale == "own"
+                 "--upsampling-steps", "1", "--no-progress", "--focal", "200", "--pair-scale", "own",
+                 "--detector", "mediapipe"])  # fmt: skip
+    assert code == 1 and fake.pair_scale == "own" and fake.detector == "mediapipe"
     items = {r["name"]: r for r in json.loads((out / "summary.json").read_text())["items"]}
     assert items["a"]["status"] == "ok" and items["c"]["status"] == "ok" and items["c"]["camera"].startswith("--focal 200")
     assert items["b"]["status"] == "failed" and str(tmp_path / "img" / "b.json") in items["b"]["message"]

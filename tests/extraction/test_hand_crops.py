@@ -340,3 +340,93 @@ def test_keypoint_net_gives_keypoints_and_sides_and_crop_net_the_hands():
     found = hybrid(_u8(image), K)
     _check(found, hands, atol_px=0.3, atol_m=2e-3)  # exact keypoints and sides; the hands found by crop_net
     assert kp_net.calls == 2 and hybrid.keypoint_convention == "mano"
+
+
+class SidedDetector(FakeDetector):
+    """Regions as :class:`FakeDetector`, with a side for each (a detector like ``hand_det``)."""
+
+    def __init__(self, centres, right_prob):
+        super().__init__(centres)
+        self.right_prob = torch.tensor(right_prob, dtype=torch.float64)
+
+    def __call__(self, image):
+        det = super().__call__(image)
+        return Detections(det.roi, det.scores, self.right_prob.clone(), detector_side=True)
+
+
+class UnsureCropNet(FakeCropNet):
+    """The exact fake network, but leaning to the wrong side (0.4 for right hands, 0.6 for
+    left) and with a presence of ``presence``."""
+
+    def __init__(self, hands, presence=1.0):
+        super().__init__(hands)
+        self.presence = presence
+
+    def __call__(self, crops):
+        pred = super().__call__(crops)
+        pred.right_prob = torch.where(pred.presence > 0, 1.0 - (0.4 + 0.2 * (pred.right_prob > 0.5).float()), pred.right_prob)
+        pred.presence = pred.presence * self.presence
+        return pred
+
+
+def test_a_detector_that_tells_sides_outvotes_an_unsure_crop_network():
+    image, hands = _scene()
+    kw = dict(scan=(), probe_angles=(), repaint=False, pair_scale="own")
+    centres = [(95, 150), (225, 140)]
+    alone = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), UnsureCropNet(hands), **kw)
+    swapped = alone(_u8(image), K)
+    assert np.allclose(swapped.keypoints_2d[::-1], _check_sides_swapped(hands), atol=0.3)  # the crop network's sides: swapped
+    mixed = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), UnsureCropNet(hands), detector_side=0.5, **kw)
+    found = mixed(_u8(image), K)
+    _check(found, hands, atol_px=0.3, atol_m=2e-3)
+    assert np.allclose(found.right_prob, [0.5 * 0.1 + 0.5 * 0.6, 0.5 * 0.9 + 0.5 * 0.4])  # left: 0.6 from the network
+    with pytest.raises(ValueError, match="detector_side"):
+        HandCropPipeline(FakeDetector(), UnsureCropNet(hands), detector_side=1.5)
+
+
+def _check_sides_swapped(hands):
+    """Both hands' true 2D keypoints, (left, right)."""
+    uv = [(hands[s] @ K.T) for s in ("left", "right")]
+    return np.stack([p[:, :2] / p[:, 2:] for p in uv])
+
+
+def test_detector_presence_keeps_hands_the_crop_network_doubts():
+    image, hands = _scene()
+    kw = dict(scan=(), probe_angles=(), repaint=False, pair_scale="own")
+    centres = [(95, 150), (225, 140)]
+    doubting = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), UnsureCropNet(hands, presence=0.3), **kw)
+    assert doubting(_u8(image), K).joints == {}
+    trusting = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), UnsureCropNet(hands, presence=0.3),
+                                detector_side=1.0, detector_presence=0.7, **kw)  # fmt: skip
+    found = trusting(_u8(image), K)
+    _check(found, hands, atol_px=0.3, atol_m=2e-3)
+    assert sorted(found.presence.tolist()) == pytest.approx([0.8, 0.9])  # the detector's scores
+    strict = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), UnsureCropNet(hands, presence=0.3),
+                              detector_side=1.0, detector_presence=0.95, **kw)  # fmt: skip
+    assert strict(_u8(image), K).joints == {}
+    unsided = HandCropPipeline(FakeDetector(centres), UnsureCropNet(hands, presence=0.3), detector_presence=0.7, **kw)
+    assert unsided(_u8(image), K).joints == {}  # a detector without sides decides nothing
+
+
+class CountingDetector(FakeDetector):
+    def __init__(self, centres=()):
+        super().__init__(centres)
+        self.calls = 0
+
+    def __call__(self, image):
+        self.calls += 1
+        return super().__call__(image)
+
+
+def test_the_fallback_detector_looks_only_while_a_hand_is_missing():
+    image, hands = _scene()
+    kw = dict(scan=(), probe_angles=(), repaint=False, pair_scale="own")
+    fallback = CountingDetector([(225, 140)])
+    one = HandCropPipeline(FakeDetector([(95, 150)]), FakeCropNet(hands), fallback_detector=fallback, **kw)
+    _check(one(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)  # the fallback found the right hand
+    assert fallback.calls == 1
+    both = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), FakeCropNet(hands), fallback_detector=fallback, **kw)
+    _check(both(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)
+    assert fallback.calls == 1  # not asked: both hands were found
+    alone = HandCropPipeline(FakeDetector([(95, 150)]), FakeCropNet(hands), **kw)
+    assert set(alone(_u8(image), K).joints) == {"left"}

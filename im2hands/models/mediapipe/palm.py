@@ -58,6 +58,17 @@ def ssd_anchors(input_size: int = INPUT_SIZE, strides: tuple[int, ...] = STRIDES
     return torch.cat(centres, dim=0)
 
 
+def anchors_per_cell(strides: tuple[int, ...] = STRIDES, anchors_per_layer: int = 2) -> tuple[int, ...]:
+    """Anchors per cell of each grid (consecutive layers of one stride share a grid): (2, 6)."""
+    counts: list[int] = []
+    for i, s in enumerate(strides):
+        if i and s == strides[i - 1]:
+            counts[-1] += anchors_per_layer
+        else:
+            counts.append(anchors_per_layer)
+    return tuple(counts)
+
+
 @dataclass
 class PalmDetections:
     """Palms found in one image; coordinates are fractions [0, 1] of the 192 x 192 input (x right, y down).
@@ -66,11 +77,14 @@ class PalmDetections:
         boxes: (N, 4) as (x_min, y_min, x_max, y_max).
         keypoints: (N, 7, 2) palm keypoints (0: wrist centre, 2: middle-finger base).
         scores: (N,) probabilities, best first.
+        right_prob: (N,) probability of a right hand, from detectors that tell the side
+            (:class:`~im2hands.models.hand_det.HandDetModel`); None for MediaPipe's.
     """
 
     boxes: Float[Tensor, "N 4"]
     keypoints: Float[Tensor, "N 7 2"]
     scores: Float[Tensor, " N"]
+    right_prob: Float[Tensor, " N"] | None = None
 
 
 def decode_raw(raw: Float[Tensor, "A 18"], anchors: Float[Tensor, "A 2"],
@@ -144,11 +158,37 @@ class PalmDetector(nn.Module):
         if names != ("Identity", "Identity_1"):
             raise Im2HandsError(f"{path or PALM_FILE} has outputs {names}; is it palm_detection_full?")
         self.register_buffer("anchors", ssd_anchors(), persistent=False)
+        self.feature_tensors = self._score_inputs()
+
+    def _score_inputs(self) -> tuple[int, ...]:
+        """The feature maps the score head reads, in anchor order: each part of the score
+        output's concatenation is a reshaped 1 x 1 convolution of one of them."""
+        concat = self.net.producer(self.net.output_indices[1])
+        found = []
+        for part in concat.inputs if concat is not None and concat.kind == "CONCATENATION" else ():
+            reshape = self.net.producer(part)
+            conv = self.net.producer(reshape.inputs[0]) if reshape is not None and reshape.kind == "RESHAPE" else None
+            if conv is None or conv.kind != "CONV_2D":
+                raise Im2HandsError("the palm detector's score head is not reshaped 1x1 convolutions")
+            found.append(conv.inputs[0])
+        if not found:
+            raise Im2HandsError("the palm detector's score output is not a concatenation")
+        return tuple(found)
+
+    def forward_features(self, images: Float[Tensor, "B 3 192 192"]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """:meth:`forward`'s raw regressions and score logits, and the feature maps (NCHW) the
+        score head reads (:attr:`feature_tensors`: 128 x 24 x 24 and 256 x 12 x 12)."""
+        self._check(images)
+        raw, logits, *features = self.net(images, extra=self.feature_tensors)
+        return raw, logits[..., 0], features
+
+    def _check(self, images: Tensor) -> None:
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
+            raise Im2HandsError(f"PalmDetector expects images of shape (B, 3, 192, 192), got {tuple(images.shape)}")
 
     def forward(self, images: Float[Tensor, "B 3 192 192"]) -> tuple[Float[Tensor, "B 2016 18"], Float[Tensor, "B 2016"]]:
         """Raw regressions (B, 2016, 18) and score logits (B, 2016) of RGB images in [0, 1]."""
-        if images.dim() != 4 or tuple(images.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
-            raise Im2HandsError(f"PalmDetector expects images of shape (B, 3, 192, 192), got {tuple(images.shape)}")
+        self._check(images)
         raw, logits = self.net(images)
         if raw.shape[1] != len(self.anchors):
             raise Im2HandsError(f"palm detector gives {raw.shape[1]} anchors, the SSD layout has {len(self.anchors)}")

@@ -230,9 +230,14 @@ class TFLiteModule(nn.Module):
             return _ACT[o["activation"]](F.linear(x, w, b))
         raise Im2HandsError(f"op {k} is not implemented")  # read_tflite rejects these earlier
 
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        """Run the graph on ``x`` (B, C, H, W) float32; returns the outputs (TFLite layout, batch B)."""
+    def forward(self, x: Tensor, extra: tuple[int, ...] = ()) -> tuple[Tensor, ...]:
+        """Run the graph on ``x`` (B, C, H, W) float32; returns the outputs (TFLite layout, batch B),
+        then the tensors numbered ``extra`` (inner feature maps, torch layout NCHW)."""
         values: dict[int, Tensor] = {self.input_index: x}
         for op in self.ops:
             values[op.outputs[0]] = self._run(op, values)
-        return tuple(_to_tflite_layout(values[i]) for i in self.output_indices)
+        return tuple(_to_tflite_layout(values[i]) for i in self.output_indices) + tuple(values[i] for i in extra)
+
+    def producer(self, index: int) -> Op | None:
+        """The op that writes tensor ``index`` (None for the input and constants)."""
+        return next((op for op in self.ops if op.outputs[0] == index), None)
