@@ -237,9 +237,10 @@ def bench_synth(*, workers: int, num: int, repeats: int, image_size: int, seed: 
 
 def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int, upsampling_steps: int,
                  device: torch.device, seed: int = 0) -> dict[str, Any]:
-    """Images alone: keypoints per second of the default per-hand crop pipeline (``crops``:
-    MediaPipe's networks find the hands, the shipped fine-tuned crop network gives keypoints and
-    sides; :func:`~im2hands.extraction.estimators.default_estimator`) and of the whole-image ``KeypointPipeline`` with the shipped
+    """Images alone: keypoints per second of the default per-hand crop pipeline (``crops``: the
+    shipped hand detector, then MediaPipe's, find the hands, MediaPipe's landmark network confirms
+    them, the shipped fine-tuned crop network gives keypoints and sides;
+    :func:`~im2hands.extraction.estimators.default_estimator`) and of the whole-image ``KeypointPipeline`` with the shipped
     estimator, without and with the shipped refiner (median over ``repeats`` passes over
     ``images`` synthetic images after a warm-up), and seconds per item of the whole
     image-to-mesh job with the defaults (``extract --keypoints auto``: crop pipeline, stage 1,
