@@ -9,6 +9,7 @@ sides) with
 
 - ``mediapipe``: MediaPipe's palm detector (the pipeline before ``hand_det``);
 - ``det``: the hand detector's regions (with the pipeline's searches after it, as always);
+- ``:m``: the detectors merge overlapping palms, not overlapping hand regions (``merge_on``);
 - ``:f``: MediaPipe's palm detector searches next while a hand is missing (``fallback_detector``);
 - ``:pX``: ``detector_presence=X`` (the detector's score ≥ X keeps a hand the landmark network
   doubts); ``:sY``: ``detector_side=Y`` (the weight of the detector's side);
@@ -38,13 +39,15 @@ from im2hands.utils.io import write_text  # noqa: E402
 
 
 def parse_setting(text: str) -> tuple[bool, dict]:
-    """``mediapipe`` or ``det[:f][:pX][:sY]`` -> (uses the detector, pipeline settings)."""
+    """``mediapipe[:m]`` or ``det[:f][:m][:pX][:sY]`` -> (uses the detector, settings)."""
     head, *parts = text.split(":")
-    if head not in ("mediapipe", "det") or (head == "mediapipe" and parts):
-        raise SystemExit(f"bad setting {text!r}: mediapipe, or det[:f][:pX][:sY]")
-    kw: dict = {"detector_presence": None, "detector_side": 0.0, "fallback_detector": None}
+    if head not in ("mediapipe", "det") or (head == "mediapipe" and set(parts) - {"m"}):
+        raise SystemExit(f"bad setting {text!r}: mediapipe[:m], or det[:f][:m][:pX][:sY]")
+    kw: dict = {"detector_presence": None, "detector_side": 0.0, "fallback_detector": None, "merge_on": "region"}
     for p in parts:
-        if p == "f":
+        if p == "m":
+            kw["merge_on"] = "palm"
+        elif p == "f":
             kw["fallback_detector"] = MediaPipePalmDetector().eval()
         elif p[:1] == "p":
             kw["detector_presence"] = float(p[1:])
@@ -70,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         use_det, kw = parse_setting(text)
         pipeline, _ = load_estimator(default_estimator(), None, torch.device("cpu"), None,
                                      detector=args.detector if use_det else "mediapipe")  # fmt: skip
+        merge_on = kw.pop("merge_on")
         for k, v in kw.items():
             if use_det:
                 setattr(pipeline, k, v)
+        for det in (pipeline.detector, pipeline.fallback_detector):
+            if det is not None:
+                det.merge_on = merge_on
         out = args.out / text.replace(":", "_")
         common = dict(keypoints=AUTO_KEYPOINTS, estimator=pipeline, resolution=16, upsampling_steps=1, progress=False,
                       existing="overwrite")  # fmt: skip

@@ -45,6 +45,9 @@ def default_detector() -> str:
 DETECTOR_SETTINGS: dict[str, Any] = {"detector_side": 0.0, "detector_presence": 0.9}
 DETECTOR_FALLBACK = True
 """With a ``hand_det`` detector, MediaPipe's palm detector searches next while a hand is missing."""
+DETECTOR_MERGE = "palm"
+"""With a ``hand_det`` detector, both detectors merge overlapping palms, not overlapping hand
+regions (two interacting hands' regions overlap; ``MediaPipePalmDetector(merge_on=...)``)."""
 """How the per-hand crop pipeline uses a ``hand_det`` detector's sides and scores
 (:class:`HandCropPipeline`; measured in docs/estimator.md)."""
 
@@ -65,7 +68,7 @@ def load_detector(detector: Any, device: torch.device, configs: dict[str, str]):
         configs["detector"] = config_to_yaml(cfg)
     if not isinstance(detector, HandDetModel):
         raise Im2HandsError(f"detector: expected 'mediapipe' or a hand_det run, got {type(detector).__name__}")
-    return MediaPipePalmDetector(detector.to(device).eval())
+    return MediaPipePalmDetector(detector.to(device).eval(), merge_on=DETECTOR_MERGE)
 
 
 def load_estimator(
@@ -140,7 +143,7 @@ def _build(estimator: Any, refiner: Any, device: torch.device, focal: float | No
     if detector is not None and str(detector) != MEDIAPIPE_ESTIMATOR:
         kwargs = {"detector": load_detector(detector, device, configs), **DETECTOR_SETTINGS}
         if DETECTOR_FALLBACK:
-            kwargs["fallback_detector"] = MediaPipePalmDetector().to(device).eval()
+            kwargs["fallback_detector"] = MediaPipePalmDetector(merge_on=DETECTOR_MERGE).to(device).eval()
     pipeline = mediapipe_pipeline(device, keypoint_net=keypoint_net, focal=focal, refiner=refiner, **kwargs)
     pipeline.detector_source = MEDIAPIPE_ESTIMATOR if "detector" not in kwargs else (
         str(detector) if isinstance(detector, (str, os.PathLike)) else type(detector).__name__)  # fmt: skip

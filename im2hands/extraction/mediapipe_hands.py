@@ -44,14 +44,20 @@ class MediaPipePalmDetector(nn.Module):
         shift: move towards the fingers, in palm-box heights (MediaPipe: 0.5).
         tiles: tile sides as fractions of the shorter image side (``()``: the whole image only).
         merge_iou: regions overlapping more are one.
+        merge_on: what overlaps: ``region`` (the hand regions, 2.6 x the palm box: two hands
+            close together, interacting or praying, become one) or ``palm`` (the palm boxes).
     """
 
     def __init__(self, net: nn.Module | None = None, *, score_threshold: float = 0.5, scale: float = 2.6,
-                 shift: float = 0.5, tiles: tuple[float, ...] = (), merge_iou: float = 0.4) -> None:  # fmt: skip
+                 shift: float = 0.5, tiles: tuple[float, ...] = (), merge_iou: float = 0.4,
+                 merge_on: str = "region") -> None:  # fmt: skip
         super().__init__()
         self.net = net if net is not None else PalmDetector()
         self.score_threshold, self.scale, self.shift = float(score_threshold), float(scale), float(shift)
         self.tiles, self.merge_iou = tuple(float(t) for t in tiles), float(merge_iou)
+        if merge_on not in ("region", "palm"):
+            raise ValueError(f"merge_on must be 'region' or 'palm', got {merge_on!r}")
+        self.merge_on = merge_on
 
     @torch.no_grad()
     def forward(self, image: Float[Tensor, "3 H W"]) -> Detections:
@@ -59,7 +65,7 @@ class MediaPipePalmDetector(nn.Module):
         H, W = image.shape[1:]
         windows = square_windows(H, W, self.tiles, whole=True)
         x = crop_images(image.to(dev), windows, INPUT_SIZE)
-        rois, scores, sides = [], [], []
+        rois, scores, sides, palms = [], [], [], []
         for w, det in enumerate(self.net.detect(x, score_threshold=self.score_threshold)):
             n = len(det.scores)
             if n == 0:
@@ -74,11 +80,12 @@ class MediaPipePalmDetector(nn.Module):
             rois.append(torch.cat([corners.mean(1) + up * (self.shift * wh[:, 1:2]),
                                    (wh.max(-1).values * self.scale)[:, None], angle[:, None]], -1))  # fmt: skip
             scores.append(det.scores.double().cpu())
+            palms.append(corners.reshape(n, 4))
             sides.append(None if det.right_prob is None else det.right_prob.double().cpu())
         if not rois:
             return Detections.empty()
         roi, score = torch.cat(rois), torch.cat(scores)
-        keep = _merge(roi, score, self.merge_iou)
+        keep = suppress_overlaps(torch.cat(palms), score, self.merge_iou) if self.merge_on == "palm" else _merge(roi, score, self.merge_iou)
         right = None if any(s is None for s in sides) else torch.cat(sides)[keep]
         return Detections(Roi(roi[keep, :2], roi[keep, 2], roi[keep, 3]), score[keep], right, detector_side=right is not None)
 
