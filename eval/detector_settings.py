@@ -11,6 +11,8 @@ sides) with
 - ``det``: the hand detector's regions (with the pipeline's searches after it, as always);
 - ``:m``: the detectors merge overlapping palms, not overlapping hand regions (``merge_on``);
 - ``:f``: MediaPipe's palm detector searches next while a hand is missing (``fallback_detector``);
+- ``:k``: hands the detector vouches for are read by the fine-tuned crop network from the first
+  crop (``detector_keypoints``);
 - ``:pX``: ``detector_presence=X`` (the detector's score ≥ X keeps a hand the landmark network
   doubts); ``:sY``: ``detector_side=Y`` (the weight of the detector's side);
 
@@ -39,14 +41,17 @@ from im2hands.utils.io import write_text  # noqa: E402
 
 
 def parse_setting(text: str) -> tuple[bool, dict]:
-    """``mediapipe[:m]`` or ``det[:f][:m][:pX][:sY]`` -> (uses the detector, settings)."""
+    """``mediapipe[:m]`` or ``det[:f][:m][:k][:pX][:sY]`` -> (uses the detector, settings)."""
     head, *parts = text.split(":")
     if head not in ("mediapipe", "det") or (head == "mediapipe" and set(parts) - {"m"}):
-        raise SystemExit(f"bad setting {text!r}: mediapipe[:m], or det[:f][:m][:pX][:sY]")
-    kw: dict = {"detector_presence": None, "detector_side": 0.0, "fallback_detector": None, "merge_on": "region"}
+        raise SystemExit(f"bad setting {text!r}: mediapipe[:m], or det[:f][:m][:k][:pX][:sY]")
+    kw: dict = {"detector_presence": None, "detector_side": 0.0, "fallback_detector": None, "merge_on": "region",
+                "detector_keypoints": False}
     for p in parts:
         if p == "m":
             kw["merge_on"] = "palm"
+        elif p == "k":
+            kw["detector_keypoints"] = True
         elif p == "f":
             kw["fallback_detector"] = MediaPipePalmDetector().eval()
         elif p[:1] == "p":

@@ -42,7 +42,7 @@ def default_detector() -> str:
         return MEDIAPIPE_ESTIMATOR
 
 
-DETECTOR_SETTINGS: dict[str, Any] = {"detector_side": 0.0, "detector_presence": 0.9}
+DETECTOR_SETTINGS: dict[str, Any] = {"detector_side": 0.0, "detector_presence": 0.9, "detector_keypoints": False}
 DETECTOR_FALLBACK = True
 """With a ``hand_det`` detector, MediaPipe's palm detector searches next while a hand is missing."""
 DETECTOR_MERGE = "palm"

@@ -196,6 +196,9 @@ class HandCropPipeline:
         fallback_detector: a second detector, run after ``detector`` while fewer than two hands
             were found, before the other searches (e.g. MediaPipe's palm detector behind one
             fine-tuned on our renders).
+        detector_keypoints: hands the side-telling detector scores at least ``detector_presence``
+            are cropped and read by ``keypoint_net`` from the first pass on (``crop_net`` frames
+            the others).
     """
 
     def __init__(
@@ -223,6 +226,7 @@ class HandCropPipeline:
         detector_side: float = 0.0,
         detector_presence: float | None = None,
         fallback_detector: HandDetector | None = None,
+        detector_keypoints: bool = False,
     ) -> None:
         if passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2, got {passes}")
@@ -248,6 +252,7 @@ class HandCropPipeline:
         self.detector_side = float(detector_side)
         self.detector_presence = None if detector_presence is None else float(detector_presence)
         self.fallback_detector = fallback_detector
+        self.detector_keypoints = bool(detector_keypoints)
 
     def set_pair_scale(self, pair_scale: str) -> None:
         """How the two hands of a pair are sized: one of :data:`PAIR_SCALES`."""
@@ -299,17 +304,33 @@ class HandCropPipeline:
             return torch.zeros(n, dtype=torch.bool, device=device)
         return right_prob < 0.5
 
+    def _passes(self, image: Tensor, roi: Roi, net: CropNet | None = None) -> tuple[Roi, dict[str, Tensor]]:
+        """``net``'s (default: the crop network's) predictions on ``roi``, reframed once on their
+        keypoints when ``passes`` is 2."""
+        out = self._predict(image, roi, net)
+        return self._reframe(image, out, net) if self.passes == 2 else (roi, out)
+
     def _hands_in(self, image: Tensor, det: Detections) -> dict[str, Tensor]:
         order = torch.argsort(det.scores, descending=True)[: self.max_candidates]
         roi = det.roi[order]
         side = None if det.right_prob is None else det.right_prob[order]
         roi.mirror = self._mirror(side, len(roi), image.device)
-        if det.pred is not None and torch.equal(roi.flips(), det.roi[order].flips()):
-            out = {k: v[order] for k, v in det.pred.items()}  # the search ran these very crops
+        vouched = torch.zeros(len(order), dtype=torch.bool)  # candidates the detector vouches for
+        if det.detector_side and self.detector_keypoints and None not in (self.detector_presence, self.keypoint_net):
+            vouched = det.scores[order] >= self.detector_presence
+        if bool(vouched.any()):  # the keypoint network frames and reads these from the start
+            groups = [(torch.nonzero(m)[:, 0], net) for m, net in ((~vouched, None), (vouched, self.keypoint_net)) if bool(m.any())]
+            done = [(idx, *self._passes(image, roi[idx], net)) for idx, net in groups]
+            back = torch.argsort(torch.cat([idx for idx, _, _ in done]))
+            out = {k: torch.cat([o[k] for _, _, o in done])[back] for k in done[0][2]}
+            roi = Roi(*(torch.cat([getattr(r, f) for _, r, _ in done])[back] for f in ("center", "size", "angle")))
         else:
-            out = self._predict(image, roi)
-        if self.passes == 2:
-            roi, out = self._reframe(image, out)
+            if det.pred is not None and torch.equal(roi.flips(), det.roi[order].flips()):
+                out = {k: v[order] for k, v in det.pred.items()}  # the search ran these very crops
+            else:
+                out = self._predict(image, roi)
+            if self.passes == 2:
+                roi, out = self._reframe(image, out)
         told = side is not None and det.detector_side
         out["det_right"] = side.to(out["right_prob"]) if told else torch.full_like(out["right_prob"], float("nan"))
         if told and self.detector_presence is not None:

@@ -430,3 +430,22 @@ def test_the_fallback_detector_looks_only_while_a_hand_is_missing():
     assert fallback.calls == 1  # not asked: both hands were found
     alone = HandCropPipeline(FakeDetector([(95, 150)]), FakeCropNet(hands), **kw)
     assert set(alone(_u8(image), K).joints) == {"left"}
+
+
+def test_hands_the_detector_vouches_for_are_read_by_the_keypoint_network_from_the_start():
+    image, hands = _scene()
+    kw = dict(scan=(), probe_angles=(), repaint=False, pair_scale="own", detector_side=1.0)
+    centres = [(95, 150), (225, 140)]  # scores 0.9 and 0.8
+    crop_net, kp_net = ShiftedCropNet(hands), KeypointsOnlyNet(hands)
+    vouched = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), crop_net, keypoint_net=kp_net,
+                               detector_presence=0.75, detector_keypoints=True, **kw)  # fmt: skip
+    _check(vouched(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)
+    assert crop_net.calls == 0 and kp_net.calls == 2 * 2 + 2  # two passes each, then the final crop
+    one = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), ShiftedCropNet(hands), keypoint_net=KeypointsOnlyNet(hands),
+                           detector_presence=0.85, detector_keypoints=True, **kw)  # fmt: skip
+    _check(one(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)
+    assert one.crop_net.calls == 2 and one.keypoint_net.calls == 2 + 2  # the 0.8 hand went through crop_net
+    off = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), ShiftedCropNet(hands), keypoint_net=KeypointsOnlyNet(hands),
+                           detector_presence=0.75, **kw)  # fmt: skip
+    off(_u8(image), K)
+    assert off.crop_net.calls == 4  # the default: crop_net frames every hand
