@@ -43,13 +43,13 @@ def default_detector() -> str:
 
 
 DETECTOR_SETTINGS: dict[str, Any] = {"detector_side": 0.0, "detector_presence": 0.9, "detector_keypoints": False}
+"""How the per-hand crop pipeline uses a ``hand_det`` detector's sides and scores
+(:class:`HandCropPipeline`; measured in docs/estimator.md)."""
 DETECTOR_FALLBACK = True
 """With a ``hand_det`` detector, MediaPipe's palm detector searches next while a hand is missing."""
 DETECTOR_MERGE = "palm"
 """With a ``hand_det`` detector, both detectors merge overlapping palms, not overlapping hand
 regions (two interacting hands' regions overlap; ``MediaPipePalmDetector(merge_on=...)``)."""
-"""How the per-hand crop pipeline uses a ``hand_det`` detector's sides and scores
-(:class:`HandCropPipeline`; measured in docs/estimator.md)."""
 
 
 def load_detector(detector: Any, device: torch.device, configs: dict[str, str]):

@@ -85,15 +85,11 @@ class MediaPipePalmDetector(nn.Module):
         if not rois:
             return Detections.empty()
         roi, score = torch.cat(rois), torch.cat(scores)
-        keep = suppress_overlaps(torch.cat(palms), score, self.merge_iou) if self.merge_on == "palm" else _merge(roi, score, self.merge_iou)
+        half = roi[:, 2:3] / 2.0
+        boxes = torch.cat(palms) if self.merge_on == "palm" else torch.cat([roi[:, :2] - half, roi[:, :2] + half], -1)
+        keep = suppress_overlaps(boxes, score, self.merge_iou)
         right = None if any(s is None for s in sides) else torch.cat(sides)[keep]
         return Detections(Roi(roi[keep, :2], roi[keep, 2], roi[keep, 3]), score[keep], right, detector_side=right is not None)
-
-
-def _merge(roi: Tensor, score: Tensor, iou_threshold: float) -> Tensor:
-    """Indices of regions (N, [cx, cy, size, angle]) kept by suppressing overlaps of their boxes."""
-    half = roi[:, 2:3] / 2.0
-    return suppress_overlaps(torch.cat([roi[:, :2] - half, roi[:, :2] + half], -1), score, iou_threshold)
 
 
 class MediaPipeCropNet(nn.Module):

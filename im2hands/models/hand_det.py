@@ -32,7 +32,7 @@ from torch import nn
 
 from im2hands.models.base import HandsModel
 from im2hands.models.finetune import FromOrigin
-from im2hands.models.mediapipe.palm import INPUT_SIZE, PalmDetections, PalmDetector, anchors_per_cell, decode_raw, nms
+from im2hands.models.mediapipe.palm import INPUT_SIZE, PalmDetections, PalmDetector, anchors_per_cell, decode
 from im2hands.registry import MODELS
 from im2hands.typing import Float, Tensor
 
@@ -169,17 +169,7 @@ class HandDetModel(FromOrigin, HandsModel):
     def decode(self, out: HandDetOutput, score_threshold: float = 0.5, iou_threshold: float = 0.3) -> list[PalmDetections]:
         """Hands of each image: boxes, palm points (input fractions), scores and ``right_prob``
         (score-weighted over each NMS cluster, as MediaPipe averages boxes)."""
-        scores = torch.sigmoid(out.logits.clamp(-100.0, 100.0))
-        side = torch.sigmoid(out.side_logits)
-        anchors = self.palm.anchors
-        result = []
-        for r, s, p in zip(out.raw, scores, side):
-            keep = s >= score_threshold
-            boxes, points = decode_raw(r[keep], anchors.to(r)[keep], INPUT_SIZE)
-            with_side = torch.cat([points, p[keep][:, None, None].expand(-1, 1, 2)], 1)  # side rides along as a point
-            det = nms(boxes, with_side, s[keep], iou_threshold, weighted=True)
-            result.append(PalmDetections(det.boxes, det.keypoints[:, :-1], det.scores, right_prob=det.keypoints[:, -1, 0]))
-        return result
+        return decode(out.raw, out.logits, self.palm.anchors, score_threshold, iou_threshold, side_logits=out.side_logits)
 
     @torch.no_grad()
     def detect(self, images: Float[Tensor, "B 3 192 192"], score_threshold: float = 0.5,

@@ -132,15 +132,22 @@ def nms(boxes: Tensor, keypoints: Tensor, scores: Tensor, iou_threshold: float =
 
 def decode(raw: Float[Tensor, "B A 18"], logits: Float[Tensor, "B A"], anchors: Float[Tensor, "A 2"],
            score_threshold: float = 0.5, iou_threshold: float = 0.3, weighted: bool = True,
-           input_size: int = INPUT_SIZE) -> list[PalmDetections]:
+           input_size: int = INPUT_SIZE, side_logits: Float[Tensor, "B A"] | None = None) -> list[PalmDetections]:
     """Palms of each image from the raw outputs: sigmoid scores of the logits clipped to [-100, 100],
-    anchors at ``score_threshold`` or above, then :func:`nms`."""
+    anchors at ``score_threshold`` or above, then :func:`nms`. With ``side_logits`` (a detector
+    that tells sides) each palm's ``right_prob`` is averaged over its NMS cluster as its box is."""
     scores = torch.sigmoid(logits.clamp(-100.0, 100.0))
+    sides = [None] * len(scores) if side_logits is None else torch.sigmoid(side_logits)
     result = []
-    for r, s in zip(raw, scores):
+    for r, s, p in zip(raw, scores, sides):
         keep = s >= score_threshold
         boxes, keypoints = decode_raw(r[keep], anchors.to(r)[keep], input_size)
-        result.append(nms(boxes, keypoints, s[keep], iou_threshold, weighted))
+        if p is None:
+            result.append(nms(boxes, keypoints, s[keep], iou_threshold, weighted))
+            continue
+        with_side = torch.cat([keypoints, p[keep][:, None, None].expand(-1, 1, 2)], 1)  # the side rides along as a point
+        det = nms(boxes, with_side, s[keep], iou_threshold, weighted)
+        result.append(PalmDetections(det.boxes, det.keypoints[:, :-1], det.scores, right_prob=det.keypoints[:, -1, 0]))
     return result
 
 
