@@ -16,7 +16,7 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
             threshold=args.threshold, device=args.device, points_batch_size=args.points_batch_size,
             limit=args.limit, progress=not args.no_progress, estimator=args.estimator, refiner=args.refiner,
             focal=args.focal, pair_scale=args.pair_scale, detector=args.detector, existing="overwrite" if args.overwrite else "resume" if args.resume else "refuse",
-            mesh_format=args.mesh_format, keypoint_convention=args.keypoint_convention,
+            mesh_format=args.mesh_format, keypoint_convention=args.keypoint_convention, precision=args.precision,
         )
         return 1 if summary["totals"]["failed"] else 0
 
@@ -58,6 +58,9 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--upsampling-steps", type=int, default=3, help="MISE levels after the first (3 from 32: 256 cells)")
     p.add_argument("--threshold", type=float, default=None, help="occupancy iso-level (default: the model's, 0.5 / 0.45)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="occupancy decoding precision (extract/README.md): auto = bfloat16 on CPUs with native "
+                   "bfloat16 dot products (AVX512-BF16, AMX), else float32")
     p.add_argument("--points-batch-size", type=int, default=100_000, help="query points per hand per decode call")
     p.add_argument("--limit", type=int, default=None, help="process only the first N items")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

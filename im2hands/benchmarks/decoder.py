@@ -62,6 +62,7 @@ def decoder_throughput(
     threads: int | None = 2,
     batch_size: int = 1,
     seed: int = 0,
+    precision: str = "float32",
 ) -> dict[str, Any]:
     """Time stage-1 decoding of ``chunks`` chunks of ``chunk`` points per hand.
 
@@ -74,6 +75,8 @@ def decoder_throughput(
         threads: ``torch.set_num_threads`` during the run (None: leave as is).
         batch_size: images per call.
         seed: seed of weights and points.
+        precision: ``float32`` or ``bfloat16`` (decoding under bfloat16 autocast, as the
+            extractor's ``precision``).
 
     Returns:
         dict with ``hand_points_per_s`` (median), ``best_hand_points_per_s`` (fastest run; other
@@ -104,8 +107,9 @@ def decoder_throughput(
 
             def run() -> float:
                 t0 = time.perf_counter()
-                for p in points:
-                    model.decode(p, features)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                    for p in points:
+                        model.decode(p, features)
                 return time.perf_counter() - t0
 
             run()  # warm-up
@@ -124,6 +128,7 @@ def decoder_throughput(
         "mlp_gflops_per_s": per_run * flops / median / 1e9,
         "chunk": chunk,
         "threads": threads if threads is not None else old_threads,
+        "precision": precision,
         "config": str(cfg_path) if cfg_path is not None else None,
     }
 

@@ -172,6 +172,7 @@ def bench_extraction(
     evaluated = [h.points_evaluated for h in hands]
     dense = hands[0].dense_points
     details: dict[str, Any] = {
+        "precision": extractor.precision,
         "repeats": repeats, "runs_s": runs, "median_s": _median(runs), "resolution": out.resolution,
         "median_parts_s": {k: _median([p[k] for p in parts]) for k in parts[0]},
         "points_evaluated_per_hand": evaluated, "points_per_level_per_hand": [h.points_per_level for h in hands],
@@ -280,7 +281,7 @@ def bench_images(*, images: int, repeats: int, image_size: int, resolution0: int
     items = [float(it["seconds"]["total"]) for it in summary["items"] if it["status"] == "ok"]
     out["image_to_mesh"] = {"items_s": items, "median_item_s": _median(items) if items else float("nan"),
                             "failed": summary["totals"]["failed"], "resolution": resolution0 * 2**upsampling_steps,
-                            "model": summary["settings"]["model"]}  # fmt: skip
+                            "model": summary["settings"]["model"], "precision": summary["settings"]["precision"]}  # fmt: skip
     return out
 
 
@@ -304,13 +305,15 @@ def pool_startup_s(workers: int, settings: Any, mano_dir: str | None = None) -> 
 
 
 def bench_decoder(net: HandsModel, *, chunk: int, chunks: int, repeats: int, threads: int,
-                  device: torch.device) -> dict[str, Any]:  # fmt: skip
+                  device: torch.device, precision: str = "float32") -> dict[str, Any]:  # fmt: skip
     """Decoder throughput: :func:`~im2hands.benchmarks.decoder.decoder_throughput` on the CPU, the
-    same measurement with device synchronisation elsewhere."""
+    same measurement with device synchronisation elsewhere (``precision``: ``float32`` or
+    ``bfloat16`` autocast)."""
     from im2hands.benchmarks import decoder
 
     if device.type == "cpu":
-        return decoder.decoder_throughput(net, chunk=chunk, chunks=chunks, repeats=repeats, threads=threads)
+        return decoder.decoder_throughput(net, chunk=chunk, chunks=chunks, repeats=repeats, threads=threads,
+                                          precision=precision)  # fmt: skip
     with torch.inference_mode():
         batch = {k: v.to(device) for k, v in decoder._synthetic_batch(net, 1, 0).items()}
         features = net.encode(batch)
@@ -321,8 +324,9 @@ def bench_decoder(net: HandsModel, *, chunk: int, chunks: int, repeats: int, thr
         def run() -> float:
             _sync(device)
             t0 = time.perf_counter()
-            for p in points:
-                net.decode(p, features)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                for p in points:
+                    net.decode(p, features)
             _sync(device)
             return time.perf_counter() - t0
 
@@ -331,7 +335,7 @@ def bench_decoder(net: HandsModel, *, chunk: int, chunks: int, repeats: int, thr
     per_run = 2 * chunk * chunks
     return {"hand_points_per_s": per_run / _median(times), "best_hand_points_per_s": per_run / min(times),
             "run_seconds": times, "points_per_run": per_run, "mlp_flops_per_point": decoder.mlp_flops_per_point(net),
-            "chunk": chunk, "threads": threads, "config": None}  # fmt: skip
+            "chunk": chunk, "threads": threads, "precision": precision, "config": None}  # fmt: skip
 
 
 def bench_canonicalize(*, batch: int, repeats: int, seed: int = 0) -> dict[str, Any]:

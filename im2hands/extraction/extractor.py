@@ -39,7 +39,7 @@ from im2hands.geometry.rotations import invert_transform
 from im2hands.hands.constants import SIDES
 from im2hands.models.base import DEFAULT_DECODE_BYTES_PER_POINT, HandsModel
 
-__all__ = ["HandResult", "Extraction", "Extractor", "resolve_threshold"]
+__all__ = ["HandResult", "Extraction", "Extractor", "resolve_threshold", "resolve_precision", "PRECISIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,30 @@ DEFAULT_BYTES_PER_POINT = DEFAULT_DECODE_BYTES_PER_POINT
 """Decode memory per query point assumed when a model declares no other ``decode_bytes_per_point``."""
 _MIN_CHUNK = 1024
 """The memory cap never makes chunks smaller than this (only running out of memory does)."""
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""Decode precisions: ``float32``; ``bfloat16`` (autocast: the models' products and most of
+their activations in bfloat16, float32 accumulation, coordinates and outputs in float32);
+``auto``: ``bfloat16`` on CPUs with native bfloat16 dot products (AVX512-BF16 or AMX), else
+``float32`` (CUDA included: not yet measured there)."""
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 dot products (torch's own CPU feature probe)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # probes are private API: absent means unknown -> no
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``float32`` or ``bfloat16`` for a :data:`PRECISIONS` name on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bfloat16" if torch.device(device).type == "cpu" and _cpu_has_bf16() else "float32"
 
 
 def resolve_threshold(model: HandsModel, threshold: float | None) -> float:
@@ -130,6 +154,8 @@ class Extractor:
             (None: everywhere, as the original).
         flood: MISE surface tracking (see :mod:`~im2hands.extraction.mise`).
         device: where the batch goes; None: the model's device.
+        precision: decode precision, one of :data:`PRECISIONS` (``auto``); the one used is
+            :attr:`precision` (``float32`` or ``bfloat16``). Encoding stays float32.
     """
 
     def __init__(
@@ -147,6 +173,7 @@ class Extractor:
         start_radius: float | None = 0.05,
         flood: bool = True,
         device: torch.device | str | None = None,
+        precision: str = "auto",
     ) -> None:
         if resolution0 < 2 or upsampling_steps < 0:
             raise ValueError(f"need resolution0 >= 2 and upsampling_steps >= 0, got {resolution0}, {upsampling_steps}")
@@ -164,6 +191,7 @@ class Extractor:
         if device is None:
             device = model.device
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
 
     @property
     def resolution(self) -> int:
@@ -175,6 +203,9 @@ class Extractor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
+
     def _decode(self, points: torch.Tensor, features: Any) -> np.ndarray:
         """``(1, 2, N, 3)`` camera-frame points -> ``(2, N)`` float32 values, in chunks."""
         N = points.shape[2]
@@ -183,7 +214,7 @@ class Extractor:
         while s < N:
             e = min(N, s + self.chunk)
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), self._autocast():
                     v = self.model.decode(points[:, :, s:e], features)  # (1, 2, n)
                 out[:, s:e] = v[0].float().cpu().numpy()
             except (torch.cuda.OutOfMemoryError, MemoryError) as exc:

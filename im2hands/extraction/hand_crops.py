@@ -22,9 +22,9 @@
    most one left and one right hand are kept: the pair that best agrees with the right-hand
    probabilities.
 5. **Placement**: each hand's 3D keypoints are turned into the camera's orientation and its
-   absolute position solved from its 2D keypoints and the intrinsics; both hands of a pair
-   get one metric size and wrist depth, those of the hand that fits its 2D keypoints better
-   (``pair_scale="best"``, ``pair_depth``; :func:`~im2hands.geometry.placement.place_pair`).
+   absolute position solved from the 2D keypoints and intrinsics; a pair gets the size and wrist
+   depth of the hand fitting its 2D keypoints better (``pair_scale="best"``, ``pair_depth``,
+   ``pair_depth_range``; :func:`~im2hands.geometry.placement.place_pair`).
 
 The networks are callables described by :class:`HandDetector` and :class:`CropNet`;
 :mod:`im2hands.extraction.mediapipe_hands` wraps MediaPipe's (real-photo trained) networks.
@@ -51,13 +51,11 @@ from im2hands.hands.constants import SIDES
 from im2hands.models.base import KeypointRefinement
 from im2hands.typing import Float, Tensor
 
-
 __all__ = ["CropNet", "CropPrediction", "Detections", "HandCropPipeline", "HandDetector", "HandsFound",
            "PAIR_SCALES", "assign_sides"]
 
 PAIR_SCALES: tuple[str, ...] = ("own",) + SHARED_SCALE_MEANS
-"""Values of ``pair_scale``: ``own`` (each hand its own predicted size) or a shared size
-(:func:`~im2hands.geometry.placement.place_pair`)."""
+"""Values of ``pair_scale``: ``own`` (each hand its own size) or a shared size (:func:`~im2hands.geometry.placement.place_pair`)."""
 
 
 @dataclass
@@ -178,6 +176,8 @@ class HandCropPipeline:
             at the cost of the moved hand's 2D fit).
         pair_depth: with ``pair_scale``, also put the pair's wrists at one depth (the better
             fitting hand's for ``best``), each on its own ray.
+        pair_depth_range: with ``pair_depth``, a wrist moves only until it is within this depth (m) of
+            that one (None, the default: all the way; measured in docs/estimator.md).
         size_measure: the size ``pair_scale`` compares (``palm`` or ``bones``,
             :func:`~im2hands.geometry.placement.hand_size`).
         refiner: optional stage-3 keypoint refinement of the placed keypoints
@@ -220,6 +220,7 @@ class HandCropPipeline:
         crop_batch: int = 8,
         pair_scale: str = "best",
         pair_depth: bool = True,
+        pair_depth_range: float | None = None,
         size_measure: str = "bones",
         refiner: KeypointRefinement | None = None,
         keypoint_net: CropNet | None = None,
@@ -237,6 +238,7 @@ class HandCropPipeline:
         if size_measure not in HAND_SIZE_MEASURES:
             raise ValueError(f"size_measure must be one of {HAND_SIZE_MEASURES}, got {size_measure!r}")
         self.pair_depth, self.size_measure = bool(pair_depth), size_measure
+        self.pair_depth_range = None if pair_depth_range is None else float(pair_depth_range)  # place_pair checks it
         self.detector, self.crop_net = detector, crop_net
         self.focal, self.focal_factor = focal, float(focal_factor)
         self.passes, self.crop_scale = int(passes), float(crop_scale)
@@ -417,12 +419,13 @@ class HandCropPipeline:
     def place(self, keypoints_2d: np.ndarray, rel: np.ndarray, K: np.ndarray, valid: np.ndarray):
         """Both hands in the camera frame (step 5): ``keypoints_2d`` (2, 21, 2) pixels, ``rel``
         (2, 21, 3) wrist-relative metres in the camera's orientation, ``valid`` (2,); a pair
-        consistently (``pair_scale``, ``pair_depth``). Returns the batch-1
+        consistently (``pair_scale``, ``pair_depth``, ``pair_depth_range``). Returns the batch-1
         :class:`~im2hands.geometry.placement.Placement`."""
         rel_t, ok = torch.from_numpy(np.asarray(rel, np.float64))[None], torch.from_numpy(np.asarray(valid, bool))[None]
         uv = torch.from_numpy(np.nan_to_num(np.asarray(keypoints_2d, np.float64)))[None]
         return place_pair(uv, rel_t, torch.from_numpy(np.asarray(K, np.float64))[None], valid=ok, scale=self.pair_scale,
-                          same_depth=self.pair_depth, measure=self.size_measure)  # fmt: skip
+                          same_depth=self.pair_depth, depth_range=self.pair_depth_range,
+                          measure=self.size_measure)  # fmt: skip
 
     def _keypoints_again(self, image: Tensor, found: dict[str, Tensor]) -> dict[str, Tensor]:
         """The hands found, their keypoints and right-hand probabilities from ``keypoint_net`` on

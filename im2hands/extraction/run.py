@@ -376,6 +376,7 @@ def extract_folder(
             "start_radius_m": extractor.start_radius,
             "flood": extractor.flood,
             "device": str(dev),
+            "precision": extractor.precision,
             "points_batch_size": points_batch_size,
             "limit": limit,
             "mesh_format": mesh_format,

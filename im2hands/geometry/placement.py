@@ -359,6 +359,7 @@ def place_pair(
     valid: Bool[Tensor, "B 2"] | None = None,
     scale: str = "best",
     same_depth: bool = True,
+    depth_range: float | None = None,
     measure: str = "bones",
     gn_steps: int = 3,
 ) -> Placement:
@@ -373,7 +374,9 @@ def place_pair(
        projection stays) to the reference hand's wrist depth (``best``), or both to the geometric
        mean of the two wrist depths. An interacting pair's wrists lie a few centimetres apart
        in depth, closer than the 2D sizes of a badly fitted hand tell; the moved hand's 2D fit
-       gets worse by its depth change (``reprojection_px`` says how much).
+       gets worse by its depth change (``reprojection_px`` says how much). With
+       ``depth_range`` (metres) a wrist is moved only as far as needed to lie within that
+       depth of the target: a hand whose own depth is already that close keeps its 2D fit.
 
     A pair where a hand is missing, or either wrist is not in front of the camera, is placed
     as in step 1. Returns :class:`Placement` like :func:`place_hands`.
@@ -382,6 +385,8 @@ def place_pair(
         raise ValueError(f"scale must be one of {('own',) + SHARED_SCALE_MEANS}, got {scale!r}")
     if uv.dim() != 4 or uv.shape[1] != 2:
         raise ValueError(f"expected uv of shape (B, 2, J, 2), got {tuple(uv.shape)}")
+    if depth_range is not None and not depth_range >= 0:
+        raise ValueError(f"depth_range must be >= 0 metres or None, got {depth_range}")
     own = place_hands(uv, rel, K, valid=valid, prior_weight=0.0, gn_steps=gn_steps)
     if scale == "own":
         return own
@@ -401,7 +406,10 @@ def place_pair(
         target = zs.gather(1, _reference(fit_error)[:, None])[:, 0]
     else:
         target = zs.log().mean(-1).exp()
-    T = torch.where(both[:, None, None], T * (target[:, None] / zs)[..., None], T)
+    new_z = target[:, None].expand_as(zs)
+    if depth_range is not None:
+        new_z = torch.minimum(torch.maximum(zs, new_z - depth_range), new_z + depth_range)
+    T = torch.where(both[:, None, None], T * (new_z / zs)[..., None], T)
     P = rel.to(torch.float64) + T[:, :, None]
     proj = P @ K.to(torch.float64).transpose(-1, -2)[:, None]
     r = proj[..., :2] / proj[..., 2:].clamp(min=_MIN_DEPTH) - uv.to(torch.float64)

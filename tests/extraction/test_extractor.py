@@ -134,3 +134,38 @@ def test_rejects_bad_batches(batch):
         ex.extract({"keypoints": batch["keypoints"][0]})
     with pytest.raises(ValueError):
         Extractor(SkeletonOccupancy(), resolution0=1)
+
+
+def test_precision_names_autocast_and_auto_choice(batch, monkeypatch):
+    """``precision`` picks the decode autocast: bfloat16 runs decode under bfloat16 autocast
+    (encode stays float32), float32 without; ``auto`` follows the CPU's bfloat16 support and
+    stays float32 on CUDA; unknown names are refused."""
+    import im2hands.extraction.extractor as ex_mod
+    from im2hands.extraction.extractor import resolve_precision
+
+    class Recording(SkeletonOccupancy):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def encode(self, batch):
+            self.seen.add(("encode", torch.is_autocast_enabled("cpu")))
+            return super().encode(batch)
+
+        def decode(self, points, features):
+            on = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            self.seen.add(("decode", on))
+            return super().decode(points, features)
+
+    for precision, decode_low in (("bfloat16", True), ("float32", False)):
+        model = Recording()
+        ex = Extractor(model, resolution0=8, upsampling_steps=1, precision=precision)
+        assert ex.precision == precision
+        ex.extract(batch)
+        assert model.seen == {("encode", False), ("decode", decode_low)}
+    for has, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(ex_mod, "_cpu_has_bf16", lambda has=has: has)
+        assert resolve_precision("auto", "cpu") == want and Extractor(Recording(), device="cpu").precision == want
+        assert resolve_precision("auto", "cuda") == "float32" and resolve_precision("float32", "cpu") == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        Extractor(Recording(), precision="fp8")

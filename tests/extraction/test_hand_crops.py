@@ -251,6 +251,12 @@ def test_pair_placement_gives_mis_sized_hands_one_size_and_depth(sides):
     w = pair.joints[sides[other]][0] @ K.T
     assert np.allclose(w[:2] / w[2], (own.joints[sides[other]][0] @ K.T)[:2] / (own.joints[sides[other]][0] @ K.T)[2])
     assert pair.reprojection_px[ref[0]] == pytest.approx(own.reprojection_px[ref[0]])
+    size_only = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, pair_depth=False, **kw)(_u8(image), K)
+    gap = abs(pair.joints[sides[other]][0, 2] - size_only.joints[sides[other]][0, 2])  # how far the depth step moved it
+    ranged = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, pair_depth_range=gap / 2, **kw)(_u8(image), K)
+    z_ref = pair.joints[sides[ref[0]]][0, 2]
+    assert abs(ranged.joints[sides[other]][0, 2] - z_ref) == pytest.approx(gap / 2, rel=1e-6)  # passed to place_pair
+    assert np.allclose(ranged.joints[sides[ref[0]]], pair.joints[sides[ref[0]]])
 
 
 def test_pair_placement_bad_arguments():

@@ -267,6 +267,25 @@ def test_write_obj_round_trip(tmp_path):
     assert path.read_text().startswith("# a\n# b\n") and not leftovers(tmp_path)
 
 
+def test_write_obj_text_matches_savetxt(tmp_path):
+    """The one-format writer gives byte for byte what np.savetxt (the naive reference) writes."""
+    import io
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(scale=0.1, size=(50, 3))
+    v[0] = [-0.0, 1e-9, -123.4567894]  # signed zero, rounding to zero, many digits
+    f = rng.integers(0, 50, size=(90, 3))
+    path = run_mod.write_obj(tmp_path / "r.obj", v, f, header="h")
+    ref = io.StringIO()
+    ref.write("# h\n# 50 vertices, 90 faces\n")
+    np.savetxt(ref, v, fmt="v %.6f %.6f %.6f")
+    np.savetxt(ref, f + 1, fmt="f %d %d %d")
+    assert path.read_text() == ref.getvalue()
+    with pytest.raises(ValueError, match="vertices"):
+        run_mod.write_obj(tmp_path / "bad.obj", v[:, :2], f)
+    assert not (tmp_path / "bad.obj").exists() and not leftovers(tmp_path)
+
+
 def test_models_declare_what_the_extractor_needs(tmp_path):
     """The extractor reads declared capabilities (models/base.py), not probed attributes: an
     image model says so and names its input side, the stand-ins decode occupancy without images,

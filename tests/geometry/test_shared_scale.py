@@ -108,6 +108,27 @@ def test_place_pair_best_takes_the_better_fitting_hands_size_and_depth(bad):
     assert float(geo.wrist[0, 0, 2]) == pytest.approx(float(geo.wrist[0, 1, 2]))
 
 
+def test_place_pair_depth_range_moves_a_wrist_only_into_the_range():
+    """``depth_range``: the moved wrist ends on its ray at most that far from the reference depth
+    (0: all the way, as None); a hand already within range keeps its 2D fit."""
+    uv, rel, K, wrist = _pair_scene(1)
+    size_only = place_pair(uv, rel, K, same_depth=False)
+    snap = place_pair(uv, rel, K)
+    z_ref, z_own = float(snap.wrist[0, 0, 2]), float(size_only.wrist[0, 1, 2])
+    gap = abs(z_own - z_ref)
+    assert gap > 0.005  # the noisy hand's fitted depth is off the reference's
+    assert torch.allclose(place_pair(uv, rel, K, depth_range=0.0).keypoints, snap.keypoints)
+    half = place_pair(uv, rel, K, depth_range=gap / 2)
+    assert float(half.wrist[0, 1, 2] - z_ref) == pytest.approx((gap / 2) * (1 if z_own > z_ref else -1))
+    assert torch.cross(half.wrist[0, 1], size_only.wrist[0, 1], dim=0).norm() < 1e-12  # on its ray
+    assert torch.allclose(half.keypoints[0, 0], snap.keypoints[0, 0])  # the reference stays
+    wide = place_pair(uv, rel, K, depth_range=2 * gap)
+    assert torch.allclose(wide.keypoints, size_only.keypoints)
+    assert float(wide.reprojection_px[0, 1]) < float(snap.reprojection_px[0, 1])
+    with pytest.raises(ValueError, match="depth_range"):
+        place_pair(uv, rel, K, depth_range=-0.1)
+
+
 def test_place_pair_leaves_a_single_hand_and_rejects_bad_arguments():
     uv, rel, K, _ = _pair_scene(1)
     valid = torch.tensor([[True, False]])

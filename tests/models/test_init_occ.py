@@ -150,6 +150,30 @@ def test_batched_parts_equal_per_part_loop(feature_dim, coord_scale):
     torch.testing.assert_close(dec(points, to_canonical, codes, feature), ref.amax(-1), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("feature_dim", [0, 19])
+def test_bf16_inference_path_close_to_per_part_loop(feature_dim):
+    """Under bfloat16 autocast the inference path computes layers 1-4 in bfloat16 (its workspace
+    says so) and stays within bfloat16 rounding of the float64 per-part loop."""
+    torch.manual_seed(1)
+    dec = PartDecoder(hidden=32, feature_dim=feature_dim, coord_scale=10.0)
+    B, N = 2, 300
+    points = 0.1 * torch.randn(B, N, 3)
+    to_canonical = torch.randn(B, 16, 3, 4)
+    codes = dec.part_codes(0.03 + 0.05 * torch.rand(B, 16), torch.randn(B, 16, 3)).detach()
+    feature = torch.randn(B, N, feature_dim) if feature_dim else None
+    ref = naive_part_logits(dec, points, to_canonical, codes, feature).float()
+    ws: dict = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = dec(points, to_canonical, codes, feature, return_parts=True, workspace=ws)
+    assert low.dtype == torch.float32 and ws["h"].dtype == torch.bfloat16 and ws["p"].dtype == torch.float32
+    scale = ref.abs().max().item()
+    err = (low - ref).abs().max().item()
+    assert 0 < err < 0.03 * scale  # not float32 (err > 0), within bfloat16's rounding
+    with torch.no_grad():  # autocast off again: float32 buffers replace the bfloat16 ones
+        torch.testing.assert_close(dec(points, to_canonical, codes, feature, return_parts=True, workspace=ws), ref, rtol=1e-4, atol=1e-4)
+    assert ws["h"].dtype == torch.float32
+
+
 def test_part_codes_layout():
     dec = PartDecoder()
     lengths, trans = torch.rand(3, 16), torch.randn(3, 16, 3)
