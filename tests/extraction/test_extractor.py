@@ -103,7 +103,7 @@ def test_memory_cap_shrinks_chunks_not_the_mesh(batch):
 
     def run(**kwargs):
         model = Counting(SkeletonOccupancy())
-        ex = Extractor(model, resolution0=16, upsampling_steps=2, **kwargs)
+        ex = Extractor(model, resolution0=16, upsampling_steps=2, precision="float32", **kwargs)  # chunks as set
         return ex, model, ex.extract(batch)
 
     free_ex, free_model, free = run()  # 1024 MB: 131,072 points, so the 100k batch size rules
@@ -123,9 +123,9 @@ def test_memory_cap_shrinks_chunks_not_the_mesh(batch):
     # a model's own bytes per point count; the cap never goes below 1024 points
     heavy = Counting(SkeletonOccupancy())
     heavy.decode_bytes_per_point = 8192
-    assert Extractor(heavy, max_memory_mb=32.0).chunk == 2048  # 32 MiB / (2 x 8192 B)
-    assert Extractor(heavy, max_memory_mb=12.0).chunk == 1024  # 768 points, raised to the floor
-    assert Extractor(heavy, max_memory_mb=64.0, points_batch_size=3000).chunk == 3000  # the smaller limit wins
+    assert Extractor(heavy, max_memory_mb=32.0, precision="float32").chunk == 2048  # 32 MiB / (2 x 8192 B)
+    assert Extractor(heavy, max_memory_mb=12.0, precision="float32").chunk == 1024  # 768 points, raised to the floor
+    assert Extractor(heavy, max_memory_mb=64.0, points_batch_size=3000, precision="float32").chunk == 3000  # the smaller limit wins
 
 
 def test_rejects_bad_batches(batch):
@@ -158,11 +158,14 @@ def test_precision_names_autocast_and_auto_choice(batch, monkeypatch):
             return super().decode(points, features)
 
     for precision, decode_low in (("bfloat16", True), ("float32", False)):
-        model = Recording()
-        ex = Extractor(model, resolution0=8, upsampling_steps=1, precision=precision)
-        assert ex.precision == precision
-        ex.extract(batch)
-        assert model.seen == {("encode", False), ("decode", decode_low)}
+        model = Counting(Recording())
+        ex = Extractor(model, resolution0=8, upsampling_steps=1, precision=precision, points_batch_size=1500)
+        assert ex.precision == precision and ex.chunk == (1024 if decode_low else 1500)
+        out = ex.extract(batch)
+        assert model.inner.seen == {("encode", False), ("decode", decode_low)}
+        sizes = {s[2] for s in model.shapes}
+        assert all(n % 512 == 0 for n in sizes) == decode_low  # bfloat16: few distinct shapes
+        assert out.hands["right"].status == "ok" and out.points_decoded >= 2 * out.hands["right"].points_evaluated
     for has, want in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(ex_mod, "_cpu_has_bf16", lambda has=has: has)
         assert resolve_precision("auto", "cpu") == want and Extractor(Recording(), device="cpu").precision == want
