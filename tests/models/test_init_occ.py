@@ -128,15 +128,20 @@ def naive_part_logits(dec: PartDecoder, points, to_canonical, codes, feature):
     return torch.cat(outs, -1)  # (B, N, K)
 
 
-@pytest.mark.parametrize("feature_dim, coord_scale", [(0, 1.0), (19, 1.0), (19, 10.0)])
-def test_batched_parts_equal_per_part_loop(feature_dim, coord_scale):
+def _part_decoder_case(feature_dim: int, coord_scale: float):
+    """A random part decoder, its inputs (B = 2, N = 300) and the per-part loop's logits."""
     dec = PartDecoder(hidden=32, feature_dim=feature_dim, coord_scale=coord_scale)
     B, N = 2, 300
     points = 0.1 * torch.randn(B, N, 3)
     to_canonical = torch.randn(B, 16, 3, 4)
     codes = dec.part_codes(0.03 + 0.05 * torch.rand(B, 16), torch.randn(B, 16, 3)).detach()
     feature = torch.randn(B, N, feature_dim) if feature_dim else None
-    ref = naive_part_logits(dec, points, to_canonical, codes, feature).float()
+    return dec, points, to_canonical, codes, feature, naive_part_logits(dec, points, to_canonical, codes, feature).float()
+
+
+@pytest.mark.parametrize("feature_dim, coord_scale", [(0, 1.0), (19, 1.0), (19, 10.0)])
+def test_batched_parts_equal_per_part_loop(feature_dim, coord_scale):
+    dec, points, to_canonical, codes, feature, ref = _part_decoder_case(feature_dim, coord_scale)
     train_path = dec(points, to_canonical, codes, feature, return_parts=True)  # autograd path
     with torch.no_grad():
         fast_path = dec(points, to_canonical, codes, feature, return_parts=True)  # inference path
@@ -155,13 +160,7 @@ def test_bf16_inference_path_close_to_per_part_loop(feature_dim):
     """Under bfloat16 autocast the inference path computes layers 1-4 in bfloat16 (its workspace
     says so) and stays within bfloat16 rounding of the float64 per-part loop."""
     torch.manual_seed(1)
-    dec = PartDecoder(hidden=32, feature_dim=feature_dim, coord_scale=10.0)
-    B, N = 2, 300
-    points = 0.1 * torch.randn(B, N, 3)
-    to_canonical = torch.randn(B, 16, 3, 4)
-    codes = dec.part_codes(0.03 + 0.05 * torch.rand(B, 16), torch.randn(B, 16, 3)).detach()
-    feature = torch.randn(B, N, feature_dim) if feature_dim else None
-    ref = naive_part_logits(dec, points, to_canonical, codes, feature).float()
+    dec, points, to_canonical, codes, feature, ref = _part_decoder_case(feature_dim, 10.0)
     ws: dict = {}
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         low = dec(points, to_canonical, codes, feature, return_parts=True, workspace=ws)
