@@ -15,8 +15,8 @@
    and the detector looks again (HDR's idea: a detector that fires on the most salient hand
    finds the other one once it is gone); (c) around a hand found alone, rotated crops look
    for a hand of the other side (interlocked fingers point the other way).
-4. **Hands and sides**: hands below ``min_presence`` are dropped, duplicates (2D boxes
-   overlapping more than ``dedup_iou``) merged; with a ``keypoint_net`` (a second crop
+4. **Hands and sides**: hands below ``min_presence``, or smaller than ``min_size_ratio`` x the
+   largest found, are dropped (the searches go on), duplicates (2D boxes overlapping more than ``dedup_iou``) merged; with a ``keypoint_net`` (a second crop
    network, e.g. one fine-tuned on our renders) each hand kept is cropped once more on its
    keypoints and that network's keypoints and right-hand probability replace the first's; at
    most one left and one right hand are kept: the pair that best agrees with the right-hand
@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from im2hands.geometry.crops import (
-    KEYPOINT_CROP_SHIFT, Roi, box_iou, crop_images, crop_to_camera_orientation, crop_to_image, square_windows, upright_roi,
+    KEYPOINT_CROP_SHIFT, Roi, box_iou, crop_images, crop_to_camera_orientation, crop_to_image, paint_over_boxes,
+    square_windows, upright_roi,
 )
 from im2hands.extraction.inputs import placeholder_hand
 from im2hands.extraction.keypoints import EstimatedHands, refine_keypoints
@@ -165,6 +166,8 @@ class HandCropPipeline:
             the other hand of a pair around a hand found alone (``()``: none).
         repaint: look again with the found hands painted over.
         dedup_iou: two hands whose keypoint boxes overlap more are one.
+        min_size_ratio: a hand whose keypoint box is smaller than this x the largest found one's
+            (longer sides) is dropped and the search goes on (0: never; 0.3 measured in docs/estimator.md).
         crop_batch: at most this many crops per crop-network call (a search's crops run in
             even batches of at most this size: on the CPU one call on 26 crops took about 1.5x
             the time per crop of calls on 1-13; docs/benchmarks.md).
@@ -217,6 +220,7 @@ class HandCropPipeline:
         probe_angles: tuple[float, ...] = (60.0, 90.0, 120.0, 180.0, 240.0, 270.0, 300.0),
         repaint: bool = True,
         dedup_iou: float = 0.3,
+        min_size_ratio: float = 0.3,
         crop_batch: int = 8,
         pair_scale: str = "best",
         pair_depth: bool = True,
@@ -245,7 +249,7 @@ class HandCropPipeline:
         self.min_presence, self.max_candidates = float(min_presence), int(max_candidates)
         self.scan, self.scan_presence = tuple(float(f) for f in scan), float(scan_presence)
         self.probe_angles = tuple(float(a) for a in probe_angles)
-        self.repaint, self.dedup_iou = bool(repaint), float(dedup_iou)
+        self.repaint, self.dedup_iou, self.min_size_ratio = bool(repaint), float(dedup_iou), float(min_size_ratio)
         self.refiner = refiner.eval() if refiner is not None else None
         self.keypoint_net = keypoint_net
         self.detector_source: str | None = None  # what found the hands, for the run's record (set by the loader)
@@ -357,13 +361,17 @@ class HandCropPipeline:
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _dedup(self, hands: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Hands above ``min_presence``, each once: of two whose boxes overlap more than
-        ``dedup_iou`` the less present goes, unless they are confidently of different sides with
-        wrists apart by more than a third of the hand (interlocked or praying hands)."""
+        """Hands above ``min_presence`` and at least ``min_size_ratio`` x the largest's size, each
+        once: of two whose boxes overlap more than ``dedup_iou`` the less present goes, unless they
+        are confidently of different sides with wrists apart by more than a third of the hand
+        (interlocked or praying hands)."""
         hands = {k: v[hands["presence"] >= self.min_presence] for k, v in hands.items()}
+        extent = (hands["box"][:, 2:] - hands["box"][:, :2]).max(-1).values
+        if len(extent):
+            hands = {k: v[extent >= self.min_size_ratio * extent.max()] for k, v in hands.items()}
+            extent = (hands["box"][:, 2:] - hands["box"][:, :2]).max(-1).values
         iou = box_iou(hands["box"], hands["box"])
         wrist = hands["uv"][:, WRIST]
-        extent = (hands["box"][:, 2:] - hands["box"][:, :2]).max(-1).values
         side = hands["right_prob"] - 0.5
         keep: list[int] = []
         for i in torch.argsort(hands["presence"], descending=True).tolist():
@@ -401,20 +409,6 @@ class HandCropPipeline:
         out = self._predict(image, roi)
         keep = torch.nonzero(out["presence"] >= self.scan_presence)[:, 0]
         return Detections(roi[keep], out["presence"][keep], None, {k: v[keep] for k, v in out.items()})
-
-    @staticmethod
-    def _paint_over(image: Tensor, boxes: Tensor, margin: float = 0.15) -> Tensor:
-        """The image with each (u0, v0, u1, v1) box (grown by ``margin``) filled with its mean colour."""
-        out = image.clone()
-        fill = image.mean(dim=(1, 2))
-        H, W = image.shape[1:]
-        for u0, v0, u1, v1 in boxes.tolist():
-            du, dv = (u1 - u0) * margin, (v1 - v0) * margin
-            a, b = max(0, int(u0 - du)), min(W, int(np.ceil(u1 + du)))
-            c, d = max(0, int(v0 - dv)), min(H, int(np.ceil(v1 + dv)))
-            if a < b and c < d:
-                out[:, c:d, a:b] = fill[:, None, None]
-        return out
 
     def place(self, keypoints_2d: np.ndarray, rel: np.ndarray, K: np.ndarray, valid: np.ndarray):
         """Both hands in the camera frame (step 5): ``keypoints_2d`` (2, 21, 2) pixels, ``rel``
@@ -455,7 +449,7 @@ class HandCropPipeline:
             searches.append(lambda: self._scan(t))
         searches.append(lambda: self._probe(t, found))
         if self.repaint:  # only when something was found: painting nothing repeats the first search
-            searches.append(lambda: self.detector(self._paint_over(t, found["box"])) if "box" in found else Detections.empty())
+            searches.append(lambda: self.detector(paint_over_boxes(t, found["box"])) if "box" in found else Detections.empty())
         for search in searches:
             det = search()
             if len(det.roi) > 0:

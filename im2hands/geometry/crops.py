@@ -37,6 +37,7 @@ __all__ = [
     "box_iou",
     "crop_matrix",
     "crop_images",
+    "paint_over_boxes",
     "crop_intrinsics",
     "square_roi",
     "square_crop_intrinsics_np",
@@ -297,3 +298,19 @@ def square_windows(height: int, width: int, fractions: tuple[float, ...], *, who
     n = len(sizes)
     return Roi(torch.tensor(centers, dtype=torch.float64).reshape(n, 2), torch.tensor(sizes, dtype=torch.float64),
                torch.zeros(n, dtype=torch.float64))  # fmt: skip
+
+
+def paint_over_boxes(image: Float[Tensor, "3 H W"], boxes: Float[Tensor, "M 4"], margin: float = 0.15) -> Tensor:
+    """A copy of ``image`` with each ``(u0, v0, u1, v1)`` pixel box, grown by ``margin`` x its
+    size on every side and clipped to the image, filled with the image's mean colour (HDR's
+    "look again with the found hand gone")."""
+    out = image.clone()
+    fill = image.mean(dim=(1, 2))
+    H, W = image.shape[1:]
+    for u0, v0, u1, v1 in boxes.tolist():
+        du, dv = (u1 - u0) * margin, (v1 - v0) * margin
+        a, b = max(0, int(u0 - du)), min(W, int(np.ceil(u1 + du)))
+        c, d = max(0, int(v0 - dv)), min(H, int(np.ceil(v1 + dv)))
+        if a < b and c < d:
+            out[:, c:d, a:b] = fill[:, None, None]
+    return out

@@ -34,13 +34,13 @@ def _hand(center_uv, depth, angle, rng):
     return local + wrist
 
 
-def _scene(sides=("left", "right")):
+def _scene(sides=("left", "right"), depths=(0.6, 0.55)):
     rng = np.random.default_rng(0)
     hands = {}
     if "left" in sides:
-        hands["left"] = _hand((90, 180), 0.6, 0.3, rng)
+        hands["left"] = _hand((90, 180), depths[0], 0.3, rng)
     if "right" in sides:
-        hands["right"] = _hand((230, 170), 0.55, -0.5, rng)
+        hands["right"] = _hand((230, 170), depths[1], -0.5, rng)
     v, u = np.mgrid[0:H, 0:W] + 0.5
     image = np.zeros((H, W, 3))
     image[..., 0], image[..., 1] = u / W, v / H
@@ -455,3 +455,21 @@ def test_hands_the_detector_vouches_for_are_read_by_the_keypoint_network_from_th
                            detector_presence=0.75, **kw)  # fmt: skip
     off(_u8(image), K)
     assert off.crop_net.calls == 4  # the default: crop_net frames every hand
+
+
+def test_a_hand_far_smaller_than_the_largest_is_dropped():
+    """``min_size_ratio`` (0.3 by default): a "hand" whose keypoint box is under 0.3 x the largest
+    found one's is dropped (a pair of one person's hands is about one size); 0 keeps it."""
+    image, hands = _scene(depths=(0.6, 2.4))  # the right hand 4x farther: a quarter of the size
+    kw = dict(scan=(), probe_angles=(), repaint=False, pair_scale="own")
+    uv = {s: (h @ K.T)[:, :2] / (h @ K.T)[:, 2:] for s, h in hands.items()}
+    size = {s: float(np.ptp(u, 0).max()) for s, u in uv.items()}
+    assert 0.2 < size["right"] / size["left"] < 0.3
+    found = HandCropPipeline(FakeDetector([(95, 150), (230, 165)]), FakeCropNet(hands), **kw)(_u8(image), K)
+    assert set(found.joints) == {"left"} and found.presence[1] == 0
+    kept = HandCropPipeline(FakeDetector([(95, 150), (230, 165)]), FakeCropNet(hands), min_size_ratio=0.0, **kw)(_u8(image), K)
+    _check(kept, hands, atol_px=1.0, atol_m=0.05)
+    near_image, near_hands = _scene()
+    near = HandCropPipeline(FakeDetector([(95, 150), (230, 165)]), FakeCropNet(near_hands), **kw)(_u8(near_image), K)
+    _check(near, near_hands, atol_px=1.0, atol_m=0.05)  # hands of about one size both stay
+

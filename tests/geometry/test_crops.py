@@ -179,3 +179,19 @@ def test_square_crop_intrinsics_np_projects_like_the_crop():
     np.testing.assert_allclose(roi.center.numpy(), [[100.3 + 166.5, 57.0 + 166.5]])
     back = crop_to_image(torch.as_tensor(in_crop)[None], roi, 128)[0].numpy()
     np.testing.assert_allclose(back, uv, atol=1e-9)
+
+
+def test_paint_over_boxes_fills_grown_clipped_boxes_with_the_mean_colour():
+    from im2hands.geometry.crops import paint_over_boxes
+
+    image = torch.rand(3, 10, 12, generator=torch.Generator().manual_seed(0))
+    mean = image.mean(dim=(1, 2))
+    boxes = torch.tensor([[4.0, 2.0, 8.0, 6.0], [-3.0, 7.0, 1.0, 9.0]])  # the second leaves the image
+    out = paint_over_boxes(image, boxes, margin=0.25)
+    painted = torch.zeros(10, 12, dtype=torch.bool)
+    painted[1:7, 3:9] = True  # u 4-8 and v 2-6 grown by 1 px each side
+    painted[6:10, 0:2] = True  # u -4..2 -> 0..2, v 6.5..9.5 -> 6..10, clipped
+    assert torch.equal(out[:, painted], mean[:, None].expand(3, int(painted.sum())))
+    assert torch.equal(out[:, ~painted], image[:, ~painted])
+    assert not torch.equal(out, image) and torch.equal(image, torch.rand(3, 10, 12, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(paint_over_boxes(image, torch.zeros(0, 4)), image)
