@@ -41,6 +41,8 @@ from im2hands.typing import Float, Tensor
 __all__ = [
     "JOINT_NAMES",
     "JOINT_LIMITS_DEG",
+    "FINGER_PALM_LIMIT",
+    "PALM_REST_CLEARANCE",
     "MODES",
     "PoseSampler",
     "mirror_pose",
@@ -90,6 +92,11 @@ _CHAINS: dict[str, tuple[int, int, int]] = {
 }
 _LONG = ("index", "middle", "ring", "pinky")  # radial -> ulnar
 _TIP_OF_CHAIN = {"thumb": 0, "index": 1, "middle": 2, "ring": 3, "pinky": 4}  # tips in thumb..pinky order
+_FINGERS = _LONG + ("thumb",)  # order of the collision check's per-finger values
+FINGER_PALM_LIMIT = 0.019
+"""Metres (x scale): distal bones closer to the palm's segments press into it (calibrated on v1, docs/poses.md)."""
+PALM_REST_CLEARANCE = 0.002
+"""Metres: each finger's palm limit stays this far under its rest distance (v2's pinky: 17.2 mm at rest)."""
 # Abduction sign per long finger: which lateral direction is "spread" (+1 radial, -1 ulnar).
 _SPREAD_SIDE = {"index": 1.0, "middle": 1.0, "ring": -1.0, "pinky": -1.0}
 # Angle by which the thumb's pad direction (MCP/IP flexion direction) is tilted from the palm
@@ -144,6 +151,8 @@ class PoseSampler:
         axes: ``(15, 3, 3)`` per joint the unit axes ``[flex, abd, twist]`` (rest frame).
         lower, upper: ``(15, 3)`` angle limits (radians).
         palm_normal: ``(3,)`` unit volar normal of the rest palm.
+        palm_limits: ``(5,)`` metres, per finger (index, middle, ring, pinky, thumb) the distance
+            to the palm below which :meth:`collision_distances` flags a pose.
     """
 
     def __init__(self, rest_joints, rest_tips, side: str = "right",
@@ -191,6 +200,10 @@ class PoseSampler:
         table = dict(JOINT_LIMITS_DEG) if limits_deg is None else {**JOINT_LIMITS_DEG, **limits_deg}
         lim = torch.deg2rad(torch.tensor([table[nm] for nm in JOINT_NAMES], dtype=torch.float64)).to(dtype)
         self.lower, self.upper = lim[..., 0].contiguous(), lim[..., 1].contiguous()
+        # finger-palm limits from this skeleton: 19 mm (x scale), but never within 2 mm of the rest pose's
+        # own distance (a short proximal phalanx puts the middle phalanx closer to the palm at rest)
+        rest = self._palm_distances(*self.forward_kinematics(torch.zeros(1, 15, 3, dtype=dtype)))[0]
+        self.palm_limits = torch.clamp(rest - PALM_REST_CLEARANCE, max=FINGER_PALM_LIMIT * self.scale)  # (5,)
 
     # -------------------------------------------------------------------------------- construction
 
@@ -270,22 +283,36 @@ class PoseSampler:
             tips.append(P[last] + (G[last] @ (Tp[_TIP_OF_CHAIN[name]] - J[last])[:, None])[..., 0])
         return torch.stack(P, 1), torch.stack(tips, 1)
 
-    def collision_distances(self, angles: Float[Tensor, "B 15 3"]) -> Tensor:
-        """Cheap self-collision margins ``(B,)`` in metres: the smallest (distance - allowed distance)
-        between bone capsules of different fingers, and between finger/thumb distal bones and the
-        palm. Negative = the fingers (most likely) interpenetrate."""
-        P, tips = self.forward_kinematics(angles)
-        s = self.scale
+    @staticmethod
+    def _bones(P: Tensor, tips: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per finger its three bone capsules' ends ``(B, 3, 3)`` each (the last stops at 0.7 of
+        the distal bone: the tip is round)."""
         seg = {}
         for name, rows in _CHAINS.items():
             js = [r + 1 for r in rows]
             end_tip = P[:, js[2]] + 0.7 * (tips[:, _TIP_OF_CHAIN[name]] - P[:, js[2]])
             seg[name] = (torch.stack([P[:, js[0]], P[:, js[1]], P[:, js[2]]], 1),
                          torch.stack([P[:, js[1]], P[:, js[2]], end_tip], 1))  # (B, 3, 3) each
-        palm0 = P[:, [0, 0, 0, 0, 1, 4, 10]]
-        palm1 = P[:, [1, 4, 10, 7, 4, 10, 7]]
-        margins = []
-        fingers = list(_LONG) + ["thumb"]
+        return seg
+
+    def _palm_distances(self, P: Tensor, tips: Tensor) -> Tensor:
+        """``(B, 5)`` distance of each finger's two distal bones (index, middle, ring, pinky, thumb)
+        to the palm's segments (wrist to the index, middle, ring and pinky MCPs, and across them)."""
+        seg = self._bones(P, tips)
+        palm0, palm1 = P[:, [0, 0, 0, 0, 1, 4, 10]], P[:, [1, 4, 10, 7, 4, 10, 7]]
+        return torch.stack([_segment_distance(seg[f][0][:, 1:, None], seg[f][1][:, 1:, None], palm0[:, None],
+                                              palm1[:, None]).flatten(1).min(1).values for f in _FINGERS], 1)
+
+    def collision_distances(self, angles: Float[Tensor, "B 15 3"]) -> Tensor:
+        """Cheap self-collision margins ``(B,)`` in metres: the smallest (distance - allowed distance)
+        between bone capsules of different fingers (12.5 mm, 14 mm with the thumb, x scale), and
+        between finger/thumb distal bones and the palm (:attr:`palm_limits`). Negative = the
+        fingers (most likely) interpenetrate."""
+        P, tips = self.forward_kinematics(angles)
+        s = self.scale
+        seg = self._bones(P, tips)
+        margins = [(self._palm_distances(P, tips) - self.palm_limits.to(P)).min(1).values]
+        fingers = _FINGERS
         for a in range(5):
             for b in range(a + 1, 5):
                 fa, fb = fingers[a], fingers[b]
@@ -295,10 +322,6 @@ class PoseSampler:
                 if "thumb" in (fa, fb):  # the thumb metacarpal sits in the thenar, next to the palm
                     d = d[:, 1:, :] if fa == "thumb" else d[:, :, 1:]
                 margins.append(d.flatten(1).min(1).values - lim)
-        for f in fingers:
-            d = _segment_distance(seg[f][0][:, 1:, None], seg[f][1][:, 1:, None], palm0[:, None], palm1[:, None])
-            lim = 0.019 * s
-            margins.append(d.flatten(1).min(1).values - lim)
         return torch.stack(margins, 1).min(1).values
 
     # -------------------------------------------------------------------------------- sampling
