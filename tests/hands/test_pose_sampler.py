@@ -147,6 +147,27 @@ def test_thumb_opposition_reaches_across_the_palm(versioned_opposition):
         assert s.collision_distances(a)[0] > 0
 
 
+def test_limits_let_the_thumb_reach_across_the_palm(versioned):
+    """Whatever the skeleton, some collision-free thumb angles within the limits put the thumb
+    tip in front of the ring and the pinky base (a search over 4,000 draws of the five thumb
+    degrees); at rest it is far from both."""
+    models, samplers = versioned
+    model, s = models["right"], samplers["right"]
+    rest = _run(model, torch.zeros(1, 48, dtype=torch.float64)).keypoints[0]
+    volar = torch.tensor([0.0, -0.025, 0.0], dtype=torch.float64)
+    n = 4000
+    u = torch.rand(n, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = torch.zeros(n, 15, 3, dtype=torch.float64)
+    for col, (row, dof) in enumerate(((12, 0), (12, 1), (12, 2), (13, 0), (14, 0))):
+        a[:, row, dof] = s.lower[row, dof] + u[:, col] * (s.upper[row, dof] - s.lower[row, dof])
+    k = _run(model, s.pose_from_angles(a)).keypoints
+    free = s.collision_distances(a) > 0
+    for base in (13, 17):  # ring, pinky MCP (standard order)
+        d = (k[:, 4] - (k[:, base] + volar)).norm(dim=-1)
+        assert bool(((d < 0.012) & free).any())
+        assert (rest[4] - (rest[base] + volar)).norm() > 0.07
+
+
 def test_left_angles_give_mirrored_pose_and_mesh(models, samplers):
     a = samplers["right"].sample(8, torch.Generator().manual_seed(3)).double()
     go = random_rotation(8, torch.Generator().manual_seed(4), torch.float64)
