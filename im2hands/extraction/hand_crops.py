@@ -190,6 +190,8 @@ class HandCropPipeline:
             is cropped again on its keypoints and this network's keypoints and right-hand
             probability replace ``crop_net``'s (the shipped crop network fine-tuned on our
             renders behind MediaPipe's original, docs/estimator.md).
+        flip_average: the final crop is also read mirrored and the two right-hand probabilities
+            averaged (keypoints stay the unmirrored crop's; docs/estimator.md).
         detector_side: for hands proposed by a detector that tells sides (``Detections.right_prob``,
             e.g. :class:`~im2hands.models.hand_det.HandDetModel`), the weight of its right-hand
             probability in the hand's side; the crop network's gets ``1 - detector_side``.
@@ -228,6 +230,7 @@ class HandCropPipeline:
         size_measure: str = "bones",
         refiner: KeypointRefinement | None = None,
         keypoint_net: CropNet | None = None,
+        flip_average: bool = True,
         detector_side: float = 0.0,
         detector_presence: float | None = None,
         fallback_detector: HandDetector | None = None,
@@ -251,7 +254,7 @@ class HandCropPipeline:
         self.probe_angles = tuple(float(a) for a in probe_angles)
         self.repaint, self.dedup_iou, self.min_size_ratio = bool(repaint), float(dedup_iou), float(min_size_ratio)
         self.refiner = refiner.eval() if refiner is not None else None
-        self.keypoint_net = keypoint_net
+        self.keypoint_net, self.flip_average = keypoint_net, bool(flip_average)
         self.detector_source: str | None = None  # what found the hands, for the run's record (set by the loader)
         if not 0.0 <= float(detector_side) <= 1.0:
             raise ValueError(f"detector_side must lie in [0, 1], got {detector_side}")
@@ -424,7 +427,10 @@ class HandCropPipeline:
     def _keypoints_again(self, image: Tensor, found: dict[str, Tensor]) -> dict[str, Tensor]:
         """The hands found, their keypoints and right-hand probabilities from ``keypoint_net`` on
         crops framed by the found keypoints (which hands there are stays ``crop_net``'s)."""
-        _, out = self._reframe(image, found, self.keypoint_net)
+        roi, out = self._reframe(image, found, self.keypoint_net)
+        if self.flip_average:
+            flipped = self._predict(image, Roi(roi.center, roi.size, roi.angle, ~roi.flips()), self.keypoint_net)
+            out = {**out, "right_prob": (out["right_prob"] + flipped["right_prob"]) / 2}
         again = {**found, "uv": out["uv"], "rel": out["rel"], "right_prob": out["right_prob"]}
         return {**again, "right_prob": self._with_detector_side(again)}
 

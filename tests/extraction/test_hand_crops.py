@@ -66,6 +66,7 @@ class FakeCropNet:
         self.batches.append(len(crops))
         q = torch.stack(torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="xy"), -1).reshape(-1, 2).double()
         out = {k: [] for k in ("kp2", "kp3", "presence", "right")}
+        self.mirrored: list[bool] = []  # per crop of this call, where it holds a hand
         for crop in crops.double():
             uv = torch.stack([crop[0] * W, crop[1] * H], -1).reshape(-1, 2)
             inside = (crop[:2] > 0).all(0).float()[None, None]  # not in the zero padding outside the image ...
@@ -88,7 +89,9 @@ class FakeCropNet:
             rel = kp - kp[0]
             out["kp3"].append(torch.cat([rel[:, :2] @ rot, rel[:, 2:]], -1))  # into crop orientation
             out["presence"].append(1.0)
-            out["right"].append(0.95 if side == "right" else 0.05)
+            right = 0.95 if side == "right" else 0.05
+            self.mirrored.append(bool(torch.linalg.det(M) < 0))
+            out["right"].append(1.0 - right if self.mirrored[-1] else right)  # a mirrored right hand looks left
         return CropPrediction(torch.stack(out["kp2"]).float(), torch.stack(out["kp3"]).float(),
                               torch.tensor(out["presence"]), torch.tensor(out["right"]))
 
@@ -345,7 +348,7 @@ def test_keypoint_net_gives_keypoints_and_sides_and_crop_net_the_hands():
     hybrid = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), ShiftedCropNet(hands), keypoint_net=kp_net, **kw)
     found = hybrid(_u8(image), K)
     _check(found, hands, atol_px=0.3, atol_m=2e-3)  # exact keypoints and sides; the hands found by crop_net
-    assert kp_net.calls == 2 and hybrid.keypoint_convention == "mano"
+    assert kp_net.calls == 4 and hybrid.keypoint_convention == "mano"  # each hand's crop, and mirrored (flip_average)
 
 
 class SidedDetector(FakeDetector):
@@ -446,11 +449,11 @@ def test_hands_the_detector_vouches_for_are_read_by_the_keypoint_network_from_th
     vouched = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), crop_net, keypoint_net=kp_net,
                                detector_presence=0.75, detector_keypoints=True, **kw)  # fmt: skip
     _check(vouched(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)
-    assert crop_net.calls == 0 and kp_net.calls == 2 * 2 + 2  # two passes each, then the final crop
+    assert crop_net.calls == 0 and kp_net.calls == 2 * 2 + 2 + 2  # two passes each, the final crop, it mirrored
     one = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), ShiftedCropNet(hands), keypoint_net=KeypointsOnlyNet(hands),
                            detector_presence=0.85, detector_keypoints=True, **kw)  # fmt: skip
     _check(one(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)
-    assert one.crop_net.calls == 2 and one.keypoint_net.calls == 2 + 2  # the 0.8 hand went through crop_net
+    assert one.crop_net.calls == 2 and one.keypoint_net.calls == 2 + 2 + 2  # the 0.8 hand went through crop_net
     off = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), ShiftedCropNet(hands), keypoint_net=KeypointsOnlyNet(hands),
                            detector_presence=0.75, **kw)  # fmt: skip
     off(_u8(image), K)
@@ -472,4 +475,29 @@ def test_a_hand_far_smaller_than_the_largest_is_dropped():
     near_image, near_hands = _scene()
     near = HandCropPipeline(FakeDetector([(95, 150), (230, 165)]), FakeCropNet(near_hands), **kw)(_u8(near_image), K)
     _check(near, near_hands, atol_px=1.0, atol_m=0.05)  # hands of about one size both stay
+
+
+class UnsureNet(KeypointsOnlyNet):
+    """Exact keypoints; the right hand's right-hand probability 0.7 in unmirrored crops and 0.1
+    (it looks left) in mirrored ones, as a network unsure of a hand's side might give."""
+
+    def __call__(self, crops):
+        pred = super().__call__(crops)
+        m = iter(self.mirrored)
+        mirrored = torch.tensor([next(m) if k.abs().sum() > 0 else False for k in pred.keypoints_2d])
+        right = torch.where(mirrored, pred.right_prob < 0.5, pred.right_prob > 0.5)  # the image's right hand
+        pred.right_prob = torch.where(right & ~mirrored, 0.7, torch.where(right & mirrored, 0.1, pred.right_prob))
+        return pred
+
+
+def test_flip_average_reads_the_final_crop_mirrored_too():
+    image, hands = _scene()
+    kw = dict(scan=(), probe_angles=(), repaint=False, pair_scale="own")
+    centres = [(95, 150), (225, 140)]
+    on = HandCropPipeline(FakeDetector(centres), FakeCropNet(hands), keypoint_net=UnsureNet(hands), **kw)(_u8(image), K)
+    off = HandCropPipeline(FakeDetector(centres), FakeCropNet(hands), keypoint_net=UnsureNet(hands), flip_average=False,
+                           **kw)(_u8(image), K)  # fmt: skip
+    assert off.right_prob[1] == pytest.approx(0.7) and on.right_prob[1] == pytest.approx(0.8)  # (0.7 + 1 - 0.1) / 2
+    assert on.right_prob[0] == pytest.approx(0.05) and off.right_prob[0] == pytest.approx(0.05)  # sure: unchanged
+    np.testing.assert_array_equal(on.keypoints_2d, off.keypoints_2d)  # the keypoints stay the unmirrored crop's
 
