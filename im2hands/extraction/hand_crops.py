@@ -179,8 +179,7 @@ class HandCropPipeline:
             at the cost of the moved hand's 2D fit).
         pair_depth: with ``pair_scale``, also put the pair's wrists at one depth (the better
             fitting hand's for ``best``), each on its own ray.
-        pair_depth_range: with ``pair_depth``, a wrist moves only until it is within this depth (m) of
-            that one (None, the default: all the way; measured in docs/estimator.md).
+        pair_depth_range: with ``pair_depth``, move a wrist only to within this depth (m) of that one (None: all the way).
         size_measure: the size ``pair_scale`` compares (``palm`` or ``bones``,
             :func:`~im2hands.geometry.placement.hand_size`).
         refiner: optional stage-3 keypoint refinement of the placed keypoints
@@ -190,8 +189,7 @@ class HandCropPipeline:
             is cropped again on its keypoints and this network's keypoints and right-hand
             probability replace ``crop_net``'s (the shipped crop network fine-tuned on our
             renders behind MediaPipe's original, docs/estimator.md).
-        flip_average: the final crop is also read mirrored and the two right-hand probabilities
-            averaged (keypoints stay the unmirrored crop's; docs/estimator.md).
+        flip_average: also read the final crop mirrored and average the two right-hand probabilities.
         detector_side: for hands proposed by a detector that tells sides (``Detections.right_prob``,
             e.g. :class:`~im2hands.models.hand_det.HandDetModel`), the weight of its right-hand
             probability in the hand's side; the crop network's gets ``1 - detector_side``.
@@ -252,6 +250,8 @@ class HandCropPipeline:
         self.min_presence, self.max_candidates = float(min_presence), int(max_candidates)
         self.scan, self.scan_presence = tuple(float(f) for f in scan), float(scan_presence)
         self.probe_angles = tuple(float(a) for a in probe_angles)
+        if not 0.0 <= float(min_size_ratio) <= 1.0:
+            raise ValueError(f"min_size_ratio must lie in [0, 1], got {min_size_ratio}")
         self.repaint, self.dedup_iou, self.min_size_ratio = bool(repaint), float(dedup_iou), float(min_size_ratio)
         self.refiner = refiner.eval() if refiner is not None else None
         self.keypoint_net, self.flip_average = keypoint_net, bool(flip_average)

@@ -267,6 +267,8 @@ def test_pair_placement_bad_arguments():
         HandCropPipeline(FakeDetector(), FakeCropNet({}), pair_scale="median")
     with pytest.raises(ValueError, match="size_measure"):
         HandCropPipeline(FakeDetector(), FakeCropNet({}), size_measure="span")
+    with pytest.raises(ValueError, match="min_size_ratio"):
+        HandCropPipeline(FakeDetector(), FakeCropNet({}), min_size_ratio=1.5)
 
 
 @pytest.mark.parametrize("crop_batch", [1, 3, 100])
