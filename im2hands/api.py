@@ -108,6 +108,8 @@ class HandReconstructor:
         detector: how a ``crop_net`` estimator finds hands: a ``hand_det`` run / weights file or
             ``"mediapipe"``; None: the shipped ``hand_det.pt``.
         resolution, upsampling_steps, threshold: the mesh extractor's settings (as ``extract``).
+        precision: decoding precision, ``auto``, ``float32`` or ``bfloat16`` (as ``extract
+            --precision``; ``auto``: bfloat16 on CPUs with native bfloat16 dot products).
         keypoint_convention: where the PIP/DIP of given ``keypoints`` sit (``mano`` or
             ``annotation``; None: the model's); given and found keypoints are moved to the
             model's convention.
@@ -116,14 +118,16 @@ class HandReconstructor:
     def __init__(self, model: Any, *, estimator: Any = None, refiner: Any = None, device: str = "cpu",
                  focal: float | None = None, resolution: int = 32, upsampling_steps: int = 3,
                  threshold: float | None = None, keypoint_convention: str | None = None,
-                 pair_scale: str | None = None, detector: Any = None) -> None:  # fmt: skip
-        from im2hands.extraction.extractor import Extractor
+                 pair_scale: str | None = None, detector: Any = None, precision: str = "auto") -> None:  # fmt: skip
+        from im2hands.extraction.extractor import PRECISIONS, Extractor
         from im2hands.extraction.estimators import default_estimator, load_estimator
         from im2hands.extraction.run import check_mesh_options, resolve_device
         from im2hands.loading import load_model
         from im2hands.models.base import HandsModel
 
         check_mesh_options(threshold=threshold, focal=focal, resolution=resolution, upsampling_steps=upsampling_steps)
+        if precision not in PRECISIONS:
+            raise Im2HandsError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if keypoint_convention not in (None, "mano", "annotation"):
             raise Im2HandsError(f"keypoint_convention must be mano or annotation, got {keypoint_convention!r}")
         self.keypoint_convention = keypoint_convention
@@ -139,7 +143,7 @@ class HandReconstructor:
         estimator = default_estimator() if estimator is None else estimator
         self.pipeline, _ = load_estimator(estimator, refiner, self.device, focal, pair_scale, detector)
         self.extractor = Extractor(self.model, resolution0=resolution, upsampling_steps=upsampling_steps,
-                                   threshold=threshold, device=self.device)  # fmt: skip
+                                   threshold=threshold, device=self.device, precision=precision)  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, device: str = "cpu", **kwargs: Any) -> "HandReconstructor":

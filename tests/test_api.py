@@ -87,6 +87,9 @@ def test_bad_inputs_raise_the_cli_messages(rec, sample):
         rec.batch([path, path], Ks=[None])
     with pytest.raises(Im2HandsError, match="focal"):
         HandReconstructor.from_pretrained(focal=-5)
+    with pytest.raises(Im2HandsError, match="precision"):
+        HandReconstructor.from_pretrained(precision="fp8")
+    assert HandReconstructor.from_pretrained(precision="float32").extractor.precision == "float32"
 
 
 @pytest.mark.slow
