@@ -47,6 +47,8 @@ def test_demo_writes_meshes_pictures_and_tables(demo):
     settings = summary["settings"]
     assert settings["inputs"]["keypoints"] == "auto" and settings["estimator"].endswith("crop_net.pt")
     assert settings["refiner"] is None and settings["model"].endswith("ref_occ.pt")
+    finding = settings["hand_finding"]  # the crop pipeline's defaults, recorded (docs/estimator.md)
+    assert finding["min_size_ratio"] == 0.3 and finding["flip_average"] is True and finding["pair_depth_range"] is None
 
 
 @pytest.mark.slow

@@ -209,6 +209,11 @@ def _totals(records: list[dict[str, Any]], listed: int, seconds: float) -> dict[
     }
 
 
+_PIPELINE_SETTINGS = ("min_size_ratio", "flip_average", "pair_depth", "pair_depth_range", "detector_side",
+                      "detector_presence", "detector_keypoints")
+"""Per-hand crop pipeline options recorded in ``summary.json`` (``settings.hand_finding``)."""
+
+
 def extract_folder(
     out: str | os.PathLike,
     *,
@@ -366,6 +371,7 @@ def extract_folder(
             "refiner": _str(refiner) if isinstance(refiner, (str, os.PathLike)) else None,
             "pair_scale": getattr(pipeline, "pair_scale", None),
             "detector": getattr(pipeline, "detector_source", None),
+            "hand_finding": {k: getattr(pipeline, k) for k in _PIPELINE_SETTINGS if hasattr(pipeline, k)} or None,
             "resolution0": resolution,
             "upsampling_steps": upsampling_steps,
             "resolution": extractor.resolution,
