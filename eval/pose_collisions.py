@@ -50,7 +50,7 @@ def evaluate(num: int, seed: int, mode: str = "random", mano_dir: str | None = N
         "poses": num, "seed": seed, "mode": mode, "reject": reject, "penetrating": int(pen.sum()),
         "flagged_of_penetrating": int(flagged[pen].sum()), "flagged_of_clean": int(flagged[~pen].sum()),
         "clean": int((~pen).sum()), "rest_pose_margin_mm": 1000.0 * rest,
-        "palm_limits_mm": [round(1000.0 * x, 2) for x in getattr(sampler, "palm_limits", torch.zeros(0)).tolist()],
+        "palm_limits_mm": [round(1000.0 * x, 2) for x in sampler.palm_limits.tolist()],
     }  # fmt: skip
 
 
