@@ -85,6 +85,7 @@ def decoder_throughput(
         ``config``.
     """
     from im2hands.config import load_config
+    from im2hands.extraction.extractor import decode_autocast
     from im2hands.models.init_occ import InitOccNet
 
     torch.manual_seed(seed)
@@ -107,7 +108,7 @@ def decoder_throughput(
 
             def run() -> float:
                 t0 = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                with decode_autocast("cpu", precision):
                     for p in points:
                         model.decode(p, features)
                 return time.perf_counter() - t0

@@ -162,13 +162,12 @@ def run_bench(
         image_size = net.image_size or 256
 
         note("decoder throughput")
-        dec = bench_decoder(net, chunk=sizes["decoder_chunk"], chunks=sizes["decoder_chunks"],
-                            repeats=sizes["decoder_repeats"], threads=int(threads), device=dev)  # fmt: skip
+        dec_kw = dict(chunk=sizes["decoder_chunk"], chunks=sizes["decoder_chunks"], repeats=sizes["decoder_repeats"],
+                      threads=int(threads), device=dev)  # fmt: skip
+        dec = bench_decoder(net, **dec_kw)
         dec_low = None
         if resolve_precision("auto", dev) == "bfloat16":  # what extraction uses here by default
-            dec_low = bench_decoder(net, chunk=sizes["decoder_chunk"], chunks=sizes["decoder_chunks"],
-                                    repeats=sizes["decoder_repeats"], threads=int(threads), device=dev,
-                                    precision="bfloat16")  # fmt: skip
+            dec_low = bench_decoder(net, **dec_kw, precision="bfloat16")
 
         note("two-hand extraction")
         with tempfile.TemporaryDirectory(prefix="im2hands_bench_item_") as tmp:

@@ -310,6 +310,7 @@ def bench_decoder(net: HandsModel, *, chunk: int, chunks: int, repeats: int, thr
     same measurement with device synchronisation elsewhere (``precision``: ``float32`` or
     ``bfloat16`` autocast)."""
     from im2hands.benchmarks import decoder
+    from im2hands.extraction.extractor import decode_autocast
 
     if device.type == "cpu":
         return decoder.decoder_throughput(net, chunk=chunk, chunks=chunks, repeats=repeats, threads=threads,
@@ -324,7 +325,7 @@ def bench_decoder(net: HandsModel, *, chunk: int, chunks: int, repeats: int, thr
         def run() -> float:
             _sync(device)
             t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            with decode_autocast(device.type, precision):
                 for p in points:
                     net.decode(p, features)
             _sync(device)

@@ -39,7 +39,7 @@ from im2hands.geometry.rotations import invert_transform
 from im2hands.hands.constants import SIDES
 from im2hands.models.base import DEFAULT_DECODE_BYTES_PER_POINT, HandsModel
 
-__all__ = ["HandResult", "Extraction", "Extractor", "resolve_threshold", "resolve_precision", "PRECISIONS"]
+__all__ = ["HandResult", "Extraction", "Extractor", "resolve_threshold", "resolve_precision", "decode_autocast", "PRECISIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,12 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision != "auto":
         return precision
     return "bfloat16" if torch.device(device).type == "cpu" and _cpu_has_bf16() else "float32"
+
+
+def decode_autocast(device_type: str, precision: str) -> torch.autocast:
+    """The autocast context decoding runs in for a resolved ``precision`` (``float32``: off;
+    ``bfloat16``: bfloat16 autocast on ``device_type``)."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 def resolve_threshold(model: HandsModel, threshold: float | None) -> float:
@@ -210,9 +216,6 @@ class Extractor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
-
     def _decode(self, points: torch.Tensor, features: Any) -> np.ndarray:
         """``(1, 2, N, 3)`` camera-frame points -> ``(2, N)`` float32 values, in chunks."""
         N = points.shape[2]
@@ -221,7 +224,7 @@ class Extractor:
         while s < N:
             e = min(N, s + self.chunk)
             try:
-                with torch.inference_mode(), self._autocast():
+                with torch.inference_mode(), decode_autocast(self.device.type, self.precision):
                     v = self.model.decode(points[:, :, s:e], features)  # (1, 2, n)
                 out[:, s:e] = v[0].float().cpu().numpy()
             except (torch.cuda.OutOfMemoryError, MemoryError) as exc:

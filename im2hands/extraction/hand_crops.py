@@ -371,8 +371,8 @@ class HandCropPipeline:
         hands = {k: v[hands["presence"] >= self.min_presence] for k, v in hands.items()}
         extent = (hands["box"][:, 2:] - hands["box"][:, :2]).max(-1).values
         if len(extent):
-            hands = {k: v[extent >= self.min_size_ratio * extent.max()] for k, v in hands.items()}
-            extent = (hands["box"][:, 2:] - hands["box"][:, :2]).max(-1).values
+            big = extent >= self.min_size_ratio * extent.max()
+            hands, extent = {k: v[big] for k, v in hands.items()}, extent[big]
         iou = box_iou(hands["box"], hands["box"])
         wrist = hands["uv"][:, WRIST]
         side = hands["right_prob"] - 0.5

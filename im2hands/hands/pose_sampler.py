@@ -202,7 +202,8 @@ class PoseSampler:
         self.lower, self.upper = lim[..., 0].contiguous(), lim[..., 1].contiguous()
         # finger-palm limits from this skeleton: 19 mm (x scale), but never within 2 mm of the rest pose's
         # own distance (a short proximal phalanx puts the middle phalanx closer to the palm at rest)
-        rest = self._palm_distances(*self.forward_kinematics(torch.zeros(1, 15, 3, dtype=dtype)))[0]
+        P, tips = self.forward_kinematics(torch.zeros(1, 15, 3, dtype=dtype))
+        rest = self._palm_distances(P, self._bones(P, tips))[0]
         self.palm_limits = torch.clamp(rest - PALM_REST_CLEARANCE, max=FINGER_PALM_LIMIT * self.scale)  # (5,)
 
     # -------------------------------------------------------------------------------- construction
@@ -295,10 +296,11 @@ class PoseSampler:
                          torch.stack([P[:, js[1]], P[:, js[2]], end_tip], 1))  # (B, 3, 3) each
         return seg
 
-    def _palm_distances(self, P: Tensor, tips: Tensor) -> Tensor:
-        """``(B, 5)`` distance of each finger's two distal bones (index, middle, ring, pinky, thumb)
-        to the palm's segments (wrist to the index, middle, ring and pinky MCPs, and across them)."""
-        seg = self._bones(P, tips)
+    @staticmethod
+    def _palm_distances(P: Tensor, seg: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+        """``(B, 5)`` distance of each finger's two distal bones (index, middle, ring, pinky, thumb;
+        ``seg`` from :meth:`_bones`) to the palm's segments (wrist to the index, middle, ring and
+        pinky MCPs, and across them)."""
         palm0, palm1 = P[:, [0, 0, 0, 0, 1, 4, 10]], P[:, [1, 4, 10, 7, 4, 10, 7]]
         return torch.stack([_segment_distance(seg[f][0][:, 1:, None], seg[f][1][:, 1:, None], palm0[:, None],
                                               palm1[:, None]).flatten(1).min(1).values for f in _FINGERS], 1)
@@ -311,11 +313,10 @@ class PoseSampler:
         P, tips = self.forward_kinematics(angles)
         s = self.scale
         seg = self._bones(P, tips)
-        margins = [(self._palm_distances(P, tips) - self.palm_limits.to(P)).min(1).values]
-        fingers = _FINGERS
+        margins = [(self._palm_distances(P, seg) - self.palm_limits.to(P)).min(1).values]
         for a in range(5):
             for b in range(a + 1, 5):
-                fa, fb = fingers[a], fingers[b]
+                fa, fb = _FINGERS[a], _FINGERS[b]
                 lim = (0.014 if "thumb" in (fa, fb) else 0.0125) * s
                 d = _segment_distance(seg[fa][0][:, :, None], seg[fa][1][:, :, None],
                                       seg[fb][0][:, None], seg[fb][1][:, None])  # (B, 3, 3)
