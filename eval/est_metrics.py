@@ -24,6 +24,7 @@ import torch
 
 from im2hands.data import format as fmt
 from im2hands.data.dataset import HandsDataset
+from im2hands.engine.builders import build_batch_transform
 from im2hands.engine.checkpoint import load_model
 from im2hands.hands.constants import SIDES
 
@@ -51,13 +52,16 @@ def baselines(root: Path, split: str) -> dict[str, float]:
 
 
 def main(run: str, root: str, split: str, out: str) -> dict[str, float]:
-    model, _ = load_model(run)
+    model, cfg = load_model(run)
+    transform = build_batch_transform(cfg)  # kpts_ref: its seeded validation noise; kpts_est: none in eval
     loader = torch.utils.data.DataLoader(HandsDataset(root, split, fields=model.data_fields), batch_size=16)
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     with torch.no_grad():
         for batch in loader:
             n = batch["image"].shape[0]
+            if transform is not None:
+                batch = transform(batch, training=False)
             for k, v in model.metrics(batch, model(batch)).items():
                 if math.isfinite(v):
                     sums[k], counts[k] = sums.get(k, 0.0) + v * n, counts.get(k, 0) + n
