@@ -110,3 +110,45 @@ def test_conventions_on_a_straight_finger():
         to_convention(kp, "mano", "freihand")
     with pytest.raises(ValueError, match="shift"):
         to_convention(kp, "mano", "annotation", shifts={**SHIFTS, "index": (1.0, 0.0, 0.0)})
+
+
+def test_surface_points_lie_on_the_faces_area_weighted_with_gradient():
+    """The fit's resampled model points: on the box's faces, spread by area, and differentiable."""
+    box = trimesh.creation.box(extents=(0.4, 0.1, 0.1))  # the two 0.1 x 0.1 ends: 2 / 18 of the area
+    v = torch.tensor(np.stack([box.vertices, box.vertices + 1.0]), dtype=torch.float64, requires_grad=True)
+    f = torch.as_tensor(np.asarray(box.faces), dtype=torch.long)
+    pts = cal._surface_points(v, f, 20000, torch.Generator().manual_seed(0))
+    assert pts.shape == (2, 20000, 3)
+    p = pts[0].detach().numpy()
+    half = np.array([0.2, 0.05, 0.05])
+    on_face = np.isclose(np.abs(p), half, atol=1e-12).any(axis=1) & (np.abs(p) <= half + 1e-12).all(axis=1)
+    assert on_face.all()
+    np.testing.assert_allclose(pts[1].detach().numpy(), pts[1].detach().numpy().clip(0.8 - 1e-9, 1.2 + 1e-9))
+    ends = np.isclose(np.abs(p[:, 0]), 0.2).mean()
+    assert abs(ends - 2 / 18) < 0.01
+    pts[0, :, 0].sum().backward()  # moving every vertex by dx moves every point by dx
+    np.testing.assert_allclose(v.grad[0, :, 0].sum().item(), 20000.0)
+
+
+def test_resampled_fit_is_at_least_as_close_as_the_fixed_one():
+    """Fitting to a shaped, posed hand of the model itself from a sparse sample of its surface:
+    drawing the points afresh at every step ends closer (two-way Chamfer-L1) than one fixed draw
+    (measured 0.77 against 0.86 mm)."""
+    from im2hands.metrics.chamfer import mesh_surface_metrics
+
+    model = HandModel(None, "right", dtype=torch.float64)
+    gen = torch.Generator().manual_seed(5)
+    pose = 0.3 * torch.rand(1, 48, generator=gen, dtype=torch.float64)
+    shape = torch.zeros(1, 10, dtype=torch.float64)
+    shape[0, 4], shape[0, 9] = 1.5, -1.0  # thickness and palm thickness: the keypoints do not show them
+    with torch.no_grad():
+        target = model(pose, shape, torch.zeros(1, 3, dtype=torch.float64))
+    faces = model.closed_faces.numpy()
+    cd = {}
+    for resample in (False, True):
+        fit = cal.fit_hand_model(model, target.vertices.numpy(), faces, target.keypoints.numpy(), joint_steps=60,
+                                 surface_steps=60, samples=100, resample=resample)
+        cd[resample] = mesh_surface_metrics(fit.vertices[0].numpy(), faces, target.vertices[0].numpy(), faces,
+                                            n_points=20000, seed=0)["chamfer_l1_mm"]
+    assert cd[True] < cd[False] - 0.04
+    assert cd[True] < 0.85
