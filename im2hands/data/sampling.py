@@ -120,7 +120,8 @@ def sample_surface(
 
     Returns:
         points (n, 3) and unit normals (n, 3) of the sampled faces, same frame and dtype as
-        ``vertices`` (float32 if not floating).
+        ``vertices`` (float32 if not floating); differentiable in ``vertices`` (the faces and
+        barycentric coordinates are drawn without gradient).
     """
     vertices = torch.as_tensor(vertices)
     vertices = vertices.to(_float_dtype(vertices))
@@ -128,10 +129,11 @@ def sample_surface(
     if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"vertices must be (V, 3) and faces (F, 3); got {tuple(vertices.shape)}, {tuple(faces.shape)}")
     tri, normals, area2 = _face_geometry(vertices, faces)
-    if faces.shape[0] == 0 or float(area2.sum()) <= 0:
+    weights = area2.detach()  # the faces are drawn without gradient; the points follow ``vertices``
+    if faces.shape[0] == 0 or float(weights.sum()) <= 0:
         raise ValueError("cannot sample the surface of a mesh with zero area")
     gdev = generator.device if generator is not None else torch.device("cpu")
-    idx = torch.multinomial(area2.to(gdev, torch.float64), n, replacement=True, generator=generator)
+    idx = torch.multinomial(weights.to(gdev, torch.float64), n, replacement=True, generator=generator)
     idx = idx.to(vertices.device)  # (n,)
     r = _rand((n, 2), generator, vertices.device, vertices.dtype)
     s = r[:, :1].sqrt()  # (n, 1)

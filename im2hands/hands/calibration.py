@@ -147,21 +147,6 @@ def _point_set(vertices: Tensor, faces: Tensor) -> Tensor:
     return torch.cat([vertices, vertices[:, faces].mean(dim=2)], dim=1)
 
 
-def _surface_points(vertices: Tensor, faces: Tensor, n: int, generator: torch.Generator) -> Tensor:
-    """``n`` area-weighted random points on each of ``B`` meshes of shared faces, ``(B, n, 3)``,
-    differentiable in ``vertices`` ``(B, V, 3)`` (the faces and barycentric coordinates are
-    drawn without gradient)."""
-    tri = vertices[:, faces]  # (B, F, 3, 3)
-    with torch.no_grad():
-        area = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]).norm(dim=-1)  # (B, F)
-        idx = torch.multinomial(area, n, replacement=True, generator=generator)  # (B, n)
-        r = torch.rand(vertices.shape[0], n, 2, generator=generator, dtype=vertices.dtype)
-        s = r[..., :1].sqrt()
-        bary = torch.cat([1 - s, s * (1 - r[..., 1:]), s * r[..., 1:]], dim=-1)  # (B, n, 3)
-    picked = torch.gather(tri, 1, idx[..., None, None].expand(-1, -1, 3, 3))  # (B, n, 3, 3)
-    return (bary[..., None] * picked).sum(dim=2)
-
-
 def _nearest(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Nearest-neighbour indices both ways, ``(B, N)`` into ``b`` and ``(B, M)`` into ``a``, from
     one distance matrix (no gradient)."""
@@ -215,7 +200,8 @@ def fit_hand_model(model, target_vertices: np.ndarray, target_faces: np.ndarray,
     def model_points(vertices: Tensor) -> Tensor:
         if not resample:
             return _point_set(vertices, faces)
-        return _surface_points(vertices, faces, vertices.shape[1] + faces.shape[0], gen)
+        n = vertices.shape[1] + faces.shape[0]
+        return torch.stack([sample_surface(vertices[b], faces, n, generator=gen)[0] for b in range(batch)])
 
     targets = target_points()
 

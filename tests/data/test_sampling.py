@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import trimesh
@@ -150,3 +151,21 @@ def test_box_matches_palm_frame_convention(is_left):
     local = apply_transform(T[None], p[None])[0]  # (N, 3) palm frame
     assert local.abs().max() <= 0.22 + 1e-9
     assert (local.abs().amax(0) > 0.21).all()  # fills the cube along each palm axis
+
+
+def test_surface_samples_are_differentiable_in_the_vertices():
+    """The hand-model fit moves meshes through their surface samples: translating every vertex
+    by dx moves every sample by dx, and drawing from a mesh that needs gradients warns of nothing."""
+    import warnings
+
+    box = trimesh.creation.box(extents=(0.4, 0.1, 0.1))
+    v = torch.tensor(box.vertices, dtype=torch.float64, requires_grad=True)
+    f = torch.as_tensor(np.asarray(box.faces), dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pts, _ = sample_surface(v, f, 5000, generator=torch.Generator().manual_seed(0))
+    pts[:, 0].sum().backward()
+    np.testing.assert_allclose(v.grad[:, 0].sum().item(), 5000.0)
+    np.testing.assert_allclose(v.grad[:, 1:].numpy(), 0.0)
+    p = pts.detach().numpy()
+    assert np.isclose(np.abs(p), [0.2, 0.05, 0.05], atol=1e-12).any(axis=1).all()  # on the box's faces

@@ -112,24 +112,6 @@ def test_conventions_on_a_straight_finger():
         to_convention(kp, "mano", "annotation", shifts={**SHIFTS, "index": (1.0, 0.0, 0.0)})
 
 
-def test_surface_points_lie_on_the_faces_area_weighted_with_gradient():
-    """The fit's resampled model points: on the box's faces, spread by area, and differentiable."""
-    box = trimesh.creation.box(extents=(0.4, 0.1, 0.1))  # the two 0.1 x 0.1 ends: 2 / 18 of the area
-    v = torch.tensor(np.stack([box.vertices, box.vertices + 1.0]), dtype=torch.float64, requires_grad=True)
-    f = torch.as_tensor(np.asarray(box.faces), dtype=torch.long)
-    pts = cal._surface_points(v, f, 20000, torch.Generator().manual_seed(0))
-    assert pts.shape == (2, 20000, 3)
-    p = pts[0].detach().numpy()
-    half = np.array([0.2, 0.05, 0.05])
-    on_face = np.isclose(np.abs(p), half, atol=1e-12).any(axis=1) & (np.abs(p) <= half + 1e-12).all(axis=1)
-    assert on_face.all()
-    np.testing.assert_allclose(pts[1].detach().numpy(), pts[1].detach().numpy().clip(0.8 - 1e-9, 1.2 + 1e-9))
-    ends = np.isclose(np.abs(p[:, 0]), 0.2).mean()
-    assert abs(ends - 2 / 18) < 0.01
-    pts[0, :, 0].sum().backward()  # moving every vertex by dx moves every point by dx
-    np.testing.assert_allclose(v.grad[0, :, 0].sum().item(), 20000.0)
-
-
 def test_resampled_fit_is_at_least_as_close_as_the_fixed_one():
     """Fitting to a shaped, posed hand of the model itself from a sparse sample of its surface:
     drawing the points afresh at every step ends closer (two-way Chamfer-L1) than one fixed draw
