@@ -198,12 +198,6 @@ class RefOccConfig:
     """ResNet-FC blocks of the occupancy decoder."""
     init_encoder: bool = True
     """Initialise the image encoder from the stage-1 encoder (tensors whose names and shapes match)."""
-    input_noise: bool = False
-    """Train and validate on keypoints perturbed like an estimator's (``noise``), as the images-only
-    path gives them, instead of the ground truth: the stage-1 input moves, the occupancy targets
-    stay the ground truth's (docs/training.md)."""
-    noise: KeypointNoiseConfig = field(default_factory=lambda: KeypointNoiseConfig())
-    """The perturbation with ``input_noise`` (the keypoint refinement's noise model)."""
 
 
 @dataclass

@@ -15,8 +15,6 @@ transformed batch is what ``forward``, ``compute_loss`` and ``metrics`` see.
   RNG) in training, and in validation noise seeded per item with ``val_seed + batch["index"]``
   (``val_seed + position in the batch`` without ``index``), so validation numbers are
   comparable across runs. A batch that already holds ``keypoints_noisy`` is left as it is.
-  ``ref_occ`` with ``input_noise`` gets the same noise on ``keypoints`` themselves
-  (``replace=True``): stage 2 then learns from the keypoints an estimator would give it.
 """
 
 from __future__ import annotations
@@ -48,21 +46,17 @@ class AugmentBatch:
 
 @dataclass
 class NoisyKeypoints:
-    """Adds ``keypoints_noisy`` to a batch (see the module docstring); with ``replace``, perturbs
-    ``keypoints`` themselves (``ref_occ`` with ``input_noise``: the model's input keypoints, its
-    targets being the occupancy labels)."""
+    """Adds ``keypoints_noisy`` to a batch (see the module docstring)."""
 
     noise: KeypointNoise
     val_seed: int = 0
-    replace: bool = False
 
     def __call__(self, batch: dict[str, Any], *, training: bool) -> dict[str, Any]:
-        key = "keypoints" if self.replace else "keypoints_noisy"
-        if not self.replace and key in batch:
+        if "keypoints_noisy" in batch:
             return batch
         gt = batch["keypoints"]
         if training:
-            return {**batch, key: self.noise(gt)}
+            return {**batch, "keypoints_noisy": self.noise(gt)}
         index = batch.get("index")
         index = torch.arange(gt.shape[0]) if index is None else torch.as_tensor(index).reshape(-1)
-        return {**batch, key: self.noise.seeded(gt, (int(self.val_seed) + index.cpu().long()).tolist())}
+        return {**batch, "keypoints_noisy": self.noise.seeded(gt, (int(self.val_seed) + index.cpu().long()).tolist())}

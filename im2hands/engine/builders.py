@@ -54,7 +54,6 @@ def build_batch_transform(cfg: Any):
     """The transform the trainer applies to every batch before ``forward``
     (:mod:`im2hands.data.transforms`), or None: ``kpts_est`` with ``model.kpts_est.augment``
     gets its training augmentation, ``kpts_ref`` its keypoint noise (``model.kpts_ref.noise``),
-    ``ref_occ`` with ``model.ref_occ.input_noise`` the same noise on its input keypoints,
     ``crop_net`` its per-hand crops (:class:`~im2hands.data.crop_batch.HandCropBatch`), ``hand_det``
     its augmented, letterboxed whole images (:class:`~im2hands.data.det_batch.HandDetBatch`)."""
     from im2hands.data.augment import Augment
@@ -91,15 +90,14 @@ def build_batch_transform(cfg: Any):
             color=kc.aug_color, hue=kc.aug_hue, blur_prob=kc.aug_blur_prob, blur_sigma=tuple(kc.aug_blur_sigma),
             noise_std=kc.aug_noise_std, erase_prob=kc.aug_erase_prob,
         ))  # fmt: skip
-    noisy = {"kpts_ref": False, "ref_occ": True}  # model -> the noise replaces its input keypoints
-    if name in noisy and (name == "kpts_ref" or cfg.model.ref_occ.input_noise):
-        nc = getattr(cfg.model, name).noise
+    if name == "kpts_ref":
+        nc = cfg.model.kpts_ref.noise
         noise = KeypointNoise(
             jitter_mm=nc.jitter_mm, tip_growth=nc.tip_growth, depth_bias_mm=nc.depth_bias_mm,
             depth_along_rays=nc.depth_along_rays, swap_prob=nc.swap_prob, finger_drift_prob=nc.finger_drift_prob,
             finger_drift_mm=nc.finger_drift_mm, scale_std=nc.scale_std,
         )  # fmt: skip
-        return NoisyKeypoints(noise, val_seed=nc.val_seed, replace=noisy[name])
+        return NoisyKeypoints(noise, val_seed=nc.val_seed)
     return None
 
 

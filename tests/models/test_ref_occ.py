@@ -332,24 +332,3 @@ def test_overfit_one_batch(stage1_run):
         mse.append(float(loss["mse_left"] + loss["mse_right"]))
     assert losses[-1] < 0.5 * losses[0], losses
     assert mse[-1] < 0.7 * baseline, (mse, baseline)  # it learned the shapes, not just the mean
-
-
-def test_input_noise_perturbs_the_input_keypoints_only():
-    """``model.ref_occ.input_noise``: the trainer's batch transform moves ``keypoints`` (fresh noise
-    in training, the same noise on every validation pass) and leaves the occupancy targets."""
-    from im2hands.engine.builders import build_batch_transform
-
-    assert build_batch_transform(load_config(SMOKE)) is None  # off by default
-    tf = build_batch_transform(load_config(SMOKE, ["model.ref_occ.input_noise=true"]))
-    g = torch.Generator().manual_seed(0)
-    kp = 0.03 * torch.randn(2, 2, 21, 3, generator=g)
-    kp[..., 2] += 0.5
-    batch = {"keypoints": kp, "occupancy": torch.rand(2, 2, 8, generator=g), "index": torch.tensor([3, 4])}
-    a, b = tf(batch, training=False), tf(batch, training=False)
-    torch.testing.assert_close(a["keypoints"], b["keypoints"])
-    shift_mm = 1000 * (a["keypoints"] - kp).norm(dim=-1).mean()
-    assert 3.0 < float(shift_mm) < 80.0  # an estimator's error, not nothing and not chaos
-    assert a["occupancy"] is batch["occupancy"] and "keypoints_noisy" not in a
-    c, d = tf(batch, training=True), tf(batch, training=True)
-    assert not torch.allclose(c["keypoints"], d["keypoints"])
-    torch.testing.assert_close(batch["keypoints"], kp)  # the input batch is not changed in place
