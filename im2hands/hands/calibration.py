@@ -194,6 +194,8 @@ def fit_hand_model(model, target_vertices: np.ndarray, target_faces: np.ndarray,
     batch = tv.shape[0]
     model = model.to(dtype)
     gen = torch.Generator().manual_seed(int(seed))
+    faces = model.closed_faces
+
     def target_points() -> Tensor:
         return torch.stack([sample_surface(tv[b], tf, samples, generator=gen)[0] for b in range(batch)])
 
@@ -217,7 +219,6 @@ def fit_hand_model(model, target_vertices: np.ndarray, target_faces: np.ndarray,
     shape = torch.zeros(batch, 10, dtype=dtype)
     for p in (pose, shape, trans):
         p.requires_grad_(True)
-    faces = model.closed_faces
 
     def run(steps: int, surface: bool) -> None:
         opt = torch.optim.Adam([{"params": [pose], "lr": 0.02}, {"params": [shape], "lr": 0.05},
