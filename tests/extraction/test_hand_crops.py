@@ -248,17 +248,18 @@ def test_pair_placement_gives_mis_sized_hands_one_size_and_depth(sides):
     assert size["own"][1] / size["true"][1] == pytest.approx(1.25, rel=1e-3)
     assert size["pair"][0] == pytest.approx(size["pair"][1], rel=1e-9)
     ref = [s for s in range(2) if np.allclose(pair.joints[sides[s]], own.joints[sides[s]])]
-    assert len(ref) == 1  # the better-fitting hand keeps its placement, the other takes its size and wrist depth
+    assert len(ref) == 1  # the better-fitting hand keeps its placement, the other takes its size and depth
     other = 1 - ref[0]
-    assert pair.joints[sides[other]][0, 2] == pytest.approx(pair.joints[sides[ref[0]]][0, 2])
+    depth = lambda kp: float(kp[:, 2].mean())  # noqa: E731 - the keypoint centroid's depth (place_pair's default)
+    assert depth(pair.joints[sides[other]]) == pytest.approx(depth(pair.joints[sides[ref[0]]]))
     w = pair.joints[sides[other]][0] @ K.T
     assert np.allclose(w[:2] / w[2], (own.joints[sides[other]][0] @ K.T)[:2] / (own.joints[sides[other]][0] @ K.T)[2])
     assert pair.reprojection_px[ref[0]] == pytest.approx(own.reprojection_px[ref[0]])
     size_only = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, pair_depth=False, **kw)(_u8(image), K)
-    gap = abs(pair.joints[sides[other]][0, 2] - size_only.joints[sides[other]][0, 2])  # how far the depth step moved it
+    gap = abs(depth(pair.joints[sides[other]]) - depth(size_only.joints[sides[other]]))  # how far the depth step moved it
     ranged = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), net, pair_depth_range=gap / 2, **kw)(_u8(image), K)
-    z_ref = pair.joints[sides[ref[0]]][0, 2]
-    assert abs(ranged.joints[sides[other]][0, 2] - z_ref) == pytest.approx(gap / 2, rel=1e-6)  # passed to place_pair
+    z_ref = depth(pair.joints[sides[ref[0]]])
+    assert abs(depth(ranged.joints[sides[other]]) - z_ref) == pytest.approx(gap / 2, rel=1e-6)  # passed to place_pair
     assert np.allclose(ranged.joints[sides[ref[0]]], pair.joints[sides[ref[0]]])
 
 
