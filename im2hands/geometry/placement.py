@@ -40,6 +40,7 @@ from im2hands.typing import Bool, Float, Tensor
 __all__ = [
     "DEFAULT_FOCAL_FACTOR",
     "DEFAULT_PRIOR_WEIGHT",
+    "PAIR_DEPTH_POINTS",
     "Placement",
     "default_intrinsics",
     "place_hands",
@@ -58,8 +59,12 @@ DEFAULT_PRIOR_WEIGHT: float = 4.0
 SHARED_SCALE_MEANS: tuple[str, ...] = ("geometric", "arithmetic", "best")
 """How :func:`shared_scale` chooses two hands' common size: a mean of their sizes, or the size of
 the hand that fits its 2D keypoints better."""
-PAIR_DEPTH_POINTS: tuple[str, ...] = ("centroid", "wrist")
-"""What :func:`place_pair` puts at one depth: each hand's keypoint centroid, or its wrist."""
+PAIR_DEPTH_POINTS: dict[str, tuple[int, ...]] = {"pips": (6, 10, 14, 18), "centroid": tuple(range(21)), "wrist": (0,)}
+"""What :func:`place_pair` may put at one depth, as keypoints (``standard`` order) whose mean
+depth counts: the four fingers' PIP joints, all 21, or the wrist. With ground-truth keypoints the
+two hands of a pair are closest in depth at their PIPs (mean gap 30 / 32 mm on the renders'
+``val`` / ``test60``, 5 mm on the real pair; all 21: 37 / 40 / 7 mm; wrists: 75 / 74 / 58 mm;
+docs/estimator.md)."""
 HAND_SIZE_MEASURES: tuple[str, ...] = ("palm", "bones")
 """What :func:`hand_size` measures: ``palm``, the mean wrist -> finger-base (MCP) distance of the
 four fingers; ``bones``, the summed length of the skeleton's 20 bones (``standard`` order)."""
@@ -362,7 +367,7 @@ def place_pair(
     scale: str = "best",
     same_depth: bool = True,
     depth_range: float | None = None,
-    depth_point: str = "centroid",
+    depth_point: str = "pips",
     measure: str = "bones",
     gn_steps: int = 3,
 ) -> Placement:
@@ -375,13 +380,12 @@ def place_pair(
        placement. Their 2D fits do not change.
     3. ``same_depth``: the other hand is moved along its fitted wrist's ray (the wrist's
        projection stays) until its ``depth_point`` lies at the reference hand's (``best``), or
-       both until their points lie at the geometric mean of the two depths. ``depth_point``:
-       ``centroid``, the mean of the hand's keypoints (the default), or ``wrist``. An interacting
-       pair lies a few centimetres apart in depth, closer than the 2D sizes of a badly fitted
-       hand tell, and their keypoint centroids closer than their wrists (ground truth: 37-40
-       against 74-76 mm on the renders, 7 against 58 mm on the real pair; docs/estimator.md);
-       the moved hand's 2D fit gets worse by its depth change (``reprojection_px`` says how
-       much). With ``depth_range`` (metres) a hand is moved only as far as needed for its point
+       both until their points lie at the geometric mean of the two depths. ``depth_point``
+       (:data:`PAIR_DEPTH_POINTS`): ``pips``, the mean of the four fingers' PIP joints (the
+       default), ``centroid``, the mean of all 21 keypoints, or ``wrist``. An interacting pair
+       lies a few centimetres apart in depth, closer than the 2D sizes of a badly fitted hand
+       tell, and closer at their PIPs than at their wrists; the moved hand's 2D fit gets worse
+       by its depth change (``reprojection_px`` says how much). With ``depth_range`` (metres) a hand is moved only as far as needed for its point
        to lie within that depth of the target: a hand already that close keeps its 2D fit.
 
     A pair where a hand is missing, or either wrist is not in front of the camera, is placed
@@ -394,7 +398,7 @@ def place_pair(
     if depth_range is not None and not depth_range >= 0:
         raise ValueError(f"depth_range must be >= 0 metres or None, got {depth_range}")
     if depth_point not in PAIR_DEPTH_POINTS:
-        raise ValueError(f"depth_point must be one of {PAIR_DEPTH_POINTS}, got {depth_point!r}")
+        raise ValueError(f"depth_point must be one of {tuple(PAIR_DEPTH_POINTS)}, got {depth_point!r}")
     own = place_hands(uv, rel, K, valid=valid, prior_weight=0.0, gn_steps=gn_steps)
     if scale == "own":
         return own
@@ -408,7 +412,7 @@ def place_pair(
         return placed
     T = placed.wrist.to(torch.float64)
     wz = T[..., 2]  # (B, 2) wrist depths
-    lift = rel.to(torch.float64)[..., 2].mean(-1) if depth_point == "centroid" else torch.zeros_like(wz)  # point - wrist
+    lift = rel.to(torch.float64)[..., list(PAIR_DEPTH_POINTS[depth_point]), 2].mean(-1)  # (B, 2) point - wrist depth
     z = wz + lift  # (B, 2) depths of the points that get one depth
     both = placed.fitted.all(-1) & (wz > _MIN_DEPTH).all(-1) & (z > _MIN_DEPTH).all(-1) & torch.isfinite(z).all(-1)
     zs = z.clamp(min=_MIN_DEPTH)

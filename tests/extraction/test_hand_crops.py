@@ -250,7 +250,7 @@ def test_pair_placement_gives_mis_sized_hands_one_size_and_depth(sides):
     ref = [s for s in range(2) if np.allclose(pair.joints[sides[s]], own.joints[sides[s]])]
     assert len(ref) == 1  # the better-fitting hand keeps its placement, the other takes its size and depth
     other = 1 - ref[0]
-    depth = lambda kp: float(kp[:, 2].mean())  # noqa: E731 - the keypoint centroid's depth (place_pair's default)
+    depth = lambda kp: float(kp[[6, 10, 14, 18], 2].mean())  # noqa: E731 - the PIPs' depth (place_pair's default)
     assert depth(pair.joints[sides[other]]) == pytest.approx(depth(pair.joints[sides[ref[0]]]))
     w = pair.joints[sides[other]][0] @ K.T
     assert np.allclose(w[:2] / w[2], (own.joints[sides[other]][0] @ K.T)[:2] / (own.joints[sides[other]][0] @ K.T)[2])

@@ -151,17 +151,21 @@ def _tilted(hand: torch.Tensor, angle: float) -> torch.Tensor:
 
 def test_place_pair_puts_the_keypoint_centroids_at_one_depth():
     """Two hands whose fingers point away from (left) and towards (right) the camera, the right
-    hand's 2D fit noisy so that the left is the reference: by default their keypoint centroids
-    end at one depth, with ``depth_point="wrist"`` their wrists; either way the moved hand stays
-    on its fitted wrist's ray and the reference keeps its placement."""
+    hand's 2D fit noisy so that the left is the reference: by default the means of their PIP
+    joints end at one depth, with ``depth_point="centroid"`` their keypoint centroids, with
+    ``"wrist"`` their wrists; the moved hand stays on its fitted wrist's ray and the reference
+    keeps its placement."""
     rel = torch.stack([_tilted(_hand(0.08), -0.8), _tilted(_hand(0.08), 0.8)])[None]  # (1, 2, 21, 3)
     wrist = torch.tensor([[-0.1, 0.0, 1.0], [0.1, 0.0, 1.1]], dtype=torch.float64)
     K = torch.tensor([[[1200.0, 0, 300], [0, 1200.0, 250], [0, 0, 1]]], dtype=torch.float64)
     uv = project((rel[0] + wrist[:, None]).reshape(1, 42, 3), K).view(1, 2, 21, 2)
     uv[0, 1, 1:] += 8.0 * torch.randn(20, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     own = place_pair(uv, rel, K, same_depth=False)
-    centre = place_pair(uv, rel, K)
+    pips = place_pair(uv, rel, K)
+    centre = place_pair(uv, rel, K, depth_point="centroid")
     by_wrist = place_pair(uv, rel, K, depth_point="wrist")
+    pz = pips.keypoints[0, :, [6, 10, 14, 18], 2].mean(-1)
+    assert float(pz[0]) == pytest.approx(float(pz[1]), abs=1e-9)
     cz = centre.keypoints[0, :, :, 2].mean(-1)
     assert float(cz[0]) == pytest.approx(float(cz[1]), abs=1e-9)
     assert float(by_wrist.wrist[0, 0, 2]) == pytest.approx(float(by_wrist.wrist[0, 1, 2]), abs=1e-9)
@@ -170,7 +174,7 @@ def test_place_pair_puts_the_keypoint_centroids_at_one_depth():
     # so the centroid rule puts the right wrist deeper than the wrist rule, by the two lifts
     gap = float(centre.wrist[0, 1, 2] - by_wrist.wrist[0, 1, 2])
     assert gap == pytest.approx(float(lift[0] - lift[1]), abs=1e-9)
-    for placed in (centre, by_wrist):
+    for placed in (pips, centre, by_wrist):
         assert torch.allclose(placed.keypoints[0, 0], own.keypoints[0, 0])  # the reference stays
         assert torch.cross(placed.wrist[0, 1], own.wrist[0, 1], dim=0).norm() < 1e-12  # on its ray
     with pytest.raises(ValueError, match="depth_point"):
