@@ -22,7 +22,7 @@
    most one left and one right hand are kept: the pair that best agrees with the right-hand
    probabilities.
 5. **Placement**: each hand's 3D keypoints are turned into the camera's orientation and its
-   absolute position solved from the 2D keypoints and intrinsics; a pair gets the size and wrist
+   absolute position solved from the 2D keypoints and intrinsics; a pair gets the size and PIP
    depth of the hand fitting its 2D keypoints better (``pair_scale="best"``, ``pair_depth``,
    ``pair_depth_range``; :func:`~im2hands.geometry.placement.place_pair`).
 
@@ -177,9 +177,9 @@ class HandCropPipeline:
             better (:func:`~im2hands.geometry.placement.place_pair`; measured in
             docs/estimator.md: with ``pair_depth`` it cuts MRRPE on renders and real photos,
             at the cost of the moved hand's 2D fit).
-        pair_depth: with ``pair_scale``, also put the pair's wrists at one depth (the better
+        pair_depth: with ``pair_scale``, also put the pair's PIP joints at one depth (the better
             fitting hand's for ``best``), each on its own ray.
-        pair_depth_range: with ``pair_depth``, move a wrist only to within this depth (m) of that one (None: all the way).
+        pair_depth_range: with ``pair_depth``, move a hand only until within this depth (m) of the other (None: all the way).
         size_measure: the size ``pair_scale`` compares (``palm`` or ``bones``,
             :func:`~im2hands.geometry.placement.hand_size`).
         refiner: optional stage-3 keypoint refinement of the placed keypoints
