@@ -385,8 +385,9 @@ def place_pair(
        default), ``centroid``, the mean of all 21 keypoints, or ``wrist``. An interacting pair
        lies a few centimetres apart in depth, closer than the 2D sizes of a badly fitted hand
        tell, and closer at their PIPs than at their wrists; the moved hand's 2D fit gets worse
-       by its depth change (``reprojection_px`` says how much). With ``depth_range`` (metres) a hand is moved only as far as needed for its point
-       to lie within that depth of the target: a hand already that close keeps its 2D fit.
+       by its depth change (``reprojection_px`` says how much). With ``depth_range`` (metres)
+       a hand is moved only as far as needed for its point to lie within that depth of the
+       target: a hand already that close keeps its 2D fit.
 
     A pair where a hand is missing, or either wrist is not in front of the camera, is placed
     as in step 1. Returns :class:`Placement` like :func:`place_hands`.
