@@ -149,7 +149,7 @@ def _tilted(hand: torch.Tensor, angle: float) -> torch.Tensor:
     return hand @ R.T
 
 
-def test_place_pair_puts_the_keypoint_centroids_at_one_depth():
+def test_place_pair_puts_the_pips_centroids_or_wrists_at_one_depth():
     """Two hands whose fingers point away from (left) and towards (right) the camera, the right
     hand's 2D fit noisy so that the left is the reference: by default the means of their PIP
     joints end at one depth, with ``depth_point="centroid"`` their keypoint centroids, with
