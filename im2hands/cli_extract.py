@@ -8,6 +8,18 @@ import argparse
 
 def add_extract(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
+        existing = "overwrite" if args.overwrite else "resume" if args.resume else "refuse"
+        if args.keypoints_only:
+            from im2hands.extraction.keypoint_job import estimate_keypoints_folder
+
+            if args.keypoints not in (None, "auto"):
+                p.error("--keypoints-only estimates the keypoints: give no --keypoints DIR (or --keypoints auto)")
+            summary = estimate_keypoints_folder(
+                args.out, images=args.images, dataset=args.dataset, split=args.split, estimator=args.estimator,
+                refiner=args.refiner, focal=args.focal, pair_scale=args.pair_scale, detector=args.detector,
+                device=args.device, limit=args.limit, progress=not args.no_progress, existing=existing,
+            )
+            return 1 if summary["totals"]["failed"] else 0
         from im2hands.extraction.run import extract_folder
 
         summary = extract_folder(
@@ -15,7 +27,7 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
             split=args.split, resolution=args.resolution, upsampling_steps=args.upsampling_steps,
             threshold=args.threshold, device=args.device, points_batch_size=args.points_batch_size,
             limit=args.limit, progress=not args.no_progress, estimator=args.estimator, refiner=args.refiner,
-            focal=args.focal, pair_scale=args.pair_scale, detector=args.detector, existing="overwrite" if args.overwrite else "resume" if args.resume else "refuse",
+            focal=args.focal, pair_scale=args.pair_scale, detector=args.detector, existing=existing,
             mesh_format=args.mesh_format, keypoint_convention=args.keypoint_convention, precision=args.precision,
         )
         return 1 if summary["totals"]["failed"] else 0
@@ -64,6 +76,9 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points-batch-size", type=int, default=100_000, help="query points per hand per decode call")
     p.add_argument("--limit", type=int, default=None, help="process only the first N items")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--keypoints-only", action="store_true",
+                   help="estimate keypoints only: NAME_keypoints.json and summary.json, no occupancy model, no meshes "
+                   "(e.g. stage 3's training inputs, data.predicted_keypoints; docs/estimator.md)")
     p.add_argument("--mesh-format", default="obj", choices=("obj", "ply", "glb"),
                    help="obj (what im2hands eval reads), ply (one file per hand) or glb (both hands in one coloured "
                    "scene, for viewers)")

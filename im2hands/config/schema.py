@@ -92,6 +92,15 @@ class DataConfig:
     """Check the training and validation samples once at start-up (annotation JSON, image, mask
     and depth headers and end markers) and leave bad ones out with a warning (counted in the
     run's summary.json); false: the first bad sample stops the job with its name."""
+    predicted_keypoints: Optional[str] = None
+    """``kpts_ref``: folder of keypoint files (docs/keypoints_format.md; ``ID.json`` or
+    ``ID_keypoints.json`` per sample) holding a keypoint estimator's predictions on the
+    training and validation images; stage 3 then learns to correct those instead of the
+    synthetic noise (``model.kpts_ref.noise`` stays for hands without a usable prediction).
+    None: synthetic noise only."""
+    predicted_max_px: float = _range(40.0, 0.0, None)
+    """A predicted hand whose mean 2D distance from the ground truth's keypoints exceeds this
+    (pixels) is not used (it lies on the other hand or on nothing)."""
 
 
 @dataclass

@@ -18,8 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 from im2hands.data import format as fmt
+from im2hands.data.files import read_keypoints
 from im2hands.data.sampling import sample_occupancy_points
-from im2hands.geometry.frames import palm_frame
+from im2hands.geometry.frames import palm_frame, project
 from im2hands.hands.constants import SIDES
 from im2hands.hands.joint_orders import FINGERTIPS_STANDARD
 from im2hands.hands.layer import HandModel, load_hand_models
@@ -59,6 +60,11 @@ class HandsDataset(Dataset):
     - ``points`` (2, N, 3) and ``occupancy`` (2, N) float: labelled query points per hand,
       ``uniform_ratio`` of them uniform in the hand's palm-frame cube, the rest near its surface
     - ``index`` int, ``id`` str
+    - with ``predicted_keypoints``: ``keypoints_pred`` (2, 21, 3), a keypoint estimator's
+      prediction of the hands (camera frame, metres), and ``keypoints_pred_valid`` (2,) bool:
+      the file gives that hand, the ground truth has it, and the prediction's mean 2D distance
+      to the ground truth's keypoints is at most ``predicted_max_px`` (a hand found on the other
+      hand, or on nothing, is not a noisy version of this one)
 
     Args:
         root: dataset folder.
@@ -79,6 +85,13 @@ class HandsDataset(Dataset):
         skip_bad: leave out the samples the check finds bad, with a warning (listed in
             ``skipped``), and replace an item that still fails to load by the next one, with a
             warning. False: the first bad sample raises :class:`DataError`.
+        predicted_keypoints: folder of keypoint files (docs/keypoints_format.md), ``ID.json`` or
+            ``ID_keypoints.json`` (as ``im2hands extract`` writes them) per sample id: what a
+            keypoint estimator predicts on these images. None: no ``keypoints_pred``. A sample
+            without a file gets ``keypoints_pred_valid`` all False (counted in
+            ``predicted_missing``, with a warning).
+        predicted_max_px: largest mean 2D distance (pixels) of a predicted hand from the ground
+            truth's for it to count as that hand's prediction.
     """
 
     def __init__(
@@ -98,6 +111,8 @@ class HandsDataset(Dataset):
         fields: Sequence[str] = ALL_FIELDS,
         check: bool = True,
         skip_bad: bool = True,
+        predicted_keypoints: str | Path | None = None,
+        predicted_max_px: float = 40.0,
     ) -> None:
         self.root = Path(root)
         self.meta = fmt.read_meta(self.root)
@@ -120,8 +135,32 @@ class HandsDataset(Dataset):
         self.seed, self.epoch = int(seed), 0
         self._models = hand_models
         self._mano_dir = mano_dir
+        self.predicted_max_px = float(predicted_max_px)
+        self.predicted_files: dict[str, Path] | None = None
+        self.predicted_missing: list[str] = []
+        if predicted_keypoints is not None:
+            self._find_predictions(Path(predicted_keypoints))
         if "mesh" in self.fields:
             self._check_model(self.models)
+
+    def _find_predictions(self, folder: Path) -> None:
+        if not folder.is_dir():
+            raise DataError(f"data.predicted_keypoints: {folder} is not a folder of keypoint files")
+        self.predicted_files = {}
+        for sid in self.ids:
+            for name in (f"{sid}.json", f"{sid}_keypoints.json"):
+                if (folder / name).is_file():
+                    self.predicted_files[sid] = folder / name
+                    break
+            else:
+                self.predicted_missing.append(sid)
+        if not self.predicted_files:
+            raise DataError(f"data.predicted_keypoints: {folder} holds no keypoint file of split "
+                            f"'{self.split}' (ID.json or ID_keypoints.json, e.g. {self.ids[0]}.json)")
+        if self.predicted_missing:
+            log.warning("%s: %d of %d samples of split '%s' have no predicted keypoints (e.g. %s); "
+                        "they get none", folder, len(self.predicted_missing), len(self.ids), self.split,
+                        self.predicted_missing[0])
 
     @property
     def models(self) -> dict[str, HandModel]:
@@ -175,6 +214,9 @@ class HandsDataset(Dataset):
         return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self.ids) <= index < len(self.ids):  # ends a plain `for item in dataset`
+            raise IndexError(f"index {index} out of range for {len(self.ids)} samples")
+        index = index % len(self.ids)
         if not self.skip_bad:
             return self._load(index)
         for attempt in range(len(self.ids)):
@@ -217,7 +259,25 @@ class HandsDataset(Dataset):
             item["faces"] = self.faces
         if "occupancy" in self.fields:
             item.update(self._occupancy(item, index))
+        if self.predicted_files is not None:
+            item.update(self._predicted(sid, item))
         return item
+
+    def _predicted(self, sid: str, item: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``keypoints_pred`` and ``keypoints_pred_valid`` of one sample (see the class docstring)."""
+        pred = torch.zeros(2, 21, 3)
+        ok = torch.zeros(2, dtype=torch.bool)
+        path = self.predicted_files.get(sid)  # type: ignore[union-attr]
+        if path is not None:
+            joints = read_keypoints(path, camera_frame=True, require_hand=False).joints
+            for h, side in enumerate(SIDES):
+                if side not in joints or not bool(item["hand_valid"][h]):
+                    continue
+                kp = torch.as_tensor(joints[side], dtype=torch.float32)
+                dist = (project(kp, item["K"]) - item["keypoints_2d"][h]).norm(dim=-1).mean()
+                if float(dist) <= self.predicted_max_px:
+                    pred[h], ok[h] = kp, True
+        return {"keypoints_pred": pred, "keypoints_pred_valid": ok}
 
     def _occupancy(self, item: dict[str, Any], index: int) -> dict[str, torch.Tensor]:
         gen = self._generator(index)

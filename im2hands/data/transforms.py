@@ -15,6 +15,10 @@ transformed batch is what ``forward``, ``compute_loss`` and ``metrics`` see.
   RNG) in training, and in validation noise seeded per item with ``val_seed + batch["index"]``
   (``val_seed + position in the batch`` without ``index``), so validation numbers are
   comparable across runs. A batch that already holds ``keypoints_noisy`` is left as it is.
+  A batch with a keypoint estimator's predictions (``keypoints_pred`` (B, 2, 21, 3) and
+  ``keypoints_pred_valid`` (B, 2), from ``data.predicted_keypoints``) takes them for every hand
+  they are valid for, and the noisy ground truth only for the others (the original trained
+  its stage 3 on IntagHand's predictions on the training images).
 """
 
 from __future__ import annotations
@@ -56,7 +60,12 @@ class NoisyKeypoints:
             return batch
         gt = batch["keypoints"]
         if training:
-            return {**batch, "keypoints_noisy": self.noise(gt)}
-        index = batch.get("index")
-        index = torch.arange(gt.shape[0]) if index is None else torch.as_tensor(index).reshape(-1)
-        return {**batch, "keypoints_noisy": self.noise.seeded(gt, (int(self.val_seed) + index.cpu().long()).tolist())}
+            noisy = self.noise(gt)
+        else:
+            index = batch.get("index")
+            index = torch.arange(gt.shape[0]) if index is None else torch.as_tensor(index).reshape(-1)
+            noisy = self.noise.seeded(gt, (int(self.val_seed) + index.cpu().long()).tolist())
+        if "keypoints_pred" in batch:
+            use = batch["keypoints_pred_valid"].to(torch.bool)[..., None, None]
+            noisy = torch.where(use.to(noisy.device), batch["keypoints_pred"].to(noisy), noisy)
+        return {**batch, "keypoints_noisy": noisy}

@@ -160,7 +160,8 @@ def build_datasets(cfg: Any, *, fields: Sequence[str] | None = None) -> tuple[Ha
 
         models = load_hand_models(cfg.hand_model.mano_dir, source="hand_model.mano_dir")
     common = dict(hand_models=models, mano_dir=cfg.hand_model.mano_dir, box_side=d.box_side,
-                  surface_sigma=d.surface_sigma, fields=fields, skip_bad=d.skip_bad_samples)
+                  surface_sigma=d.surface_sigma, fields=fields, skip_bad=d.skip_bad_samples,
+                  predicted_keypoints=d.predicted_keypoints, predicted_max_px=d.predicted_max_px)
     train = HandsDataset(root, d.split, num_points=d.num_points, uniform_ratio=d.uniform_ratio, seed=d.seed,
                          tip_ratio=d.tip_ratio, tip_radius=d.tip_radius, **common)
     val_full = HandsDataset(root, cfg.train.val_split, num_points=cfg.train.val_points, uniform_ratio=1.0,

@@ -44,6 +44,7 @@ __all__ = [
     "MIN_IMAGE_SIDE",
     "read_input_image",
     "check_image_size",
+    "dataset_convention",
     "assemble_hands",
     "MAX_COORDINATE_M",
     "KeypointFile",
@@ -246,7 +247,7 @@ def move_joints(joints: dict[str, np.ndarray], src: str | None, dst: str | None)
     return {side: to_convention(kp, src, dst) for side, kp in joints.items()}
 
 
-def _dataset_convention(root: Path) -> str:
+def dataset_convention(root: Path) -> str:
     """The keypoint convention of a dataset's keypoints: that of the hand model in its meta.json."""
     return convention_of((fmt.read_meta(root).get("hand_model") or {}).get("name"))
 
@@ -305,7 +306,7 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
     if src.dataset is not None:
         ann = fmt.read_annotation(src.dataset, src.sample_id)
         joints = {s: h.keypoints for s, h in ann.hands.items() if h.valid}
-        conv = _dataset_convention(src.dataset)
+        conv = dataset_convention(src.dataset)
         kp, present = assemble_hands(src.name, move_joints(joints, conv, model_convention))
         item = Item(name=src.name, keypoints=kp, present=present, K=np.asarray(ann.K, dtype=np.float64),
                     keypoints_source="dataset", camera="dataset", keypoint_convention=conv)  # fmt: skip

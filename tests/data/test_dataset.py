@@ -181,3 +181,52 @@ def test_images_read_as_they_are_meant_to_be_seen(tmp_path):
     for ext in ("bmp", "tif", "webp"):
         Image.fromarray(rgb).save(tmp_path / f"a.{ext}", **({"lossless": True} if ext == "webp" else {}))
         assert np.array_equal(read_image(tmp_path / f"a.{ext}"), rgb), ext
+
+
+def _write_prediction(folder, sid, joints, K, name="{}.json"):
+    from im2hands.data.files import write_keypoints
+
+    return write_keypoints(folder / name.format(sid), joints, K)
+
+
+def test_predicted_keypoints_are_read_and_kept_only_near_their_hand(synth_dir, tmp_path):
+    ds = HandsDataset(synth_dir, "all", fields=("image",))
+    a, b, c = (ds[i] for i in range(3))
+    K = a["K"].double().numpy()
+    moved = a["keypoints"][0].double().numpy() + [0.004, 0.0, 0.0]  # about 4 mm: a few pixels
+    far = a["keypoints"][0].double().numpy() + [0.2, 0.0, 0.0]  # 20 cm off: on nothing
+    _write_prediction(tmp_path, a["id"], {"left": moved, "right": far}, K)
+    # the name im2hands extract writes; only the right hand given
+    _write_prediction(tmp_path, b["id"], {"right": b["keypoints"][1].double().numpy()}, b["K"].double().numpy(),
+                      name="{}_keypoints.json")
+    pred = HandsDataset(synth_dir, "all", fields=("image",), predicted_keypoints=tmp_path, predicted_max_px=40.0)
+    assert c["id"] in pred.predicted_missing and a["id"] not in pred.predicted_missing
+    pa, pb, pc = pred[0], pred[1], pred[2]
+    assert pa["keypoints_pred_valid"].tolist() == [True, False]
+    assert torch.allclose(pa["keypoints_pred"][0].double(), torch.as_tensor(moved), atol=1e-6)
+    assert pb["keypoints_pred_valid"].tolist() == [False, True]
+    assert torch.allclose(pb["keypoints_pred"][1], b["keypoints"][1], atol=1e-6)
+    assert not pc["keypoints_pred_valid"].any() and pc["keypoints_pred"].shape == (2, 21, 3)
+    # a tighter limit drops the 4 mm hand too
+    tight = HandsDataset(synth_dir, "all", fields=("image",), predicted_keypoints=tmp_path, predicted_max_px=0.5)
+    assert not tight[0]["keypoints_pred_valid"].any()
+
+
+def test_predicted_keypoints_folder_errors(synth_dir, tmp_path):
+    with pytest.raises(DataError, match="not a folder"):
+        HandsDataset(synth_dir, "all", fields=("image",), predicted_keypoints=tmp_path / "nope")
+    with pytest.raises(DataError, match="holds no keypoint file"):
+        HandsDataset(synth_dir, "all", fields=("image",), predicted_keypoints=tmp_path)
+    ds = HandsDataset(synth_dir, "all", fields=("image",))
+    (tmp_path / f"{ds.ids[0]}.json").write_text("{not json")
+    pred = HandsDataset(synth_dir, "all", fields=("image",), predicted_keypoints=tmp_path, skip_bad=False)
+    with pytest.raises(DataError, match=ds.ids[0]):
+        pred[0]
+
+
+def test_iterating_a_dataset_ends(synth_dir):
+    ds = HandsDataset(synth_dir, "all", fields=("image",))
+    assert [item["id"] for item in ds] == ds.ids  # __getitem__ used to wrap around for ever
+    assert ds[-1]["id"] == ds.ids[-1]
+    with pytest.raises(IndexError):
+        ds[len(ds)]

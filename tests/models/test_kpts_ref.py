@@ -337,3 +337,27 @@ def test_autocast_keeps_geometry_precise():
         half = ref(kp, fmap, K, size)
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     assert (half - full).abs().max() < 1e-3  # < 1 mm: positions are not rounded to bf16 (2 mm at 0.5 m)
+
+
+def test_trains_on_an_estimators_predictions(tmp_path):
+    """``data.predicted_keypoints``: the trainer's validation sees the predictions as the noisy input
+    (here the ground truth 5 mm to the right: an absolute error of exactly 5 mm)."""
+    from im2hands.config.schema import SynthConfig
+    from im2hands.data.dataset import HandsDataset
+    from im2hands.data.files import write_keypoints
+    from im2hands.data.synthetic import synthesize
+    from im2hands.engine.trainer import train
+
+    root = tmp_path / "synth"
+    synthesize(root, 2, 3, workers=1, settings=SynthConfig(image_size=64), progress=False)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for item in HandsDataset(root, "all", fields=("image",)):
+        kp = item["keypoints"].double().numpy() + [0.005, 0.0, 0.0]
+        write_keypoints(pred / f"{item['id']}_keypoints.json", {"left": kp[0], "right": kp[1]}, item["K"].double().numpy())
+    cfg = load_config(REPO / "configs/smoke/kpts_ref.yaml", [
+        f"data.root={root}", "data.split=all", "train.val_split=all", f"data.predicted_keypoints={pred}",
+        f"train.out_dir={tmp_path / 'run'}", "train.tensorboard=false"])  # fmt: skip
+    val = train(cfg, progress=False).summary["final_val"]
+    assert val["mpjpe_abs_in_mm"] == pytest.approx(5.0, abs=1e-3)
+    assert val["mpjpe_in_mm"] == pytest.approx(0.0, abs=1e-3)  # a translation: nothing once re-centred
