@@ -13,6 +13,7 @@ global pose.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -172,7 +173,8 @@ def fit_hand_model(model, target_vertices: np.ndarray, target_faces: np.ndarray,
     every step).
 
     Args:
-        model: a :class:`~im2hands.hands.layer.HandModel` of the targets' side.
+        model: a :class:`~im2hands.hands.layer.HandModel` of the targets' side (not changed: the
+            fit runs on a float64 copy).
         target_vertices: ``(B, Vt, 3)`` closed target meshes, metres, any frame.
         target_faces: ``(Ft, 3)`` their shared faces.
         target_keypoints: ``(B, 21, 3)`` their keypoints, standard order, same frame.
@@ -192,7 +194,7 @@ def fit_hand_model(model, target_vertices: np.ndarray, target_faces: np.ndarray,
     tf = torch.as_tensor(np.asarray(target_faces, np.int64))
     tk = torch.as_tensor(np.asarray(target_keypoints), dtype=dtype)
     batch = tv.shape[0]
-    model = model.to(dtype)
+    model = copy.deepcopy(model).to(dtype)  # the caller's model keeps its dtype
     gen = torch.Generator().manual_seed(int(seed))
     faces = model.closed_faces
 

@@ -134,3 +134,17 @@ def test_resampled_fit_is_closer_than_the_fixed_one():
                                             n_points=20000, seed=0)["chamfer_l1_mm"]
     assert cd[True] < cd[False] - 0.04
     assert cd[True] < 0.85
+
+
+def test_fit_leaves_the_callers_model_as_it_was():
+    """The fit runs in float64 on a copy: a float32 model given to it stays float32."""
+    model = HandModel(None, "right")
+    before = {n: (b.dtype, b.clone()) for n, b in model.named_buffers()}
+    assert model.dtype == torch.float32
+    with torch.no_grad():
+        target = model(torch.zeros(1, 48), torch.zeros(1, 10), torch.tensor([[0.0, 0.0, 0.5]]))
+    cal.fit_hand_model(model, target.vertices.double().numpy(), model.closed_faces.numpy(),
+                       target.keypoints.double().numpy(), joint_steps=2, surface_steps=1, samples=100)
+    assert model.dtype == torch.float32
+    after = dict(model.named_buffers())
+    assert all(after[n].dtype == d and torch.equal(after[n], b) for n, (d, b) in before.items())
