@@ -61,8 +61,8 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
                    "for estimated keypoints; 'none': no refinement (default: none)")
     p.add_argument("--focal", type=float, default=None,
                    help="focal length in pixels of images without a camera file NAME.json beside them "
-                   "(docs/keypoints_format.md; default: the estimator's model.kpts_est.default_focal_factor, 1.2, "
-                   "x the longer side)")
+                   "(docs/keypoints_format.md; default: the image's EXIF 35 mm equivalent focal length when it "
+                   "states one, else the estimator's model.kpts_est.default_focal_factor, 1.2, x the longer side)")
     p.add_argument("--pair-scale", default=None, choices=("best", "own", "geometric", "arithmetic"),
                    help="sizes of a found pair (per-hand crops): own, or one shared size (docs/estimator.md; default best)")
     p.add_argument("--split", default="test", help="dataset split (default test; 'all' for every sample)")

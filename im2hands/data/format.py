@@ -180,6 +180,26 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(f"{path}: unreadable image: {exc}") from None
 
 
+EXIF_FOCAL_35MM = 0xA405
+"""EXIF tag ``FocalLengthIn35mmFilm`` (in the Exif sub-IFD ``0x8769``): the lens's focal length
+as on a 36 x 24 mm frame, millimetres (phones and most cameras write it)."""
+
+
+def read_exif_focal_35mm(path: Path) -> float | None:
+    """The 35 mm equivalent focal length (mm) an image's EXIF states, or None (no EXIF, no such
+    tag, zero, or an unreadable file: the caller then falls back to its default camera)."""
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get_ifd(0x8769).get(EXIF_FOCAL_35MM)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+    try:
+        f = float(value) if value is not None else 0.0
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) and f > 0 else None
+
+
 def read_masks(path: Path) -> dict[str, np.ndarray]:
     """Masks as bool arrays keyed ``left_amodal``, ``right_amodal``, ``left_visible``, ``right_visible``."""
     if not path.is_file():

@@ -33,6 +33,7 @@ from im2hands.data.files import (  # noqa: F401 - keypoint files have one home; 
 )
 from im2hands.geometry.crops import square_crop_intrinsics_np
 from im2hands.geometry.frames import project_np
+from im2hands.geometry.placement import default_intrinsics, focal_from_35mm
 from im2hands.hands.constants import SIDES
 from im2hands.hands.conventions import convention_of, to_convention
 from im2hands.utils.errors import DataError, Im2HandsError
@@ -264,8 +265,10 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
             None) -> result`` with ``result.joints`` (side -> (21, 3)), ``result.K`` and
             optionally ``result.refined`` and ``result.boxes`` (:class:`~im2hands.extraction.keypoints.EstimatedHands`);
             dataset items pass their camera; an image with a per-image camera file
-            (:func:`camera_file`) passes that file's ``K``, else None (``--focal`` or the
-            estimator's default). Its ``keypoint_convention`` attribute says where its PIP and
+            (:func:`camera_file`) passes that file's ``K``; else, when the estimator has no
+            ``focal`` (``--focal``), the camera of the EXIF's 35 mm equivalent focal length
+            (:func:`~im2hands.geometry.placement.focal_from_35mm`) if the image states one;
+            else None (the estimator's ``focal`` or default). Its ``keypoint_convention`` attribute says where its PIP and
             DIP keypoints sit (absent or None: unknown, not moved).
         keypoint_convention: the convention of keypoint files (``"mano"`` or ``"annotation"``;
             None: the model's); a dataset's is that of the hand model in its ``meta.json``.
@@ -290,6 +293,13 @@ def load_item(src: ItemSource, *, hand_models: dict | None = None, estimate: Any
         else:
             raise DataError(f"{src.name}: no image to estimate keypoints from")
         image = read_input_image(path)
+        if K is None and getattr(estimate, "focal", None) is None:  # no camera file, no --focal: the EXIF's lens
+            f35 = fmt.read_exif_focal_35mm(Path(path))
+            if f35 is not None:
+                h, w = image.shape[:2]
+                f = focal_from_35mm(f35, h, w)
+                K = default_intrinsics(h, w, focal=f, dtype=torch.float64).numpy()
+                camera = f"EXIF focal length {f35:g} mm (35 mm equivalent) = {f:.1f} px, principal point at the image centre"
         found = estimate(image, K)
         if K is None:
             focal = getattr(estimate, "focal", None)

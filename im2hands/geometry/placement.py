@@ -31,6 +31,7 @@ Intrinsics for plain images (no camera known): :func:`default_intrinsics`, focal
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,8 @@ __all__ = [
     "PAIR_DEPTH_POINTS",
     "Placement",
     "default_intrinsics",
+    "focal_from_35mm",
+    "FULL_FRAME_DIAGONAL_MM",
     "place_hands",
     "place_hand",
     "hand_size",
@@ -90,6 +93,23 @@ class Placement:
     keypoints: Float[Tensor, "B H J 3"]
     reprojection_px: Float[Tensor, "B H"]
     fitted: Bool[Tensor, "B H"]
+
+
+FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+"""Diagonal of the 36 x 24 mm frame that 35 mm equivalent focal lengths refer to (43.27 mm)."""
+
+
+def focal_from_35mm(focal_35mm: float, height: int, width: int) -> float:
+    """Focal length in pixels of a ``height x width`` image whose 35 mm equivalent focal length
+    is ``focal_35mm`` (mm): the equivalent is defined by the diagonal field of view, so
+    ``f_px = focal_35mm * hypot(W, H) / 43.27`` (EXIF ``FocalLengthIn35mmFilm``; a crop or
+    resize of the image after capture is not known to it).
+
+    Example:
+        >>> round(focal_from_35mm(26.0, 3024, 4032), 1)  # a phone's main camera, 4:3
+        3028.7
+    """
+    return float(focal_35mm) * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM
 
 
 def default_intrinsics(

@@ -38,9 +38,16 @@ class FakePipeline:
         return type("Found", (), {"joints": {"right": ray * DEPTH}, "K": K, "refined": False})()
 
 
-def _image(path):
+def _image(path, focal_35mm=None):
+    """A grey image; with ``focal_35mm`` a JPEG whose EXIF states that 35 mm equivalent focal length."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(path)
+    im = Image.fromarray(np.full((H, W, 3), 128, np.uint8))
+    if focal_35mm is None:
+        im.save(path)
+        return
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = focal_35mm  # Exif sub-IFD: FocalLengthIn35mmFilm
+    im.save(path, exif=exif)
 
 
 def _run(tmp_path, monkeypatch, focal=None):
@@ -135,3 +142,27 @@ def test_bad_camera_file_fails_its_item_only(tmp_path, monkeypatch, caplog):
 
 def test_camera_file_name():
     assert camera_file("x/photo.jpg").as_posix() == "x/photo.json"
+
+
+def test_exif_focal_length_places_images_without_a_camera(tmp_path, monkeypatch):
+    """No camera file and no --focal: the EXIF's 35 mm equivalent focal length gives the camera
+    (f = f35 x image diagonal / 43.27 mm, principal point at the centre); a camera file still
+    wins, and so does --focal."""
+    _image(tmp_path / "img" / "a.jpg", focal_35mm=26)
+    _image(tmp_path / "img" / "b.jpg", focal_35mm=26)
+    _image(tmp_path / "img" / "c.png")  # no EXIF: the default camera
+    (tmp_path / "img" / "b.json").write_text(json.dumps({"camera": {"K": FILE_K.tolist()}}))
+    summary, items, fake = _run(tmp_path, monkeypatch)
+    f = 26.0 * np.hypot(W, H) / np.hypot(36.0, 24.0)  # 60.1 px for this 80 x 60 image
+    assert summary["totals"]["ok"] == 3
+    np.testing.assert_allclose(fake.seen[0], [[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]])
+    assert items["a"]["camera"].startswith("EXIF focal length 26 mm (35 mm equivalent) = 60.1 px")
+    np.testing.assert_allclose(read_keypoints(tmp_path / "out" / "a_keypoints.json").K[0, 0], f)
+    assert np.allclose(fake.seen[1], FILE_K) and items["b"]["camera"].startswith("file ")
+    assert items["c"]["camera"].startswith("default focal 96.0 px")
+    _image(tmp_path / "img2" / "a.jpg", focal_35mm=26)  # --focal given: it wins over the EXIF
+    fake2 = FakePipeline(500.0)
+    monkeypatch.setattr(run_mod, "load_estimator", lambda *args: (fake2, {}))
+    s2 = extract_folder(tmp_path / "out2", model=SkeletonOccupancy(), images=tmp_path / "img2", estimator="x",
+                        focal=500.0, **FAST)  # fmt: skip
+    assert fake2.seen[0][0, 0] == 500.0 and s2["items"][0]["camera"].startswith("--focal 500")
