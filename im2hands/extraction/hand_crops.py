@@ -1,35 +1,26 @@
 """Image -> both hands' 3D keypoints through per-hand crops (InterWild's design).
 
-1. **Find hands**: a detector proposes hand regions (:class:`~im2hands.geometry.crops.Roi`,
-   with a score and, when it knows, the side).
-2. **Crop network, twice per hand**: each region is cut out upright (wrist below, fingers up),
-   mirrored when the network wants right hands only and the side is known, and the network
-   gives 21 keypoints in crop pixels, root-relative metric 3D keypoints in crop orientation, a
-   presence and a right-hand probability. A second crop is framed on the first pass's
-   keypoints (side ``scale`` x their extent, as MediaPipe's tracking does) and its outputs kept.
-3. **Search again** while fewer than two hands were found: (a) a scan: the crop network itself
-   looks at overlapping square windows of the image (sides ``scan`` x the shorter image
-   side), and windows whose presence passes ``scan_presence`` become candidates (the network's
-   presence output tells hands from background far better than a palm detector finds fists
-   or interlocked hands); (b) the found hands are painted over with the image's mean colour
-   and the detector looks again (HDR's idea: a detector that fires on the most salient hand
-   finds the other one once it is gone); (c) around a hand found alone, rotated crops look
-   for a hand of the other side (interlocked fingers point the other way).
-4. **Hands and sides**: hands below ``min_presence``, or smaller than ``min_size_ratio`` x the
-   largest found, are dropped (the searches go on), duplicates (2D boxes overlapping more than ``dedup_iou``) merged; with a ``keypoint_net`` (a second crop
-   network, e.g. one fine-tuned on our renders) each hand kept is cropped once more on its
-   keypoints and that network's keypoints and right-hand probability replace the first's; at
-   most one left and one right hand are kept: the pair that best agrees with the right-hand
-   probabilities.
-5. **Placement**: each hand's 3D keypoints are turned into the camera's orientation and its
-   absolute position solved from the 2D keypoints and intrinsics; a pair gets the size and PIP
-   depth of the hand fitting its 2D keypoints better (``pair_scale="best"``, ``pair_depth``,
-   ``pair_depth_range``; :func:`~im2hands.geometry.placement.place_pair`).
+1. **Find hands**: a detector proposes regions (:class:`~im2hands.geometry.crops.Roi`, score, side if known).
+2. **Crop network, twice per hand**: each region cut out upright (mirrored when the network
+   wants right hands and the side is known) gives 21 keypoints in crop pixels, root-relative
+   metric 3D keypoints, a presence and a right-hand probability; a second crop is framed on
+   them (side ``scale`` x their extent, as MediaPipe's tracking) and its outputs kept.
+3. **Search again** while fewer than two hands were found: (a) the crop network on
+   overlapping square windows (sides ``scan`` x the shorter image side; presence at least
+   ``scan_presence``); (b) the detector again with the found hands painted over (HDR's idea);
+   (c) rotated crops around a hand found alone, for a hand of the other side.
+4. **Hands and sides**: hands below ``min_presence`` or smaller than ``min_size_ratio`` x the
+   largest are dropped, duplicates (boxes overlapping more than ``dedup_iou``) merged; with a
+   ``keypoint_net`` (e.g. one fine-tuned on our renders) each hand is cropped once more on its
+   keypoints, also read ``keypoint_tta`` turned and scaled (median in image terms), and that
+   network's keypoints and side replace the first's; at most one left and one right hand
+   are kept, the pair agreeing best with the right-hand probabilities.
+5. **Placement**: each hand turned into the camera's orientation and placed from its 2D
+   keypoints and the intrinsics; a pair gets the size and PIP depth of the better fitting
+   hand (``pair_scale="best"``, ``pair_depth``; :func:`~im2hands.geometry.placement.place_pair`).
 
-The networks are callables described by :class:`HandDetector` and :class:`CropNet`;
-:mod:`im2hands.extraction.mediapipe_hands` wraps MediaPipe's (real-photo trained) networks.
-The result is an :class:`EstimatedHands`, as the whole-image estimator gives, plus the
-regions and sides found.
+Networks: :class:`HandDetector`, :class:`CropNet` (:mod:`im2hands.extraction.mediapipe_hands`
+wraps MediaPipe's). Result: :class:`HandsFound`.
 """
 
 from __future__ import annotations
@@ -53,8 +44,10 @@ from im2hands.models.base import KeypointRefinement
 from im2hands.typing import Float, Tensor
 
 __all__ = ["CropNet", "CropPrediction", "Detections", "HandCropPipeline", "HandDetector", "HandsFound",
-           "PAIR_SCALES", "assign_sides"]
+           "KEYPOINT_TTA", "PAIR_SCALES", "assign_sides"]
 
+KEYPOINT_TTA: tuple[tuple[float, float], ...] = ((10.0, 1.0), (-10.0, 1.0), (0.0, 0.9), (0.0, 1.1))
+"""Extra reads of each found hand by ``keypoint_net``: (degrees turned, side x), docs/estimator.md."""
 PAIR_SCALES: tuple[str, ...] = ("own",) + SHARED_SCALE_MEANS
 """Values of ``pair_scale``: ``own`` (each hand its own size) or a shared size (:func:`~im2hands.geometry.placement.place_pair`)."""
 
@@ -117,14 +110,9 @@ class CropNet(Protocol):
 
 @dataclass
 class HandsFound(EstimatedHands):
-    """What :class:`HandCropPipeline` found in one image: :class:`EstimatedHands` (absent hands'
-    ``keypoints`` and ``keypoints_2d`` are NaN, their ``presence`` 0; ``boxes`` holds the final
-    crop of each hand found) plus:
-
-    Attributes:
-        right_prob: (2,) the network's right-hand probability of the hands kept (NaN when none).
-        candidates: number of hand candidates looked at (after the searches).
-    """
+    """What :class:`HandCropPipeline` found in one image: :class:`EstimatedHands` (absent hands:
+    NaN keypoints, presence 0; ``boxes``: each hand's final crop), ``right_prob`` (2,) of the
+    hands kept (NaN: none) and ``candidates``, the number of hand candidates looked at."""
 
     right_prob: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
     candidates: int = 0
@@ -190,6 +178,8 @@ class HandCropPipeline:
             probability replace ``crop_net``'s (the shipped crop network fine-tuned on our
             renders behind MediaPipe's original, docs/estimator.md).
         flip_average: also read the final crop mirrored and average the two right-hand probabilities.
+        keypoint_tta: ``keypoint_net`` also reads the final crop turned by a (degrees) and scaled
+            by s for each ``(a, s)``; the keypoints are the reads' per-coordinate median in image terms.
         detector_side: for hands proposed by a detector that tells sides (``Detections.right_prob``,
             e.g. :class:`~im2hands.models.hand_det.HandDetModel`), the weight of its right-hand
             probability in the hand's side; the crop network's gets ``1 - detector_side``.
@@ -229,6 +219,7 @@ class HandCropPipeline:
         refiner: KeypointRefinement | None = None,
         keypoint_net: CropNet | None = None,
         flip_average: bool = True,
+        keypoint_tta: tuple[tuple[float, float], ...] = KEYPOINT_TTA,
         detector_side: float = 0.0,
         detector_presence: float | None = None,
         fallback_detector: HandDetector | None = None,
@@ -255,6 +246,7 @@ class HandCropPipeline:
         self.repaint, self.dedup_iou, self.min_size_ratio = bool(repaint), float(dedup_iou), float(min_size_ratio)
         self.refiner = refiner.eval() if refiner is not None else None
         self.keypoint_net, self.flip_average = keypoint_net, bool(flip_average)
+        self.keypoint_tta = tuple((float(a), float(f)) for a, f in keypoint_tta)
         self.detector_source: str | None = None  # what found the hands, for the run's record (set by the loader)
         if not 0.0 <= float(detector_side) <= 1.0:
             raise ValueError(f"detector_side must lie in [0, 1], got {detector_side}")
@@ -431,6 +423,12 @@ class HandCropPipeline:
         if self.flip_average:
             flipped = self._predict(image, Roi(roi.center, roi.size, roi.angle, ~roi.flips()), self.keypoint_net)
             out = {**out, "right_prob": (out["right_prob"] + flipped["right_prob"]) / 2}
+        if self.keypoint_tta:  # the same crop turned and scaled, in one batch; per-coordinate median in image terms
+            a, f = (torch.tensor(v, dtype=roi.size.dtype) for v in zip(*self.keypoint_tta))
+            n, k = len(roi), len(a)
+            more = self._predict(image, Roi(roi.center.repeat(k, 1), (roi.size[None] * f[:, None]).reshape(-1), (
+                roi.angle[None] + a[:, None] * (np.pi / 180.0)).reshape(-1), roi.flips().repeat(k)), self.keypoint_net)
+            out = {**out, **{q: torch.cat([out[q][None], more[q].reshape(k, n, 21, -1)]).median(0).values for q in ("uv", "rel")}}
         again = {**found, "uv": out["uv"], "rel": out["rel"], "right_prob": out["right_prob"]}
         return {**again, "right_prob": self._with_detector_side(again)}
 

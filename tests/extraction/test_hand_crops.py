@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from im2hands.extraction.hand_crops import CropPrediction, Detections, HandCropPipeline, assign_sides
+from im2hands.extraction.hand_crops import KEYPOINT_TTA, CropPrediction, Detections, HandCropPipeline, assign_sides
 from im2hands.geometry.crops import square_windows, tile_centres
 from im2hands.geometry.crops import Roi
 from im2hands.geometry.placement import hand_size
@@ -351,7 +351,8 @@ def test_keypoint_net_gives_keypoints_and_sides_and_crop_net_the_hands():
     hybrid = HandCropPipeline(FakeDetector([(95, 150), (225, 140)]), ShiftedCropNet(hands), keypoint_net=kp_net, **kw)
     found = hybrid(_u8(image), K)
     _check(found, hands, atol_px=0.3, atol_m=2e-3)  # exact keypoints and sides; the hands found by crop_net
-    assert kp_net.calls == 4 and hybrid.keypoint_convention == "mano"  # each hand's crop, and mirrored (flip_average)
+    # each hand's crop, mirrored (flip_average) and turned / scaled (keypoint_tta): all read exactly, as the check shows
+    assert kp_net.calls == 2 * (2 + len(KEYPOINT_TTA)) and hybrid.keypoint_convention == "mano"
 
 
 class SidedDetector(FakeDetector):
@@ -452,11 +453,12 @@ def test_hands_the_detector_vouches_for_are_read_by_the_keypoint_network_from_th
     vouched = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), crop_net, keypoint_net=kp_net,
                                detector_presence=0.75, detector_keypoints=True, **kw)  # fmt: skip
     _check(vouched(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)
-    assert crop_net.calls == 0 and kp_net.calls == 2 * 2 + 2 + 2  # two passes each, the final crop, it mirrored
+    tta = 2 * len(KEYPOINT_TTA)  # the final crop turned and scaled, per hand
+    assert crop_net.calls == 0 and kp_net.calls == 2 * 2 + 2 + 2 + tta  # two passes each, the final crop, it mirrored
     one = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), ShiftedCropNet(hands), keypoint_net=KeypointsOnlyNet(hands),
                            detector_presence=0.85, detector_keypoints=True, **kw)  # fmt: skip
     _check(one(_u8(image), K), hands, atol_px=0.3, atol_m=2e-3)
-    assert one.crop_net.calls == 2 and one.keypoint_net.calls == 2 + 2 + 2  # the 0.8 hand went through crop_net
+    assert one.crop_net.calls == 2 and one.keypoint_net.calls == 2 + 2 + 2 + tta  # the 0.8 hand went through crop_net
     off = HandCropPipeline(SidedDetector(centres, [0.1, 0.9]), ShiftedCropNet(hands), keypoint_net=KeypointsOnlyNet(hands),
                            detector_presence=0.75, **kw)  # fmt: skip
     off(_u8(image), K)
@@ -504,3 +506,36 @@ def test_flip_average_reads_the_final_crop_mirrored_too():
     assert on.right_prob[0] == pytest.approx(0.05) and off.right_prob[0] == pytest.approx(0.05)  # sure: unchanged
     np.testing.assert_array_equal(on.keypoints_2d, off.keypoints_2d)  # the keypoints stay the unmirrored crop's
 
+
+
+class BadTtaReadsNet(KeypointsOnlyNet):
+    """The exact keypoint network, except in the batch of turned and scaled reads
+    (``keypoint_tta``, both hands): there the first ``bad`` reads of each hand are 30 crop
+    pixels and 3 cm off."""
+
+    def __init__(self, hands, tta, bad):
+        super().__init__(hands)
+        self.tta, self.bad = len(tta), bad
+
+    def __call__(self, crops):
+        pred = super().__call__(crops)
+        if len(crops) == 2 * self.tta:  # reads are grouped by turn: [read 1 of both hands, read 2 of both, ...]
+            pred.keypoints_2d[: 2 * self.bad, :, 0] += 30.0
+            pred.keypoints_3d[: 2 * self.bad, :, 0] += 0.03
+        return pred
+
+
+def test_keypoint_tta_takes_the_median_of_the_reads():
+    image, hands = _scene()
+    kw = dict(scan=(), probe_angles=(), repaint=False, pair_scale="own")
+    centres = [(95, 150), (225, 140)]
+    truth = np.stack([(hands[s] @ K.T)[:, :2] / (hands[s] @ K.T)[:, 2:] for s in ("left", "right")])
+
+    def run(tta, bad):
+        net = BadTtaReadsNet(hands, tta, bad)
+        return HandCropPipeline(FakeDetector(centres), FakeCropNet(hands), keypoint_net=net, keypoint_tta=tta, **kw)(_u8(image), K)
+
+    _check(run(KEYPOINT_TTA, 1), hands, atol_px=0.3, atol_m=2e-3)  # one bad read of five: the median ignores it
+    _check(run(KEYPOINT_TTA, 2), hands, atol_px=0.3, atol_m=2e-3)  # two of five: still
+    assert np.abs(run(KEYPOINT_TTA[2:], 2).keypoints_2d - truth).max() > 20.0  # two of three: the reads are used
+    assert KEYPOINT_TTA == ((10.0, 1.0), (-10.0, 1.0), (0.0, 0.9), (0.0, 1.1))
