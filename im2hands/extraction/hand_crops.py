@@ -46,7 +46,7 @@ from im2hands.typing import Float, Tensor
 __all__ = ["CropNet", "CropPrediction", "Detections", "HandCropPipeline", "HandDetector", "HandsFound",
            "KEYPOINT_TTA", "PAIR_SCALES", "assign_sides"]
 
-KEYPOINT_TTA: tuple[tuple[float, float], ...] = ((10.0, 1.0), (-10.0, 1.0), (0.0, 0.9), (0.0, 1.1))
+KEYPOINT_TTA: tuple[tuple[float, float], ...] = ((10.0, 1.0), (-10.0, 1.0))
 """Extra reads of each found hand by ``keypoint_net``: (degrees turned, side x), docs/estimator.md."""
 PAIR_SCALES: tuple[str, ...] = ("own",) + SHARED_SCALE_MEANS
 """Values of ``pair_scale``: ``own`` (each hand its own size) or a shared size (:func:`~im2hands.geometry.placement.place_pair`)."""
