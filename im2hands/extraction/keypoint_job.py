@@ -28,6 +28,7 @@ from im2hands.data.files import write_keypoints
 from im2hands.extraction.estimators import default_estimator, load_estimator
 from im2hands.extraction.inputs import dataset_convention, list_items, load_item
 from im2hands.extraction.outfolder import EXISTING_MODES, OutputFolder, check_not_an_input
+from im2hands.extraction.run import KEYPOINTS_SUFFIX, PIPELINE_SETTINGS
 from im2hands.hands.constants import SIDES
 from im2hands.utils.device import resolve_device
 from im2hands.utils.errors import Im2HandsError
@@ -37,7 +38,6 @@ __all__ = ["KEYPOINTS_SUFFIX", "SUMMARY_FORMAT", "estimate_keypoints_folder"]
 
 log = logging.getLogger(__name__)
 
-KEYPOINTS_SUFFIX = "_keypoints.json"
 SUMMARY_FORMAT = "im2hands-keypoints-summary"
 
 
@@ -103,6 +103,7 @@ def estimate_keypoints_folder(
                    "split": split},
         "estimator": None if estimator is None else str(estimator), "refiner": None if refiner is None else str(refiner),
         "pair_scale": getattr(pipeline, "pair_scale", None), "focal": focal, "keypoint_convention": convention,
+        "hand_finding": {k: getattr(pipeline, k) for k in PIPELINE_SETTINGS if hasattr(pipeline, k)} or None,
         "device": str(dev), "limit": limit,
         "frame": "camera (OpenCV: +x right, +y down, +z forward), metres",
     }  # fmt: skip

@@ -59,6 +59,7 @@ __all__ = [
     "SUMMARY_FORMAT",
     "CONFIG_FILES",
     "KEYPOINTS_SUFFIX",
+    "PIPELINE_SETTINGS",
     "resolve_device",
     "batch_from_item",
     "write_obj",
@@ -72,8 +73,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FORMAT = "im2hands-extract-summary"
 SUMMARY_VERSION = 1
 NO_REFINER = "none"
-"""``--refiner none``: no stage-3 refinement of estimated keypoints (the shipped refiner is used
-by default with the shipped estimator)."""
+"""``--refiner none``: no stage-3 refinement of estimated keypoints (also what no ``--refiner`` means)."""
 AUTO_KEYPOINTS = "auto"
 """``--keypoints auto``: estimate the keypoints from the images (docs/estimator.md)."""
 MAX_RESOLUTION = 512
@@ -209,9 +209,9 @@ def _totals(records: list[dict[str, Any]], listed: int, seconds: float) -> dict[
     }
 
 
-_PIPELINE_SETTINGS = ("min_size_ratio", "flip_average", "keypoint_tta", "pair_depth", "pair_depth_range",
+PIPELINE_SETTINGS = ("min_size_ratio", "flip_average", "keypoint_tta", "pair_depth", "pair_depth_range",
                       "detector_side", "detector_presence", "detector_keypoints")
-"""Per-hand crop pipeline options recorded in ``summary.json`` (``settings.hand_finding``)."""
+"""Per-hand crop pipeline options recorded in ``summary.json`` (``settings.hand_finding``; also by ``--keypoints-only``)."""
 
 
 def extract_folder(
@@ -371,7 +371,7 @@ def extract_folder(
             "refiner": _str(refiner) if isinstance(refiner, (str, os.PathLike)) else None,
             "pair_scale": getattr(pipeline, "pair_scale", None),
             "detector": getattr(pipeline, "detector_source", None),
-            "hand_finding": {k: getattr(pipeline, k) for k in _PIPELINE_SETTINGS if hasattr(pipeline, k)} or None,
+            "hand_finding": {k: getattr(pipeline, k) for k in PIPELINE_SETTINGS if hasattr(pipeline, k)} or None,
             "resolution0": resolution,
             "upsampling_steps": upsampling_steps,
             "resolution": extractor.resolution,
