@@ -28,7 +28,7 @@ from im2hands.data.files import write_keypoints
 from im2hands.extraction.estimators import default_estimator, load_estimator
 from im2hands.extraction.inputs import dataset_convention, list_items, load_item
 from im2hands.extraction.outfolder import EXISTING_MODES, OutputFolder, check_not_an_input
-from im2hands.extraction.run import KEYPOINTS_SUFFIX, PIPELINE_SETTINGS
+from im2hands.extraction.run import KEYPOINTS_SUFFIX, NO_REFINER, PIPELINE_SETTINGS
 from im2hands.hands.constants import SIDES
 from im2hands.utils.device import resolve_device
 from im2hands.utils.errors import Im2HandsError
@@ -89,7 +89,7 @@ def estimate_keypoints_folder(
     check_output_path(out)
     check_not_an_input(out, images=images, keypoints=None, dataset=dataset)
     dev = resolve_device(device)
-    refiner = None if isinstance(refiner, str) and refiner == "none" else refiner
+    refiner = None if isinstance(refiner, str) and refiner == NO_REFINER else refiner
     pipeline, _ = load_estimator(default_estimator() if estimator is None else estimator, refiner, dev, focal,
                                  pair_scale, detector)  # fmt: skip
     convention = dataset_convention(Path(dataset)) if dataset is not None else None
