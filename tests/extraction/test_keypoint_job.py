@@ -2,6 +2,7 @@
 only, per item, with a summary; bad items recorded and skipped; resumable."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +80,22 @@ def test_cli_refuses_keypoints_only_with_a_keypoint_folder(tmp_path, synth):
               str(tmp_path / "o")])  # fmt: skip
     with pytest.raises(Im2HandsError, match="--images DIR or --dataset DIR"):
         estimate_keypoints_folder(tmp_path / "o2", progress=False)
+
+
+def test_cli_on_the_real_photos_with_the_shipped_networks(tmp_path):
+    """``im2hands extract --images eval/real_photos/images --keypoints-only``: one keypoint file per
+    photo in its own camera, the hands the full extraction finds (docs/results.md: both hands of
+    the touching pair, the one hand of each one-hand photo, no false hand)."""
+    photos = Path(__file__).resolve().parents[2] / "eval" / "real_photos"
+    out = tmp_path / "kp"
+    assert main(["extract", "--images", str(photos / "images"), "--keypoints-only", "--out", str(out), "--device", "cpu",
+                 "--no-progress"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["totals"]["ok"] == 4 and summary["settings"]["hand_finding"]["keypoint_tta"] == [[10.0, 1.0], [-10.0, 1.0]]
+    found = {r["name"]: r["hands"] for r in summary["items"]}
+    assert found["ih_02017_410028"] == ["right"] and found["ih_29590_410053"] == ["left"]
+    assert found["ih_69148_400026"] == ["left", "right"]
+    for r in summary["items"]:
+        kf = read_keypoints(out / f"{r['name']}_keypoints.json")
+        np.testing.assert_allclose(kf.K, json.loads((photos / "images" / f"{r['name']}.json").read_text())["camera"]["K"])
+        assert sorted(kf.joints) == r["hands"]
