@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from im2hands.data.files import write_keypoints
 from im2hands.extraction.estimators import default_estimator, load_estimator
 from im2hands.extraction.inputs import dataset_convention, list_items, load_item
 from im2hands.extraction.outfolder import EXISTING_MODES, OutputFolder, check_not_an_input
-from im2hands.extraction.run import KEYPOINTS_SUFFIX, NO_REFINER, PIPELINE_SETTINGS
+from im2hands.extraction.run import KEYPOINTS_SUFFIX, NO_REFINER, PIPELINE_SETTINGS, write_item_keypoints
 from im2hands.hands.constants import SIDES
 from im2hands.utils.device import resolve_device
 from im2hands.utils.errors import Im2HandsError
@@ -145,9 +144,8 @@ def _process(src: Any, out: Path, pipeline: Any, convention: str | None) -> dict
     t0 = time.perf_counter()
     try:
         item = load_item(src, estimate=pipeline, model_convention=convention)
-        joints = {side: item.keypoints[h] for h, side in enumerate(SIDES) if item.present[h]}
-        path = write_keypoints(out / f"{src.name}{KEYPOINTS_SUFFIX}", joints, item.K, order="standard")
-        rec.update(hands=sorted(joints), camera=item.camera, files=[path.name])
+        path = write_item_keypoints(out / f"{src.name}{KEYPOINTS_SUFFIX}", item)
+        rec.update(hands=[side for h, side in enumerate(SIDES) if item.present[h]], camera=item.camera, files=[path.name])
     except Im2HandsError as exc:  # DataError included: unreadable image, no hand found
         rec["status"], rec["message"] = "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad item must not stop the job

@@ -210,7 +210,7 @@ def _totals(records: list[dict[str, Any]], listed: int, seconds: float) -> dict[
 
 
 PIPELINE_SETTINGS = ("min_size_ratio", "flip_average", "keypoint_tta", "pair_depth", "pair_depth_range",
-                      "detector_side", "detector_presence", "detector_keypoints")
+                     "detector_side", "detector_presence", "detector_keypoints")
 """Per-hand crop pipeline options recorded in ``summary.json`` (``settings.hand_finding``; also by ``--keypoints-only``)."""
 
 
